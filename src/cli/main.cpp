@@ -1,0 +1,200 @@
+// bitvit command line: a thin layer over the training library. Each subcommand parses its flags and
+// calls one library entry point; all behaviour lives (and is tested) in the libraries.
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+
+#include "runtime/cpu-features.h"
+#include "train/checkpoint.h"
+#include "train/trainer.h"
+
+namespace fs = std::filesystem;
+using namespace bitvit;
+
+namespace {
+
+void print_eval(const EvalResult & r, const std::vector<std::string> & class_names) {
+    std::printf("images: %lld\naccuracy: %.2f%%\nloss: %.4f\nper-class accuracy:\n", static_cast<long long>(r.count),
+                100 * r.accuracy, r.loss);
+    for (size_t c = 0; c < r.per_class_accuracy.size(); ++c) {
+        const std::string name = c < class_names.size() ? class_names[c] : std::to_string(c);
+        std::printf("  %2zu %-14s %6.2f%%  (%lld images)\n", c, name.c_str(), 100 * r.per_class_accuracy[c],
+                    static_cast<long long>(r.per_class_count[c]));
+    }
+}
+
+struct TrainArgs {
+    std::string recipe, out, resume;
+    std::vector<std::string> sets;
+    // Shorthands for common overrides; each becomes a --set.
+    std::string model, data, data_root;
+    int64_t epochs = 0, batch_size = 0, train_subset = -1, test_subset = -1, threads = -1;
+    double lr = 0;
+    int64_t seed = -1;
+};
+
+std::vector<std::string> overrides_of(const TrainArgs & a) {
+    std::vector<std::string> o;
+    if (!a.model.empty()) o.push_back("model.name=\"" + a.model + "\"");
+    if (!a.data.empty()) o.push_back("data.name=\"" + a.data + "\"");
+    if (!a.data_root.empty()) o.push_back("data.root=\"" + a.data_root + "\"");
+    if (a.epochs > 0) o.push_back("train.epochs=" + std::to_string(a.epochs));
+    if (a.batch_size > 0) o.push_back("train.batch_size=" + std::to_string(a.batch_size));
+    if (a.train_subset >= 0) o.push_back("data.train_subset=" + std::to_string(a.train_subset));
+    if (a.test_subset >= 0) o.push_back("data.test_subset=" + std::to_string(a.test_subset));
+    if (a.threads >= 0) o.push_back("train.threads=" + std::to_string(a.threads));
+    if (a.seed >= 0) o.push_back("train.seed=" + std::to_string(a.seed));
+    if (a.lr > 0) {
+        char buf[64];
+        std::snprintf(buf, sizeof buf, "optim.lr=%.17g", a.lr);
+        o.push_back(buf);
+    }
+    o.insert(o.end(), a.sets.begin(), a.sets.end());
+    return o;
+}
+
+int run_train(const TrainArgs & a) {
+    std::unique_ptr<Trainer> trainer;
+    if (!a.resume.empty()) {
+        trainer = Trainer::resume(a.resume, overrides_of(a), load_train_test);
+        std::fprintf(stderr, "resuming %s after epoch %lld\n", a.resume.c_str(),
+                     static_cast<long long>(trainer->epochs_done()));
+    } else {
+        TrainConfig config = a.recipe.empty() ? parse_config("", "defaults", overrides_of(a))
+                                              : load_config_file(a.recipe, overrides_of(a));
+        auto data = load_train_test(config);
+        std::fprintf(stderr, "training %s on %s: %lld train / %lld test images, %lld epochs -> %s\n",
+                     config.model.name.c_str(), config.data.name.c_str(), static_cast<long long>(data.train.size()),
+                     static_cast<long long>(data.test.size()), static_cast<long long>(config.train.epochs),
+                     a.out.c_str());
+        trainer = std::make_unique<Trainer>(config, a.out, std::move(data));
+    }
+    trainer->fit();
+    const auto & c = trainer->config();
+    const EvalResult r = evaluate(trainer->model(), trainer->data().test, make_preprocess(c.data), c.train.eval_batch_size);
+    std::printf("checkpoint: %s\n", trainer->checkpoint_path().c_str());
+    print_eval(r, trainer->data().test.class_names);
+    return 0;
+}
+
+int run_eval(const std::string & checkpoint, const std::string & data_name, const std::string & data_root,
+             const std::string & split, int64_t subset, int64_t batch_size) {
+    LoadedModel loaded = load_model(checkpoint);
+    TrainConfig & c = loaded.state.config;
+    if (!data_name.empty()) c.data.name = data_name;
+    if (!data_root.empty()) c.data.root = data_root;
+    data::DatasetSpec spec{c.data.name, c.data.root, loaded.state.shape.img_size, loaded.state.shape.in_chans};
+    auto images = data::load_dataset(spec, split == "train" ? data::Split::train : data::Split::test);
+    if (images.num_classes() > loaded.state.shape.num_classes) {
+        throw std::invalid_argument("data set has " + std::to_string(images.num_classes()) +
+                                    " classes but the model predicts " + std::to_string(loaded.state.shape.num_classes));
+    }
+    if (subset > 0) images = data::select(images, data::stratified_subset(images.labels, images.num_classes(), subset, 0));
+    const EvalResult r = evaluate(loaded.model, images, make_preprocess(c.data), batch_size);
+    std::printf("checkpoint: %s (epoch %lld)\ndata: %s %s\n", checkpoint.c_str(),
+                static_cast<long long>(loaded.state.epoch), c.data.name.c_str(), split.c_str());
+    print_eval(r, loaded.state.class_names);
+    return 0;
+}
+
+int run_info(const std::string & what, int64_t classes, bool list_sites) {
+    DeitConfig config;
+    std::string source = "architecture";
+    Deit model{nullptr};
+    if (fs::exists(what)) {
+        LoadedModel loaded = load_model(what);
+        model = loaded.model;
+        config = model->config();
+        source = "checkpoint (epoch " + std::to_string(loaded.state.epoch) + ", " + loaded.state.config.data.name + ")";
+    } else {
+        config = deit_config(what);
+        if (classes > 0) config.num_classes = classes;
+        model = Deit(config);
+    }
+    const int64_t params = count_parameters(*model);
+    std::printf("model: %s (%s)\n", config.name.c_str(), source.c_str());
+    std::printf("input: %lld×%lld×%lld, patch %lld -> %lld tokens (%s)\n", static_cast<long long>(config.in_chans),
+                static_cast<long long>(config.img_size), static_cast<long long>(config.img_size),
+                static_cast<long long>(config.patch_size), static_cast<long long>(config.num_tokens()),
+                config.distilled ? "cls + dist + patches" : "cls + patches");
+    std::printf("embed_dim %lld, depth %lld, heads %lld, mlp_ratio %.1f, classes %lld, drop_path %.2f\n",
+                static_cast<long long>(config.embed_dim), static_cast<long long>(config.depth),
+                static_cast<long long>(config.num_heads), config.mlp_ratio, static_cast<long long>(config.num_classes),
+                config.drop_path);
+    std::printf("parameters: %lld (%.3f M)\nFP32 size: %.3f MB\n", static_cast<long long>(params), params / 1e6,
+                params * 4 / 1e6);
+    if (list_sites) {
+        std::printf("sites:\n");
+        for (const auto & s : model->site_names()) std::printf("  %s\n", s.c_str());
+    }
+    return 0;
+}
+
+}  // namespace
+
+int main(int argc, char ** argv) {
+    CLI::App app{"bitvit: binary and ternary Vision Transformers — train, evaluate, inspect"};
+    app.require_subcommand(1);
+
+    TrainArgs t;
+    auto * train = app.add_subcommand("train", "Train a model from a recipe; checkpoints every epoch into --out");
+    train->add_option("-r,--recipe", t.recipe, "Recipe file (TOML); without it the built-in defaults are used")
+        ->check(CLI::ExistingFile);
+    train->add_option("-o,--out", t.out, "Run directory: checkpoint.pt, config.toml, metrics.jsonl")->default_val("runs/latest");
+    train->add_option("--resume", t.resume, "Continue the run in this directory from its checkpoint")->check(CLI::ExistingDirectory);
+    train->add_option("--set", t.sets, "Override a recipe setting: section.key=value (repeatable)");
+    train->add_option("--model", t.model, "Architecture name (model.name), see `bitvit info --list`");
+    train->add_option("--data", t.data, "Data set: fashion-mnist, mnist, cifar10, cifar100, imagefolder (data.name)");
+    train->add_option("--data-root", t.data_root, "Data set directory (data.root)");
+    train->add_option("--epochs", t.epochs, "Total epochs (train.epochs)");
+    train->add_option("--batch-size", t.batch_size, "Batch size (train.batch_size)");
+    train->add_option("--lr", t.lr, "Peak learning rate (optim.lr)");
+    train->add_option("--train-subset", t.train_subset, "Stratified, seeded training subset of N images; 0 = all");
+    train->add_option("--test-subset", t.test_subset, "Stratified test subset of N images; 0 = all");
+    train->add_option("--seed", t.seed, "Seed for initialisation, data order and augmentation (train.seed)");
+    train->add_option("--threads", t.threads, "LibTorch threads; 0 = all cores (train.threads)");
+    train->get_option("--recipe")->excludes(train->get_option("--resume"));
+
+    std::string ckpt, data_name, data_root, split = "test";
+    int64_t subset = 0, batch = 500;
+    auto * eval = app.add_subcommand("eval", "Accuracy and per-class accuracy of a checkpoint on a data set");
+    eval->add_option("checkpoint", ckpt, "Checkpoint file (checkpoint.pt)")->required()->check(CLI::ExistingFile);
+    eval->add_option("--data", data_name, "Data set name (default: the one the model was trained on)");
+    eval->add_option("--data-root", data_root, "Data set directory (default: the training run's)");
+    eval->add_option("--split", split, "test or train")->check(CLI::IsMember({"test", "train"}));
+    eval->add_option("--subset", subset, "Evaluate on a stratified subset of N images; 0 = all");
+    eval->add_option("--batch-size", batch, "Evaluation batch size")->check(CLI::PositiveNumber);
+
+    std::string what;
+    int64_t classes = 0;
+    bool list = false, sites = false;
+    auto * info = app.add_subcommand("info", "Architecture, parameter count and size of a named model or a checkpoint");
+    info->add_option("model", what, "Architecture name or checkpoint file");
+    info->add_option("--classes", classes, "Number of classes for a named architecture");
+    info->add_flag("--list", list, "List the known architecture names");
+    info->add_flag("--sites", sites, "List the model's quantization sites");
+
+    CLI11_PARSE(app, argc, argv);
+    try {
+        if (*train) return run_train(t);
+        if (*eval) return run_eval(ckpt, data_name, data_root, split, subset, batch);
+        if (*info) {
+            if (list) {
+                for (const auto & n : deit_config_names()) std::printf("%s\n", n.c_str());
+                std::printf("runtime ISA on this CPU: %s\n", runtime::isa_name(runtime::best_supported_isa()));
+                return 0;
+            }
+            if (what.empty()) throw std::invalid_argument("info needs a model name or checkpoint (or --list)");
+            return run_info(what, classes, sites);
+        }
+    } catch (const c10::Error & e) {
+        std::fprintf(stderr, "bitvit: error: %s\n", e.what_without_backtrace());
+        return 1;
+    } catch (const std::exception & e) {
+        std::fprintf(stderr, "bitvit: error: %s\n", e.what());
+        return 1;
+    }
+    return 0;
+}

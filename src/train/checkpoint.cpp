@@ -1,0 +1,200 @@
+#include "checkpoint.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+namespace bitvit {
+namespace fs = std::filesystem;
+namespace {
+
+constexpr const char * kFormat = "bitvit-checkpoint";
+constexpr int64_t kVersion = 1;
+
+void fsync_path(const std::string & path, bool directory) {
+    const int fd = ::open(path.c_str(), directory ? O_RDONLY | O_DIRECTORY : O_RDONLY);
+    if (fd < 0) return;  // best effort: durability, not correctness, depends on it
+    ::fsync(fd);
+    ::close(fd);
+}
+
+// Moves a fully written temporary file over `path`: readers see the old file or the new, never half.
+void commit_temp_file(const std::string & temp, const std::string & path) {
+    fsync_path(temp, false);
+    std::error_code ec;
+    fs::rename(temp, path, ec);
+    if (ec) {
+        fs::remove(temp, ec);
+        throw CheckpointError(path + ": cannot replace file (" + ec.message() + ")");
+    }
+    const auto dir = fs::path(path).parent_path();
+    fsync_path(dir.empty() ? "." : dir.string(), true);
+}
+
+std::string temp_name(const std::string & path) { return path + ".tmp." + std::to_string(::getpid()); }
+
+std::string join_lines(const std::vector<std::string> & lines) {
+    std::string out;
+    for (const auto & l : lines) out += l + "\n";
+    return out;
+}
+
+std::vector<std::string> split_lines(const std::string & text) {
+    std::vector<std::string> lines;
+    std::istringstream in(text);
+    std::string line;
+    while (std::getline(in, line)) lines.push_back(line);
+    return lines;
+}
+
+c10::IValue read_key(torch::serialize::InputArchive & archive, const std::string & path, const std::string & key) {
+    c10::IValue value;
+    if (!archive.try_read(key, value)) throw CheckpointError(path + ": not a bitvit checkpoint (no '" + key + "' entry)");
+    return value;
+}
+
+void open_archive(torch::serialize::InputArchive & archive, const std::string & path) {
+    if (!fs::exists(path)) throw CheckpointError(path + ": checkpoint not found");
+    try {
+        archive.load_from(path);
+    } catch (const c10::Error & e) {
+        throw CheckpointError(path + ": unreadable checkpoint (truncated or not a LibTorch archive): " +
+                              std::string(e.what_without_backtrace()));
+    }
+}
+
+}  // namespace
+
+DeitConfig resolve_model_config(const ModelSection & model, const DataShape & shape) {
+    DeitConfig c = deit_config(model.name);
+    if (model.embed_dim > 0) c.embed_dim = model.embed_dim;
+    if (model.depth > 0) c.depth = model.depth;
+    if (model.num_heads > 0) c.num_heads = model.num_heads;
+    c.drop_path = model.drop_path;
+    if (shape.img_size != c.img_size) {
+        throw std::invalid_argument("model '" + model.name + "' takes " + std::to_string(c.img_size) + "×" +
+                                    std::to_string(c.img_size) + " images but the data set has " +
+                                    std::to_string(shape.img_size) + "-pixel images");
+    }
+    c.num_classes = shape.num_classes;
+    c.in_chans = shape.in_chans;
+    c.validate();
+    return c;
+}
+
+void save_checkpoint(const std::string & path, const CheckpointState & state, torch::nn::Module & model,
+                     torch::optim::Optimizer * optimizer) {
+    torch::serialize::OutputArchive archive;
+    archive.write("format", c10::IValue(std::string(kFormat)));
+    archive.write("version", c10::IValue(kVersion));
+    archive.write("config", c10::IValue(state.config.to_toml()));
+    archive.write("shape/num_classes", c10::IValue(state.shape.num_classes));
+    archive.write("shape/in_chans", c10::IValue(state.shape.in_chans));
+    archive.write("shape/img_size", c10::IValue(state.shape.img_size));
+    archive.write("class_names", c10::IValue(join_lines(state.class_names)));
+    archive.write("epoch", c10::IValue(state.epoch));
+    archive.write("step", c10::IValue(state.step));
+    archive.write("best_test_acc", c10::IValue(state.best_test_acc));
+    archive.write("rng", at::detail::getDefaultCPUGenerator().get_state());
+    torch::serialize::OutputArchive model_archive;
+    model.save(model_archive);
+    archive.write("model", model_archive);
+    if (optimizer != nullptr) {
+        torch::serialize::OutputArchive optim_archive;
+        optimizer->save(optim_archive);
+        archive.write("optimizer", optim_archive);
+    }
+    const std::string temp = temp_name(path);
+    try {
+        archive.save_to(temp);
+    } catch (const c10::Error & e) {
+        std::error_code ec;
+        fs::remove(temp, ec);
+        throw CheckpointError(path + ": cannot write checkpoint: " + std::string(e.what_without_backtrace()));
+    }
+    commit_temp_file(temp, path);
+}
+
+CheckpointState read_checkpoint_state(const std::string & path) {
+    torch::serialize::InputArchive archive;
+    open_archive(archive, path);
+    if (read_key(archive, path, "format").toStringRef() != kFormat) {
+        throw CheckpointError(path + ": not a bitvit checkpoint (wrong format tag)");
+    }
+    const int64_t version = read_key(archive, path, "version").toInt();
+    if (version != kVersion) {
+        throw CheckpointError(path + ": checkpoint version " + std::to_string(version) + " is not supported (expected " +
+                              std::to_string(kVersion) + ")");
+    }
+    CheckpointState state;
+    state.config = parse_config(read_key(archive, path, "config").toStringRef(), path + " (stored config)");
+    state.shape.num_classes = read_key(archive, path, "shape/num_classes").toInt();
+    state.shape.in_chans = read_key(archive, path, "shape/in_chans").toInt();
+    state.shape.img_size = read_key(archive, path, "shape/img_size").toInt();
+    state.class_names = split_lines(read_key(archive, path, "class_names").toStringRef());
+    state.epoch = read_key(archive, path, "epoch").toInt();
+    state.step = read_key(archive, path, "step").toInt();
+    state.best_test_acc = read_key(archive, path, "best_test_acc").toDouble();
+    return state;
+}
+
+void load_checkpoint_weights(const std::string & path, torch::nn::Module & model, torch::optim::Optimizer * optimizer) {
+    torch::serialize::InputArchive archive;
+    open_archive(archive, path);
+    torch::serialize::InputArchive model_archive;
+    if (!archive.try_read("model", model_archive)) throw CheckpointError(path + ": no model weights");
+    try {
+        model.load(model_archive);
+    } catch (const c10::Error & e) {
+        throw CheckpointError(path + ": model weights do not match the architecture: " +
+                              std::string(e.what_without_backtrace()));
+    }
+    for (const auto & p : model.parameters()) {
+        if (!torch::isfinite(p).all().item<bool>()) throw CheckpointError(path + ": model weights hold NaN or Inf");
+    }
+    torch::Tensor rng;
+    if (archive.try_read("rng", rng)) {
+        auto generator = at::detail::getDefaultCPUGenerator();
+        generator.set_state(rng);
+    }
+    if (optimizer != nullptr) {
+        torch::serialize::InputArchive optim_archive;
+        if (!archive.try_read("optimizer", optim_archive)) throw CheckpointError(path + ": no optimiser state");
+        try {
+            optimizer->load(optim_archive);
+        } catch (const c10::Error & e) {
+            throw CheckpointError(path + ": optimiser state does not match: " + std::string(e.what_without_backtrace()));
+        }
+    }
+}
+
+LoadedModel load_model(const std::string & path) {
+    LoadedModel loaded;
+    loaded.state = read_checkpoint_state(path);
+    DeitConfig config;
+    try {
+        config = resolve_model_config(loaded.state.config.model, loaded.state.shape);
+    } catch (const std::invalid_argument & e) {
+        throw CheckpointError(path + ": " + e.what());
+    }
+    loaded.model = Deit(config);
+    load_checkpoint_weights(path, *loaded.model, nullptr);
+    loaded.model->eval();
+    return loaded;
+}
+
+void write_file_atomic(const std::string & path, const std::string & bytes) {
+    const std::string temp = temp_name(path);
+    {
+        std::ofstream out(temp, std::ios::binary | std::ios::trunc);
+        out << bytes;
+        if (!out.flush()) throw CheckpointError(path + ": cannot write");
+    }
+    commit_temp_file(temp, path);
+}
+
+}  // namespace bitvit

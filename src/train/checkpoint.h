@@ -1,0 +1,60 @@
+// Checkpoints: one LibTorch archive holding everything a run needs to continue exactly where it stopped
+// (model, optimiser, step, epoch, RNG) and everything a user needs to use the model without the recipe
+// (the resolved config, the architecture's data-dependent sizes, the class names). Written atomically:
+// a killed writer leaves the previous checkpoint intact.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <string>
+#include <vector>
+
+#include "config.h"
+#include "deit.h"
+
+namespace bitvit {
+
+class CheckpointError : public std::runtime_error {
+  public:
+    using std::runtime_error::runtime_error;
+};
+
+// The parts of the architecture that come from the data set rather than the recipe.
+struct DataShape {
+    int64_t num_classes = 0, in_chans = 0, img_size = 0;
+};
+
+// The DeiT configuration a run trains: the recipe's named architecture with its overrides, sized for
+// the data set. Throws std::invalid_argument if the data cannot feed the model.
+DeitConfig resolve_model_config(const ModelSection & model, const DataShape & shape);
+
+struct CheckpointState {
+    TrainConfig config;
+    DataShape shape;
+    std::vector<std::string> class_names;
+    int64_t epoch = 0;  // epochs completed
+    int64_t step = 0;   // optimiser steps taken
+    double best_test_acc = 0.0;
+};
+
+// Writes `path` through a temporary file in the same directory and a rename, after fsync.
+void save_checkpoint(const std::string & path, const CheckpointState & state, torch::nn::Module & model,
+                     torch::optim::Optimizer * optimizer);
+
+// Reads the state and the model weights (and the optimiser state when `optimizer` is non-null). The
+// model must have been built from resolve_model_config(state.config.model, state.shape); use
+// read_checkpoint_state() first to learn it. Errors name the file and what is missing or mismatched.
+CheckpointState read_checkpoint_state(const std::string & path);
+void load_checkpoint_weights(const std::string & path, torch::nn::Module & model, torch::optim::Optimizer * optimizer);
+
+// Convenience for eval/info: the state and a model with the checkpoint's weights, in eval mode.
+struct LoadedModel {
+    CheckpointState state;
+    Deit model{nullptr};
+};
+LoadedModel load_model(const std::string & path);
+
+// Writes bytes to `path` atomically (temp file, fsync, rename); for small text files of the run.
+void write_file_atomic(const std::string & path, const std::string & bytes);
+
+}  // namespace bitvit

@@ -1,0 +1,81 @@
+// A training run's configuration: read from a recipe file (TOML), overridden by `--set section.key=value`
+// flags, validated in full before any work starts, and stored verbatim in every checkpoint so that a
+// run can be resumed, evaluated or inspected without the recipe file at hand.
+#pragma once
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace bitvit {
+
+class ConfigError : public std::runtime_error {
+  public:
+    using std::runtime_error::runtime_error;
+};
+
+struct ModelSection {
+    std::string name = "deit_micro_patch4_28";  // see deit_config_names()
+    double drop_path = 0.0;                       // overrides the architecture's stochastic depth
+    // Optional architecture overrides (0 = keep the named architecture's value).
+    int64_t embed_dim = 0, depth = 0, num_heads = 0;
+};
+
+struct DataSection {
+    std::string name = "fashion-mnist";  // fashion-mnist, mnist, cifar10, cifar100, imagefolder
+    std::string root;                    // "" = the data set's default location
+    int64_t image_size = 0;              // imagefolder resize target; 0 = the model's img_size
+    int64_t train_subset = 0;            // 0 = all; N = stratified, seeded subset of N images
+    int64_t test_subset = 0;             // 0 = all; N = stratified subset of the test split (quick checks)
+    int64_t crop_padding = 2;            // random crop after zero padding by this many pixels; 0 = off
+    bool hflip = true;                   // random horizontal flip
+    std::vector<double> mean = {0.2860};  // per channel, on [0, 1] pixels (Fashion-MNIST's statistics)
+    std::vector<double> std = {0.3530};
+    int64_t prefetch = 4;                // batches prepared ahead on the loader thread
+};
+
+struct OptimSection {
+    std::string optimizer = "adamw";  // adamw, adam
+    double lr = 1e-3;                  // peak learning rate, reached after warm-up
+    double min_lr = 1e-5;              // cosine floor
+    double warmup_lr = 1e-6;           // learning rate at step 0
+    double warmup_epochs = 1.0;        // linear warm-up length (fractional epochs allowed)
+    double weight_decay = 0.05;        // decoupled (AdamW) or L2 (Adam); never on norms, biases, tokens
+    double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
+    double label_smoothing = 0.1;
+    double clip_grad = 1.0;  // max global gradient norm; 0 = off
+};
+
+struct TrainSection {
+    int64_t epochs = 30;
+    int64_t batch_size = 128;
+    int64_t eval_batch_size = 500;
+    uint64_t seed = 0;
+    // LibTorch intra-op threads; 0 = all cores. Default 1: on the 2-core machines here a second
+    // OpenMP thread contends with OpenBLAS's own threads and slows small-model training down.
+    int64_t threads = 1;
+    int64_t log_every = 50;       // steps between log lines when stderr is not a terminal
+};
+
+struct TrainConfig {
+    ModelSection model;
+    DataSection data;
+    OptimSection optim;
+    TrainSection train;
+
+    // TOML text holding every field, so the config can round-trip through a checkpoint.
+    std::string to_toml() const;
+};
+
+// Parses TOML text and applies overrides ("train.lr=5e-4", "data.name=\"mnist\"" or data.name=mnist:
+// a value that does not parse as TOML is taken as a string). Unknown sections or keys, wrong value
+// types and out-of-range values throw ConfigError naming the key and `origin` (a file name or
+// "checkpoint").
+TrainConfig parse_config(const std::string & toml_text, const std::string & origin,
+                         const std::vector<std::string> & overrides = {});
+
+// Reads a recipe file; throws ConfigError naming the file if it cannot be read or parsed.
+TrainConfig load_config_file(const std::string & path, const std::vector<std::string> & overrides = {});
+
+}  // namespace bitvit

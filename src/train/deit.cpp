@@ -1,0 +1,291 @@
+#include "deit.h"
+
+#include <algorithm>
+#include <sstream>
+#include <stdexcept>
+
+namespace bitvit {
+namespace F = torch::nn::functional;
+
+namespace {
+
+// Normal(0, std) truncated to ±2·std by resampling (timm's trunc_normal_ with std = .02).
+void trunc_normal_(torch::Tensor & t, double std) {
+    torch::NoGradGuard no_grad;
+    t.normal_(0.0, std);
+    for (int attempt = 0; attempt < 100; ++attempt) {
+        auto outside = t.abs() > 2.0 * std;
+        if (!outside.any().item<bool>()) return;
+        t.masked_scatter_(outside, torch::empty_like(t).normal_(0.0, std).masked_select(outside));
+    }
+    t.clamp_(-2.0 * std, 2.0 * std);
+}
+
+// Per-sample stochastic depth: zeroes a whole residual branch for a random subset of the batch and
+// rescales the survivors by 1/keep, so the expectation is unchanged. Identity at eval time.
+torch::Tensor drop_path(const torch::Tensor & x, double rate, bool training) {
+    if (!training || rate <= 0.0) return x;
+    const double keep = 1.0 - rate;
+    auto mask = torch::empty({x.size(0), 1, 1}, x.options()).bernoulli_(keep);
+    return x * mask / keep;
+}
+
+std::string site_module_name(const std::string & site) {
+    std::string name = site;
+    std::replace(name.begin(), name.end(), '.', '_');
+    return name + "_quantizer";
+}
+
+}  // namespace
+
+SiteTable::SiteTable(torch::nn::Module & owner, std::vector<std::string> names)
+    : owner_(owner), names_(std::move(names)) {}
+
+bool SiteTable::has(const std::string & site) const {
+    return std::find(names_.begin(), names_.end(), site) != names_.end();
+}
+
+torch::Tensor SiteTable::apply(const std::string & site, const torch::Tensor & x) const {
+    const auto it = installed_.find(site);
+    return it == installed_.end() ? x : it->second->forward(x);
+}
+
+void SiteTable::install(const std::string & site, SiteTransform transform) {
+    if (!has(site)) throw std::invalid_argument("no site '" + site + "' here");
+    if (!transform) throw std::invalid_argument("null transform for site '" + site + "'");
+    const std::string name = site_module_name(site);
+    if (installed_.count(site)) {
+        owner_.replace_module(name, transform);
+    } else {
+        owner_.register_module(name, transform);
+    }
+    installed_[site] = std::move(transform);
+}
+
+QLinearImpl::QLinearImpl(int64_t in_features, int64_t out_features, bool with_bias)
+    : sites(*this, {"weight", "input"}) {
+    weight = register_parameter("weight", torch::empty({out_features, in_features}));
+    trunc_normal_(weight, 0.02);
+    if (with_bias) bias = register_parameter("bias", torch::zeros({out_features}));
+}
+
+torch::Tensor QLinearImpl::forward(const torch::Tensor & x) {
+    return F::linear(sites.apply("input", x), sites.apply("weight", weight), bias);
+}
+
+AttentionImpl::AttentionImpl(int64_t dim, int64_t heads, bool qkv_bias)
+    : num_heads(heads), sites(*this, {"q", "k", "v", "probs"}) {
+    if (dim % heads != 0) {
+        throw std::invalid_argument("embed_dim " + std::to_string(dim) + " is not divisible by num_heads " +
+                                    std::to_string(heads));
+    }
+    scale = 1.0 / std::sqrt(static_cast<double>(dim / heads));
+    qkv = register_module("qkv", QLinear(dim, 3 * dim, qkv_bias));
+    proj = register_module("proj", QLinear(dim, dim, true));
+}
+
+torch::Tensor AttentionImpl::forward(const torch::Tensor & x) {
+    const int64_t B = x.size(0), N = x.size(1), C = x.size(2);
+    // [B, N, 3C] -> [3, B, H, N, d]
+    auto qkv_heads = qkv(x).reshape({B, N, 3, num_heads, C / num_heads}).permute({2, 0, 3, 1, 4});
+    auto q = sites.apply("q", qkv_heads[0]);  // [B, H, N, d]
+    auto k = sites.apply("k", qkv_heads[1]);
+    auto v = sites.apply("v", qkv_heads[2]);
+    auto probs = torch::softmax(torch::matmul(q, k.transpose(-2, -1)) * scale, -1);  // [B, H, N, N]
+    probs = sites.apply("probs", probs);
+    auto out = torch::matmul(probs, v).transpose(1, 2).reshape({B, N, C});
+    return proj(out);
+}
+
+MlpImpl::MlpImpl(int64_t dim, int64_t hidden) {
+    fc1 = register_module("fc1", QLinear(dim, hidden, true));
+    fc2 = register_module("fc2", QLinear(hidden, dim, true));
+}
+
+torch::Tensor MlpImpl::forward(const torch::Tensor & x) { return fc2(F::gelu(fc1(x))); }
+
+BlockImpl::BlockImpl(int64_t dim, int64_t heads, double mlp_ratio, bool qkv_bias, double drop_path_rate)
+    : drop_path(drop_path_rate) {
+    // timm's DeiT uses LayerNorm eps 1e-6.
+    norm1 = register_module("norm1", torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim}).eps(1e-6)));
+    attn = register_module("attn", Attention(dim, heads, qkv_bias));
+    norm2 = register_module("norm2", torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim}).eps(1e-6)));
+    mlp = register_module("mlp", Mlp(dim, static_cast<int64_t>(dim * mlp_ratio)));
+}
+
+torch::Tensor BlockImpl::forward(const torch::Tensor & x) {
+    auto h = x + bitvit::drop_path(attn(norm1(x)), drop_path, is_training());
+    return h + bitvit::drop_path(mlp(norm2(h)), drop_path, is_training());
+}
+
+PatchEmbedImpl::PatchEmbedImpl(int64_t in_chans, int64_t embed_dim, int64_t patch_size)
+    : sites(*this, {"proj.weight"}) {
+    proj = register_module(
+        "proj", torch::nn::Conv2d(torch::nn::Conv2dOptions(in_chans, embed_dim, patch_size).stride(patch_size)));
+}
+
+torch::Tensor PatchEmbedImpl::forward(const torch::Tensor & images) {
+    auto w = sites.apply("proj.weight", proj->weight);
+    auto x = F::conv2d(images, w, F::Conv2dFuncOptions().bias(proj->bias).stride(proj->options.stride()));
+    return x.flatten(2).transpose(1, 2);  // [B, D, h, w] -> [B, N, D]
+}
+
+void DeitConfig::validate() const {
+    auto fail = [&](const std::string & what) { throw std::invalid_argument("model '" + name + "': " + what); };
+    if (img_size <= 0 || patch_size <= 0) fail("img_size and patch_size must be positive");
+    if (img_size % patch_size != 0) {
+        fail("img_size " + std::to_string(img_size) + " is not a multiple of patch_size " + std::to_string(patch_size));
+    }
+    if (in_chans <= 0 || num_classes <= 0 || embed_dim <= 0 || depth <= 0 || num_heads <= 0) {
+        fail("in_chans, num_classes, embed_dim, depth and num_heads must be positive");
+    }
+    if (embed_dim % num_heads != 0) fail("embed_dim must be divisible by num_heads");
+    if (!(mlp_ratio > 0.0)) fail("mlp_ratio must be positive");
+    if (!(drop_path >= 0.0 && drop_path < 1.0)) fail("drop_path must be in [0, 1)");
+}
+
+namespace {
+struct NamedConfig {
+    const char * name;
+    int64_t img_size, patch_size, in_chans, embed_dim, depth, num_heads;
+};
+// timm's DeiT sizes, and small configurations for 28×28 single-channel images (Fashion-MNIST):
+//   deit_nano_patch7_28  — 16 patches, for tests and quick smoke runs;
+//   deit_micro_patch4_28 — 49 patches, the experiment and teacher model of this project.
+constexpr NamedConfig kConfigs[] = {
+    {"deit_tiny_patch16_224", 224, 16, 3, 192, 12, 3},
+    {"deit_small_patch16_224", 224, 16, 3, 384, 12, 6},
+    {"deit_base_patch16_224", 224, 16, 3, 768, 12, 12},
+    {"deit_nano_patch7_28", 28, 7, 1, 64, 4, 2},
+    {"deit_micro_patch4_28", 28, 4, 1, 96, 6, 3},
+};
+}  // namespace
+
+DeitConfig deit_config(const std::string & name) {
+    const std::string suffix = "_distilled";
+    const bool distilled = name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
+    const std::string base = distilled ? name.substr(0, name.size() - suffix.size()) : name;
+    for (const auto & c : kConfigs) {
+        if (base == c.name) {
+            DeitConfig config;
+            config.name = name;
+            config.img_size = c.img_size;
+            config.patch_size = c.patch_size;
+            config.in_chans = c.in_chans;
+            config.embed_dim = c.embed_dim;
+            config.depth = c.depth;
+            config.num_heads = c.num_heads;
+            config.num_classes = c.img_size == 224 ? 1000 : 10;
+            config.distilled = distilled;
+            return config;
+        }
+    }
+    std::string known;
+    for (const auto & n : deit_config_names()) known += (known.empty() ? "" : ", ") + n;
+    throw std::invalid_argument("unknown model '" + name + "' (known: " + known + ")");
+}
+
+std::vector<std::string> deit_config_names() {
+    std::vector<std::string> names;
+    for (const auto & c : kConfigs) {
+        names.emplace_back(c.name);
+        names.emplace_back(std::string(c.name) + "_distilled");
+    }
+    return names;
+}
+
+DeitImpl::DeitImpl(const DeitConfig & config) : config_(config) {
+    config_.validate();
+    const int64_t D = config_.embed_dim;
+    patch_embed = register_module("patch_embed", PatchEmbed(config_.in_chans, D, config_.patch_size));
+    cls_token = register_parameter("cls_token", torch::empty({1, 1, D}));
+    trunc_normal_(cls_token, 0.02);
+    if (config_.distilled) {
+        dist_token = register_parameter("dist_token", torch::empty({1, 1, D}));
+        trunc_normal_(dist_token, 0.02);
+    }
+    pos_embed = register_parameter("pos_embed", torch::empty({1, config_.num_tokens(), D}));
+    trunc_normal_(pos_embed, 0.02);
+    blocks = register_module("blocks", torch::nn::ModuleList());
+    for (int64_t i = 0; i < config_.depth; ++i) {
+        // Stochastic depth grows linearly with depth, as in timm.
+        const double rate = config_.depth > 1 ? config_.drop_path * i / (config_.depth - 1) : config_.drop_path;
+        blocks->push_back(Block(D, config_.num_heads, config_.mlp_ratio, config_.qkv_bias, rate));
+    }
+    norm = register_module("norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({D}).eps(1e-6)));
+    head = register_module("head", QLinear(D, config_.num_classes, true));
+    if (config_.distilled) head_dist = register_module("head_dist", QLinear(D, config_.num_classes, true));
+}
+
+torch::Tensor DeitImpl::forward_features(const torch::Tensor & images) {
+    TORCH_CHECK(images.dim() == 4 && images.size(1) == config_.in_chans && images.size(2) == config_.img_size &&
+                    images.size(3) == config_.img_size,
+                "model '", config_.name, "' expects images [B, ", config_.in_chans, ", ", config_.img_size, ", ",
+                config_.img_size, "], got ", images.sizes());
+    auto x = patch_embed(images);  // [B, N, D]
+    const int64_t B = x.size(0);
+    std::vector<torch::Tensor> tokens = {cls_token.expand({B, -1, -1})};
+    if (config_.distilled) tokens.push_back(dist_token.expand({B, -1, -1}));
+    tokens.push_back(x);
+    x = torch::cat(tokens, 1) + pos_embed;  // [B, N + 1 (+1), D]
+    for (const auto & block : *blocks) x = block->as<Block>()->forward(x);
+    return norm(x);
+}
+
+DeitOutput DeitImpl::forward_heads(const torch::Tensor & images) {
+    auto x = forward_features(images);
+    DeitOutput out;
+    out.logits = head(x.select(1, 0));
+    if (config_.distilled) out.dist_logits = head_dist(x.select(1, 1));
+    return out;
+}
+
+torch::Tensor DeitImpl::forward(const torch::Tensor & images) {
+    auto out = forward_heads(images);
+    return config_.distilled ? (out.logits + out.dist_logits) / 2 : out.logits;
+}
+
+std::map<std::string, SiteTable *> DeitImpl::site_tables() {
+    std::map<std::string, SiteTable *> tables;
+    tables["patch_embed."] = &patch_embed->sites;
+    for (size_t i = 0; i < blocks->size(); ++i) {
+        auto block = blocks[i]->as<Block>();
+        const std::string prefix = "blocks." + std::to_string(i) + ".";
+        tables[prefix + "attn."] = &block->attn->sites;
+        tables[prefix + "attn.qkv."] = &block->attn->qkv->sites;
+        tables[prefix + "attn.proj."] = &block->attn->proj->sites;
+        tables[prefix + "mlp.fc1."] = &block->mlp->fc1->sites;
+        tables[prefix + "mlp.fc2."] = &block->mlp->fc2->sites;
+    }
+    tables["head."] = &head->sites;
+    if (config_.distilled) tables["head_dist."] = &head_dist->sites;
+    return tables;
+}
+
+std::vector<std::string> DeitImpl::site_names() {
+    std::vector<std::string> names;
+    for (const auto & [prefix, table] : site_tables()) {
+        for (const auto & site : table->names()) names.push_back(prefix + site);
+    }
+    return names;
+}
+
+void DeitImpl::install(const std::string & site, SiteTransform transform) {
+    for (const auto & [prefix, table] : site_tables()) {
+        if (site.compare(0, prefix.size(), prefix) == 0 && table->has(site.substr(prefix.size()))) {
+            table->install(site.substr(prefix.size()), std::move(transform));
+            return;
+        }
+    }
+    throw std::invalid_argument("unknown site '" + site + "' in model '" + config_.name +
+                                "' (sites look like blocks.0.attn.qkv.weight, blocks.0.attn.probs, "
+                                "blocks.0.mlp.fc2.input, patch_embed.proj.weight, head.weight)");
+}
+
+int64_t count_parameters(torch::nn::Module & module) {
+    int64_t n = 0;
+    for (const auto & p : module.parameters()) n += p.numel();
+    return n;
+}
+
+}  // namespace bitvit

@@ -1,0 +1,167 @@
+// DeiT / ViT with timm's structure and parameter names, built from layers whose quantization sites
+// are named, so a quantizer can be installed at any site without touching the model code.
+//
+// Parameter names (match timm's deit_* checkpoints):
+//   patch_embed.proj.{weight,bias}, cls_token, [dist_token], pos_embed,
+//   blocks.{i}.norm1, blocks.{i}.attn.qkv, blocks.{i}.attn.proj, blocks.{i}.norm2,
+//   blocks.{i}.mlp.fc1, blocks.{i}.mlp.fc2, norm, head, [head_dist]
+//
+// Sites (per block i, prefixed "blocks.{i}."):
+//   attn.qkv.weight attn.qkv.input attn.q attn.k attn.v attn.probs attn.proj.weight attn.proj.input
+//   mlp.fc1.weight mlp.fc1.input mlp.fc2.weight mlp.fc2.input
+// and patch_embed.proj.weight, head.weight, head.input (head_dist.* when distilled).
+#pragma once
+
+#include <torch/torch.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace bitvit {
+
+// A transform applied to the tensor at one site (weights, activations, attention probabilities).
+// Quantizers derive from this; with nothing installed a site is the identity.
+class SiteTransformImpl : public torch::nn::Module {
+  public:
+    virtual torch::Tensor forward(const torch::Tensor & x) = 0;
+};
+using SiteTransform = std::shared_ptr<SiteTransformImpl>;
+
+// Holds the transforms installed at the named sites of one module and registers each one as a
+// submodule "<site>_quantizer" (dots replaced by '_'), so its parameters and first-batch state are
+// trained, saved and loaded with the model.
+class SiteTable {
+  public:
+    SiteTable(torch::nn::Module & owner, std::vector<std::string> names);
+    // Applies the transform at `site`, or returns x unchanged when none is installed.
+    torch::Tensor apply(const std::string & site, const torch::Tensor & x) const;
+    void install(const std::string & site, SiteTransform transform);
+    const std::vector<std::string> & names() const { return names_; }
+    bool has(const std::string & site) const;
+
+  private:
+    torch::nn::Module & owner_;
+    std::vector<std::string> names_;
+    std::map<std::string, SiteTransform> installed_;
+};
+
+// nn.Linear with two sites: "weight" (the [out, in] weight) and "input" (the [..., in] activation).
+class QLinearImpl : public torch::nn::Module {
+  public:
+    QLinearImpl(int64_t in_features, int64_t out_features, bool bias = true);
+    torch::Tensor forward(const torch::Tensor & x);  // [..., in] -> [..., out]
+    SiteTable sites;
+    torch::Tensor weight;  // [out, in]
+    torch::Tensor bias;    // [out], undefined when bias = false
+};
+TORCH_MODULE(QLinear);
+
+// Multi-head self-attention with sites q, k, v ([B, H, N, d] after the split) and probs (the
+// post-softmax [B, H, N, N] map), besides the qkv and proj linears' own sites.
+class AttentionImpl : public torch::nn::Module {
+  public:
+    AttentionImpl(int64_t dim, int64_t num_heads, bool qkv_bias);
+    torch::Tensor forward(const torch::Tensor & x);  // [B, N, C] -> [B, N, C]
+    int64_t num_heads;
+    double scale;  // d^-0.5
+    QLinear qkv{nullptr}, proj{nullptr};
+    SiteTable sites;
+};
+TORCH_MODULE(Attention);
+
+// fc1 -> GELU -> fc2, hidden width = mlp_ratio * dim.
+class MlpImpl : public torch::nn::Module {
+  public:
+    MlpImpl(int64_t dim, int64_t hidden);
+    torch::Tensor forward(const torch::Tensor & x);
+    QLinear fc1{nullptr}, fc2{nullptr};
+};
+TORCH_MODULE(Mlp);
+
+// Pre-norm transformer block with per-sample stochastic depth (drop-path) on both residual branches.
+class BlockImpl : public torch::nn::Module {
+  public:
+    BlockImpl(int64_t dim, int64_t num_heads, double mlp_ratio, bool qkv_bias, double drop_path);
+    torch::Tensor forward(const torch::Tensor & x);
+    torch::nn::LayerNorm norm1{nullptr}, norm2{nullptr};
+    Attention attn{nullptr};
+    Mlp mlp{nullptr};
+    double drop_path;
+};
+TORCH_MODULE(Block);
+
+struct DeitConfig {
+    std::string name;          // registry name, e.g. "deit_tiny_patch16_224"
+    int64_t img_size = 224;    // square input
+    int64_t patch_size = 16;
+    int64_t in_chans = 3;
+    int64_t num_classes = 1000;
+    int64_t embed_dim = 192;
+    int64_t depth = 12;
+    int64_t num_heads = 3;
+    double mlp_ratio = 4.0;
+    bool qkv_bias = true;
+    double drop_path = 0.0;    // stochastic depth rate of the last block; linear from 0 over depth
+    bool distilled = false;    // adds dist_token and head_dist (DeiT distillation)
+
+    int64_t num_patches() const { return (img_size / patch_size) * (img_size / patch_size); }
+    int64_t num_tokens() const { return num_patches() + (distilled ? 2 : 1); }
+    void validate() const;  // throws std::invalid_argument naming the offending field
+};
+
+// The registered architectures: deit_{tiny,small,base}_patch16_224 (timm's sizes, plus
+// "_distilled" variants) and the small 28×28 configurations used for the experiments here.
+DeitConfig deit_config(const std::string & name);
+std::vector<std::string> deit_config_names();
+
+struct DeitOutput {
+    torch::Tensor logits;       // [B, classes] from the class token
+    torch::Tensor dist_logits;  // [B, classes] from the distillation token (undefined if not distilled)
+};
+
+// Conv patchify: [B, C, H, W] -> [B, N, D], with site "proj.weight".
+class PatchEmbedImpl : public torch::nn::Module {
+  public:
+    PatchEmbedImpl(int64_t in_chans, int64_t embed_dim, int64_t patch_size);
+    torch::Tensor forward(const torch::Tensor & images);
+    torch::nn::Conv2d proj{nullptr};
+    SiteTable sites;
+};
+TORCH_MODULE(PatchEmbed);
+
+class DeitImpl : public torch::nn::Module {
+  public:
+    explicit DeitImpl(const DeitConfig & config);
+
+    // Both heads' logits. At eval time use forward(), which averages them as DeiT does.
+    DeitOutput forward_heads(const torch::Tensor & images);  // images [B, C, H, W]
+    // Eval logits: the class head, or (cls + dist) / 2 for a distilled model.
+    torch::Tensor forward(const torch::Tensor & images);
+    // Final-norm token features [B, N, D].
+    torch::Tensor forward_features(const torch::Tensor & images);
+
+    // Every site of the model by full name ("blocks.3.attn.q", ...).
+    std::vector<std::string> site_names();
+    // Installs a transform at a full site name; throws std::invalid_argument for an unknown site.
+    void install(const std::string & site, SiteTransform transform);
+
+    const DeitConfig & config() const { return config_; }
+
+    PatchEmbed patch_embed{nullptr};
+    torch::Tensor cls_token, dist_token, pos_embed;
+    torch::nn::ModuleList blocks{nullptr};
+    torch::nn::LayerNorm norm{nullptr};
+    QLinear head{nullptr}, head_dist{nullptr};
+
+  private:
+    std::map<std::string, SiteTable *> site_tables();
+    DeitConfig config_;
+};
+TORCH_MODULE(Deit);
+
+// Parameter count and FP32 size of a model.
+int64_t count_parameters(torch::nn::Module & module);
+
+}  // namespace bitvit

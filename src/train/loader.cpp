@@ -1,0 +1,127 @@
+#include "loader.h"
+
+#include <algorithm>
+#include <random>
+
+namespace bitvit {
+
+uint64_t mix_seed(uint64_t a, uint64_t b, uint64_t c) {
+    auto splitmix = [](uint64_t x) {
+        x += 0x9E3779B97F4A7C15ull;
+        x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+        x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+        return x ^ (x >> 31);
+    };
+    return splitmix(splitmix(splitmix(a) ^ b) ^ c);
+}
+
+std::vector<int64_t> epoch_order(int64_t n, uint64_t seed, int64_t epoch) {
+    std::vector<int64_t> order(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) order[i] = i;
+    std::mt19937_64 rng(mix_seed(seed, static_cast<uint64_t>(epoch), 0x5EED0DE5));
+    std::shuffle(order.begin(), order.end(), rng);
+    return order;
+}
+
+Batch make_batch(const data::ImageDataset & data, const int64_t * indices, int64_t count, const Preprocess & pre,
+                 bool augment, uint64_t augment_seed) {
+    const int64_t C = data.channels, H = data.height, W = data.width;
+    if (static_cast<int64_t>(pre.mean.size()) != C || static_cast<int64_t>(pre.std.size()) != C) {
+        throw std::invalid_argument("data.mean and data.std have " + std::to_string(pre.mean.size()) +
+                                    " values but the images have " + std::to_string(C) + " channels");
+    }
+    Batch batch{torch::empty({count, C, H, W}), torch::empty({count}, torch::kInt64)};
+    float * out = batch.images.data_ptr<float>();
+    int64_t * labels = batch.labels.data_ptr<int64_t>();
+    const int64_t pad = augment ? pre.crop_padding : 0;
+    for (int64_t j = 0; j < count; ++j) {
+        const uint8_t * img = data.image(indices[j]);
+        labels[j] = data.labels[static_cast<size_t>(indices[j])];
+        int64_t dy = 0, dx = 0;
+        bool flip = false;
+        if (augment) {
+            std::mt19937_64 rng(mix_seed(augment_seed, static_cast<uint64_t>(j)));
+            if (pad > 0) {
+                std::uniform_int_distribution<int64_t> offset(-pad, pad);
+                dy = offset(rng);
+                dx = offset(rng);
+            }
+            flip = pre.hflip && (rng() & 1);
+        }
+        // out[y][x] = padded_in[y + dy][x' + dx], x' = flipped x; outside the image is 0 before
+        // normalisation (zero padding, as torchvision's RandomCrop(padding=p)).
+        for (int64_t c = 0; c < C; ++c) {
+            const float scale = 1.0f / (255.0f * pre.std[c]);
+            const float shift = -pre.mean[c] / pre.std[c];
+            const uint8_t * plane = img + c * H * W;
+            float * dst = out + (j * C + c) * H * W;
+            for (int64_t y = 0; y < H; ++y) {
+                const int64_t sy = y + dy;
+                for (int64_t x = 0; x < W; ++x) {
+                    const int64_t sx = (flip ? W - 1 - x : x) + dx;
+                    const bool inside = sy >= 0 && sy < H && sx >= 0 && sx < W;
+                    dst[y * W + x] = (inside ? plane[sy * W + sx] : 0) * scale + shift;
+                }
+            }
+        }
+    }
+    return batch;
+}
+
+BatchLoader::BatchLoader(const data::ImageDataset & data, std::vector<int64_t> order, int64_t batch_size,
+                         bool drop_last, Preprocess pre, bool augment, uint64_t seed, int64_t prefetch)
+    : data_(data), order_(std::move(order)), batch_size_(batch_size), prefetch_(std::max<int64_t>(1, prefetch)),
+      pre_(std::move(pre)), augment_(augment), seed_(seed) {
+    const auto n = static_cast<int64_t>(order_.size());
+    num_batches_ = drop_last ? n / batch_size_ : (n + batch_size_ - 1) / batch_size_;
+    worker_ = std::thread([this] { run(); });
+}
+
+BatchLoader::~BatchLoader() {
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        stop_ = true;
+    }
+    cv_.notify_all();
+    worker_.join();
+}
+
+void BatchLoader::run() {
+    try {
+        for (int64_t b = 0; b < num_batches_; ++b) {
+            {
+                std::unique_lock<std::mutex> lock(mutex_);
+                cv_.wait(lock, [&] { return stop_ || produced_ - consumed_ < prefetch_; });
+                if (stop_) return;
+            }
+            const int64_t start = b * batch_size_;
+            const int64_t count = std::min<int64_t>(batch_size_, static_cast<int64_t>(order_.size()) - start);
+            Batch batch = make_batch(data_, order_.data() + start, count, pre_, augment_, mix_seed(seed_, b));
+            {
+                std::lock_guard<std::mutex> lock(mutex_);
+                ready_.push_back(std::move(batch));
+                ++produced_;
+            }
+            cv_.notify_all();
+        }
+    } catch (...) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        error_ = std::current_exception();
+        cv_.notify_all();
+    }
+}
+
+std::optional<Batch> BatchLoader::next() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    if (consumed_ == num_batches_) return std::nullopt;
+    cv_.wait(lock, [&] { return !ready_.empty() || error_; });
+    if (ready_.empty() && error_) std::rethrow_exception(error_);
+    Batch batch = std::move(ready_.front());
+    ready_.pop_front();
+    ++consumed_;
+    lock.unlock();
+    cv_.notify_all();
+    return batch;
+}
+
+}  // namespace bitvit

@@ -1,0 +1,74 @@
+// Turns an ImageDataset (uint8 pixels) into normalised float batches, with random-crop and flip
+// augmentation, prepared on a background thread so the training thread only does model work.
+// Everything random is a pure function of (seed, epoch, position), so a resumed run sees exactly the
+// batches an uninterrupted run would have seen.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <condition_variable>
+#include <deque>
+#include <exception>
+#include <mutex>
+#include <optional>
+#include <thread>
+
+#include "data/image-dataset.h"
+
+namespace bitvit {
+
+struct Batch {
+    torch::Tensor images;  // [B, C, H, W] float32, normalised
+    torch::Tensor labels;  // [B] int64
+};
+
+struct Preprocess {
+    std::vector<float> mean, std;  // per channel, on [0, 1] pixels
+    int64_t crop_padding = 0;      // training only: random crop after zero padding
+    bool hflip = false;            // training only: random horizontal flip
+};
+
+// A permutation of [0, n) that depends only on (seed, epoch).
+std::vector<int64_t> epoch_order(int64_t n, uint64_t seed, int64_t epoch);
+
+// Builds one batch from data[indices[0..count)]. With augment, sample j of the batch draws its crop
+// offset and flip from a generator seeded by (augment_seed, j).
+Batch make_batch(const data::ImageDataset & data, const int64_t * indices, int64_t count, const Preprocess & pre,
+                 bool augment, uint64_t augment_seed);
+
+// Yields the batches of one pass over `order` in sequence, prepared up to `prefetch` batches ahead
+// on its own thread. An error on the loader thread is rethrown by next().
+class BatchLoader {
+  public:
+    BatchLoader(const data::ImageDataset & data, std::vector<int64_t> order, int64_t batch_size, bool drop_last,
+                Preprocess pre, bool augment, uint64_t seed, int64_t prefetch);
+    ~BatchLoader();
+    BatchLoader(const BatchLoader &) = delete;
+    BatchLoader & operator=(const BatchLoader &) = delete;
+
+    int64_t num_batches() const { return num_batches_; }
+    std::optional<Batch> next();  // nullopt after the last batch
+
+  private:
+    void run();
+
+    const data::ImageDataset & data_;
+    std::vector<int64_t> order_;
+    int64_t batch_size_, num_batches_, prefetch_;
+    Preprocess pre_;
+    bool augment_;
+    uint64_t seed_;
+
+    std::mutex mutex_;
+    std::condition_variable cv_;
+    std::deque<Batch> ready_;
+    int64_t produced_ = 0, consumed_ = 0;
+    bool stop_ = false;
+    std::exception_ptr error_;
+    std::thread worker_;
+};
+
+// Mixes several integers into one well-spread 64-bit seed (splitmix64 steps).
+uint64_t mix_seed(uint64_t a, uint64_t b, uint64_t c = 0);
+
+}  // namespace bitvit

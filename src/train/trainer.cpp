@@ -1,0 +1,361 @@
+#include "trainer.h"
+
+#include <dlfcn.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <thread>
+
+namespace bitvit {
+namespace fs = std::filesystem;
+namespace F = torch::nn::functional;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start) {
+    return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+std::string format_duration(double seconds) {
+    const auto s = static_cast<int64_t>(seconds + 0.5);
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%lld:%02lld:%02lld", static_cast<long long>(s / 3600),
+                  static_cast<long long>(s / 60 % 60), static_cast<long long>(s % 60));
+    return buf;
+}
+
+// One status line per epoch on a terminal (redrawn in place), or a plain log line every `log_every`
+// steps when stderr is a file or pipe.
+class Progress {
+  public:
+    Progress(int64_t epoch, int64_t epochs, int64_t total_steps, int64_t log_every)
+        : epoch_(epoch), epochs_(epochs), total_(total_steps), log_every_(log_every), tty_(::isatty(2) != 0),
+          start_(Clock::now()) {}
+
+    void update(int64_t done, double loss, double acc, int64_t images) {
+        const bool last = done == total_;
+        if (!tty_ && !last && done % log_every_ != 0) return;
+        const double elapsed = seconds_since(start_);
+        const double rate = elapsed > 0 ? images / elapsed : 0.0;
+        const double eta = done > 0 ? elapsed * (total_ - done) / done : 0.0;
+        if (tty_) {
+            constexpr int kWidth = 24;
+            const int filled = static_cast<int>(kWidth * done / std::max<int64_t>(total_, 1));
+            std::fprintf(stderr, "\repoch %lld/%lld [%s%s] %lld/%lld loss %.4f acc %.2f%% %.0f img/s ETA %s   ",
+                         static_cast<long long>(epoch_), static_cast<long long>(epochs_),
+                         std::string(filled, '#').c_str(), std::string(kWidth - filled, '.').c_str(),
+                         static_cast<long long>(done), static_cast<long long>(total_), loss, 100 * acc, rate,
+                         format_duration(eta).c_str());
+            if (last) std::fprintf(stderr, "\n");
+        } else {
+            std::fprintf(stderr, "epoch %lld/%lld step %lld/%lld loss %.4f acc %.2f%% %.0f img/s ETA %s\n",
+                         static_cast<long long>(epoch_), static_cast<long long>(epochs_),
+                         static_cast<long long>(done), static_cast<long long>(total_), loss, 100 * acc, rate,
+                         format_duration(eta).c_str());
+        }
+        std::fflush(stderr);
+    }
+
+  private:
+    int64_t epoch_, epochs_, total_, log_every_;
+    bool tty_;
+    Clock::time_point start_;
+};
+
+// Weight decay applies to weight matrices only: never to norms, biases, tokens or position
+// embeddings (timm's no_weight_decay set), nor to quantizer scales (1-D or scalar).
+bool decays(const std::string & name, const torch::Tensor & p) {
+    if (p.dim() < 2) return false;
+    return name != "cls_token" && name != "dist_token" && name != "pos_embed";
+}
+
+std::unique_ptr<torch::optim::Optimizer> make_optimizer(const OptimSection & o, torch::nn::Module & model) {
+    std::vector<torch::Tensor> with_decay, without_decay;
+    for (const auto & item : model.named_parameters()) {
+        (decays(item.key(), item.value()) ? with_decay : without_decay).push_back(item.value());
+    }
+    std::vector<torch::optim::OptimizerParamGroup> groups;
+    if (o.optimizer == "adamw") {
+        auto options = [&](double wd) {
+            return std::make_unique<torch::optim::AdamWOptions>(
+                torch::optim::AdamWOptions(o.lr).betas({o.beta1, o.beta2}).eps(o.eps).weight_decay(wd));
+        };
+        groups.emplace_back(with_decay, options(o.weight_decay));
+        groups.emplace_back(without_decay, options(0.0));
+        return std::make_unique<torch::optim::AdamW>(groups, torch::optim::AdamWOptions(o.lr));
+    }
+    auto options = [&](double wd) {
+        return std::make_unique<torch::optim::AdamOptions>(
+            torch::optim::AdamOptions(o.lr).betas({o.beta1, o.beta2}).eps(o.eps).weight_decay(wd));
+    };
+    groups.emplace_back(with_decay, options(o.weight_decay));
+    groups.emplace_back(without_decay, options(0.0));
+    return std::make_unique<torch::optim::Adam>(groups, torch::optim::AdamOptions(o.lr));
+}
+
+void set_lr(torch::optim::Optimizer & optimizer, double lr) {
+    for (auto & group : optimizer.param_groups()) group.options().set_lr(lr);
+}
+
+DataShape shape_of(const data::ImageDataset & d) {
+    if (d.height != d.width) {
+        throw std::invalid_argument("images must be square, got " + std::to_string(d.height) + "×" +
+                                    std::to_string(d.width));
+    }
+    return {d.num_classes(), d.channels, d.height};
+}
+
+// Keeps only metric lines of epochs <= `epochs_done`, so a resumed run does not duplicate the
+// epoch that was cut off between checkpoint and log.
+void trim_metrics(const std::string & path, int64_t epochs_done) {
+    std::ifstream in(path);
+    if (!in) return;
+    std::string kept, line;
+    while (std::getline(in, line)) {
+        try {
+            if (nlohmann::json::parse(line).at("epoch").get<int64_t>() <= epochs_done) kept += line + "\n";
+        } catch (const std::exception &) {
+            // A torn last line from a killed run: drop it.
+        }
+    }
+    write_file_atomic(path, kept);
+}
+
+}  // namespace
+
+void set_compute_threads(int64_t threads) {
+    const auto n = static_cast<int>(threads > 0 ? threads : std::max(1u, std::thread::hardware_concurrency()));
+    torch::set_num_threads(n);
+    // OpenBLAS (which LibTorch calls for GEMM on Debian) keeps its own pool, sized to all cores and
+    // spinning between calls; left alone it takes the cores the OpenMP threads or the loader need.
+    using SetThreadsFn = void (*)(int);
+    if (auto fn = reinterpret_cast<SetThreadsFn>(::dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) fn(n);
+}
+
+Preprocess make_preprocess(const DataSection & d) {
+    Preprocess pre;
+    pre.mean.assign(d.mean.begin(), d.mean.end());
+    pre.std.assign(d.std.begin(), d.std.end());
+    pre.crop_padding = d.crop_padding;
+    pre.hflip = d.hflip;
+    return pre;
+}
+
+TrainTestData load_train_test(const TrainConfig & config) {
+    data::DatasetSpec spec;
+    spec.name = config.data.name;
+    spec.root = config.data.root;
+    spec.image_size = config.data.image_size > 0 ? config.data.image_size : deit_config(config.model.name).img_size;
+    spec.channels = static_cast<int64_t>(config.data.mean.size());
+    TrainTestData out{data::load_dataset(spec, data::Split::train), data::load_dataset(spec, data::Split::test)};
+    // Both splits must agree on the class list, or labels would mean different things.
+    auto & names = out.train.num_classes() >= out.test.num_classes() ? out.train.class_names : out.test.class_names;
+    out.train.class_names = names;
+    out.test.class_names = names;
+    if (config.data.train_subset > 0) {
+        out.train = data::select(out.train, data::stratified_subset(out.train.labels, out.train.num_classes(),
+                                                                    config.data.train_subset, config.train.seed));
+    }
+    if (config.data.test_subset > 0) {
+        out.test = data::select(out.test, data::stratified_subset(out.test.labels, out.test.num_classes(),
+                                                                  config.data.test_subset, config.train.seed + 1));
+    }
+    return out;
+}
+
+double scheduled_lr(const OptimSection & o, int64_t step, int64_t warmup_steps, int64_t total_steps) {
+    if (step < warmup_steps) return o.warmup_lr + (o.lr - o.warmup_lr) * step / warmup_steps;
+    const int64_t decay_steps = std::max<int64_t>(1, total_steps - warmup_steps);
+    const double progress = std::min(1.0, static_cast<double>(step - warmup_steps) / decay_steps);
+    return o.min_lr + 0.5 * (o.lr - o.min_lr) * (1.0 + std::cos(M_PI * progress));
+}
+
+EvalResult evaluate(Deit & model, const data::ImageDataset & data, const Preprocess & pre, int64_t batch_size) {
+    torch::NoGradGuard no_grad;
+    const bool was_training = model->is_training();
+    model->eval();
+    std::vector<int64_t> order(static_cast<size_t>(data.size()));
+    for (int64_t i = 0; i < data.size(); ++i) order[i] = i;
+    BatchLoader loader(data, std::move(order), batch_size, false, pre, false, 0, 2);
+    EvalResult r;
+    r.per_class_count.assign(static_cast<size_t>(data.num_classes()), 0);
+    std::vector<int64_t> correct(static_cast<size_t>(data.num_classes()), 0);
+    double loss_sum = 0.0;
+    while (auto batch = loader.next()) {
+        auto logits = model->forward(batch->images);
+        loss_sum += F::cross_entropy(logits, batch->labels, F::CrossEntropyFuncOptions().reduction(torch::kSum))
+                        .item<double>();
+        auto hit = (logits.argmax(1) == batch->labels);
+        auto labels = batch->labels.accessor<int64_t, 1>();
+        auto hits = hit.accessor<bool, 1>();
+        for (int64_t j = 0; j < labels.size(0); ++j) {
+            r.per_class_count[labels[j]] += 1;
+            correct[labels[j]] += hits[j] ? 1 : 0;
+        }
+    }
+    int64_t total_correct = 0;
+    for (size_t c = 0; c < correct.size(); ++c) {
+        total_correct += correct[c];
+        r.count += r.per_class_count[c];
+        r.per_class_accuracy.push_back(r.per_class_count[c] ? static_cast<double>(correct[c]) / r.per_class_count[c] : 0.0);
+    }
+    r.loss = r.count ? loss_sum / r.count : 0.0;
+    r.accuracy = r.count ? static_cast<double>(total_correct) / r.count : 0.0;
+    if (was_training) model->train();
+    return r;
+}
+
+Trainer::Trainer(TrainConfig config, std::string run_dir, TrainTestData data)
+    : Trainer(CheckpointState{std::move(config), {}, {}, 0, 0, 0.0}, std::move(run_dir), std::move(data), false) {}
+
+Trainer::Trainer(CheckpointState state, std::string run_dir, TrainTestData data, bool resuming)
+    : state_(std::move(state)), run_dir_(std::move(run_dir)), data_(std::move(data)) {
+    const DataShape shape = shape_of(data_.train);
+    if (resuming && (shape.num_classes != state_.shape.num_classes || shape.in_chans != state_.shape.in_chans ||
+                     shape.img_size != state_.shape.img_size)) {
+        throw CheckpointError(checkpoint_path() + ": the data set no longer matches the checkpoint's shape");
+    }
+    state_.shape = shape;
+    state_.class_names = data_.train.class_names;
+    pre_ = make_preprocess(state_.config.data);
+    if (static_cast<int64_t>(pre_.mean.size()) != shape.in_chans) {
+        throw ConfigError("data.mean has " + std::to_string(pre_.mean.size()) + " values but the images have " +
+                          std::to_string(shape.in_chans) + " channels");
+    }
+    if (data_.train.size() < state_.config.train.batch_size) {
+        throw ConfigError("train.batch_size " + std::to_string(state_.config.train.batch_size) +
+                          " is larger than the training set (" + std::to_string(data_.train.size()) + " images)");
+    }
+    set_compute_threads(state_.config.train.threads);
+    torch::manual_seed(state_.config.train.seed);
+    model_ = Deit(resolve_model_config(state_.config.model, shape));
+    optimizer_ = make_optimizer(state_.config.optim, *model_);
+    if (resuming) {
+        load_checkpoint_weights(checkpoint_path(), *model_, optimizer_.get());
+        trim_metrics((fs::path(run_dir_) / "metrics.jsonl").string(), state_.epoch);
+    } else {
+        if (fs::exists(checkpoint_path())) {
+            throw CheckpointError(run_dir_ + " already holds a run (checkpoint.pt); use --resume to continue it "
+                                             "or choose another --out");
+        }
+        fs::create_directories(run_dir_);
+        write_file_atomic((fs::path(run_dir_) / "config.toml").string(), state_.config.to_toml());
+    }
+}
+
+std::unique_ptr<Trainer> Trainer::resume(const std::string & run_dir, const std::vector<std::string> & overrides,
+                                         std::function<TrainTestData(const TrainConfig &)> load_data) {
+    const std::string path = (fs::path(run_dir) / "checkpoint.pt").string();
+    CheckpointState state = read_checkpoint_state(path);
+    if (!overrides.empty()) state.config = parse_config(state.config.to_toml(), path + " (stored config)", overrides);
+    TrainTestData data = load_data(state.config);
+    return std::unique_ptr<Trainer>(new Trainer(std::move(state), run_dir, std::move(data), true));
+}
+
+std::string Trainer::checkpoint_path() const { return (fs::path(run_dir_) / "checkpoint.pt").string(); }
+
+void Trainer::check_weights_finite(const std::string & when) const {
+    for (const auto & item : model_->named_parameters()) {
+        if (!torch::isfinite(item.value()).all().item<bool>()) {
+            throw NonFiniteError("parameter " + item.key() + " became NaN/Inf " + when +
+                                 "; the last good checkpoint is " + checkpoint_path() + " (epoch " +
+                                 std::to_string(state_.epoch) + ")");
+        }
+    }
+}
+
+EpochMetrics Trainer::train_epoch() {
+    const TrainConfig & c = state_.config;
+    const int64_t epoch = state_.epoch;  // 0-based index of the epoch being trained
+    const int64_t steps_per_epoch = data_.train.size() / c.train.batch_size;
+    const int64_t total_steps = steps_per_epoch * c.train.epochs;
+    const auto warmup_steps = static_cast<int64_t>(std::llround(c.optim.warmup_epochs * steps_per_epoch));
+    model_->train();
+    BatchLoader loader(data_.train, epoch_order(data_.train.size(), c.train.seed, epoch), c.train.batch_size, true,
+                       pre_, true, mix_seed(c.train.seed, static_cast<uint64_t>(epoch), 1), c.data.prefetch);
+    Progress progress(epoch + 1, c.train.epochs, loader.num_batches(), c.train.log_every);
+    const auto start = Clock::now();
+    double loss_sum = 0.0;
+    int64_t correct = 0, seen = 0, done = 0;
+    double lr = 0.0;
+    const auto smoothing = F::CrossEntropyFuncOptions().label_smoothing(c.optim.label_smoothing);
+    while (auto batch = loader.next()) {
+        lr = scheduled_lr(c.optim, state_.step, warmup_steps, total_steps);
+        set_lr(*optimizer_, lr);
+        auto out = model_->forward_heads(batch->images);
+        auto loss = F::cross_entropy(out.logits, batch->labels, smoothing);
+        if (out.dist_logits.defined()) {
+            // Without a teacher both heads learn the labels (DeiT's distillation arrives with the quantizers).
+            loss = (loss + F::cross_entropy(out.dist_logits, batch->labels, smoothing)) / 2;
+        }
+        const double loss_value = loss.item<double>();
+        if (!std::isfinite(loss_value)) {
+            throw NonFiniteError("loss is " + std::to_string(loss_value) + " at epoch " + std::to_string(epoch + 1) +
+                                 " step " + std::to_string(state_.step) + "; the last good checkpoint is " +
+                                 checkpoint_path() + " (epoch " + std::to_string(state_.epoch) +
+                                 "). Lower optim.lr or check the data.");
+        }
+        optimizer_->zero_grad();
+        loss.backward();
+        if (c.optim.clip_grad > 0) {
+            const double norm = torch::nn::utils::clip_grad_norm_(model_->parameters(), c.optim.clip_grad);
+            if (!std::isfinite(norm)) {
+                throw NonFiniteError("gradient norm is " + std::to_string(norm) + " at epoch " +
+                                     std::to_string(epoch + 1) + " step " + std::to_string(state_.step) +
+                                     "; the last good checkpoint is " + checkpoint_path());
+            }
+        }
+        optimizer_->step();
+        ++state_.step;
+        const int64_t n = batch->labels.size(0);
+        loss_sum += loss_value * n;
+        correct += out.logits.argmax(1).eq(batch->labels).sum().item<int64_t>();
+        seen += n;
+        progress.update(++done, loss_sum / seen, static_cast<double>(correct) / seen, seen);
+    }
+    EpochMetrics m;
+    m.seconds = seconds_since(start);
+    m.images_per_sec = seen / m.seconds;
+    m.epoch = epoch + 1;
+    m.lr = lr;
+    m.train_loss = loss_sum / seen;
+    m.train_acc = static_cast<double>(correct) / seen;
+    return m;
+}
+
+std::vector<EpochMetrics> Trainer::fit(int64_t stop_after_epoch) {
+    std::vector<EpochMetrics> history;
+    const TrainConfig & c = state_.config;
+    const std::string metrics_path = (fs::path(run_dir_) / "metrics.jsonl").string();
+    while (state_.epoch < c.train.epochs && (stop_after_epoch < 0 || state_.epoch < stop_after_epoch)) {
+        EpochMetrics m = train_epoch();
+        check_weights_finite("during epoch " + std::to_string(m.epoch));
+        const EvalResult test = evaluate(model_, data_.test, pre_, c.train.eval_batch_size);
+        m.step = state_.step;
+        m.test_loss = test.loss;
+        m.test_acc = test.accuracy;
+        state_.epoch = m.epoch;
+        state_.best_test_acc = std::max(state_.best_test_acc, test.accuracy);
+        save_checkpoint(checkpoint_path(), state_, *model_, optimizer_.get());
+        nlohmann::json line = {{"epoch", m.epoch},         {"step", m.step},           {"lr", m.lr},
+                               {"train_loss", m.train_loss}, {"train_acc", m.train_acc}, {"test_loss", m.test_loss},
+                               {"test_acc", m.test_acc},   {"images_per_sec", m.images_per_sec},
+                               {"seconds", m.seconds}};
+        std::ofstream(metrics_path, std::ios::app) << line.dump() << "\n";
+        std::fprintf(stderr, "epoch %lld/%lld: train loss %.4f acc %.2f%% | test loss %.4f acc %.2f%% | %.0f img/s, %.1f s\n",
+                     static_cast<long long>(m.epoch), static_cast<long long>(c.train.epochs), m.train_loss,
+                     100 * m.train_acc, m.test_loss, 100 * m.test_acc, m.images_per_sec, m.seconds);
+        history.push_back(m);
+    }
+    return history;
+}
+
+}  // namespace bitvit

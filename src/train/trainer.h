@@ -1,0 +1,91 @@
+// The training loop: AdamW/Adam with per-step cosine schedule and linear warm-up, label smoothing,
+// gradient clipping, per-epoch evaluation, JSONL metrics, atomic per-epoch checkpoints, exact resume,
+// and a hard stop (with the last good checkpoint kept) on a non-finite loss.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "checkpoint.h"
+#include "config.h"
+#include "data/image-dataset.h"
+#include "deit.h"
+#include "loader.h"
+
+namespace bitvit {
+
+// Thrown when the loss, gradient norm or weights become NaN or Inf: the message names the epoch and
+// step, and the run directory still holds the checkpoint of the last completed epoch.
+class NonFiniteError : public std::runtime_error {
+  public:
+    using std::runtime_error::runtime_error;
+};
+
+struct EvalResult {
+    int64_t count = 0;
+    double loss = 0.0;      // mean cross-entropy (no smoothing)
+    double accuracy = 0.0;  // top-1, in [0, 1]
+    std::vector<int64_t> per_class_count;
+    std::vector<double> per_class_accuracy;
+};
+
+EvalResult evaluate(Deit & model, const data::ImageDataset & data, const Preprocess & pre, int64_t batch_size);
+
+// Sets LibTorch's intra-op threads and OpenBLAS's pool to `threads` (0 = all cores).
+void set_compute_threads(int64_t threads);
+
+// The preprocessing a config asks for (augmentation applies to training batches only).
+Preprocess make_preprocess(const DataSection & data);
+
+// The train and test splits a config names, with its subsets applied.
+struct TrainTestData {
+    data::ImageDataset train, test;
+};
+TrainTestData load_train_test(const TrainConfig & config);
+
+// Learning rate at optimiser step `step` of `total_steps`: linear warm-up from warmup_lr to lr over
+// `warmup_steps`, then cosine decay to min_lr.
+double scheduled_lr(const OptimSection & optim, int64_t step, int64_t warmup_steps, int64_t total_steps);
+
+struct EpochMetrics {
+    int64_t epoch = 0;  // 1-based: the epoch just completed
+    int64_t step = 0;
+    double lr = 0.0, train_loss = 0.0, train_acc = 0.0, test_loss = 0.0, test_acc = 0.0;
+    double images_per_sec = 0.0, seconds = 0.0;
+};
+
+class Trainer {
+  public:
+    // A new run writing into run_dir (created; must not already hold a checkpoint).
+    Trainer(TrainConfig config, std::string run_dir, TrainTestData data);
+    // Continues the run in run_dir from its checkpoint; `overrides` apply on top of its stored config.
+    static std::unique_ptr<Trainer> resume(const std::string & run_dir, const std::vector<std::string> & overrides,
+                                           std::function<TrainTestData(const TrainConfig &)> load_data);
+
+    // Trains until config.train.epochs (or until `stop_after_epoch` epochs are complete, when >= 0),
+    // checkpointing after every epoch. Returns the metrics of the epochs it ran.
+    std::vector<EpochMetrics> fit(int64_t stop_after_epoch = -1);
+
+    Deit & model() { return model_; }
+    const TrainConfig & config() const { return state_.config; }
+    int64_t epochs_done() const { return state_.epoch; }
+    std::string checkpoint_path() const;
+    const TrainTestData & data() const { return data_; }
+
+  private:
+    Trainer(CheckpointState state, std::string run_dir, TrainTestData data, bool resuming);
+    EpochMetrics train_epoch();
+    void check_weights_finite(const std::string & when) const;
+
+    CheckpointState state_;
+    std::string run_dir_;
+    TrainTestData data_;
+    Preprocess pre_;
+    Deit model_{nullptr};
+    std::unique_ptr<torch::optim::Optimizer> optimizer_;
+};
+
+}  // namespace bitvit

@@ -1,0 +1,135 @@
+// DeiT: output shapes, timm parameter names, the site mechanism, distilled eval averaging.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <set>
+
+#include "train/deit.h"
+
+using namespace bitvit;
+
+namespace {
+
+// A site transform that counts its calls and scales its input, so a test can see it was applied.
+class ScaleBy : public SiteTransformImpl {
+  public:
+    explicit ScaleBy(double factor) : factor_(factor) {}
+    torch::Tensor forward(const torch::Tensor & x) override {
+        ++calls;
+        last_shape = x.sizes().vec();
+        return x * factor_;
+    }
+    int calls = 0;
+    std::vector<int64_t> last_shape;
+
+  private:
+    double factor_;
+};
+
+std::set<std::string> parameter_names(torch::nn::Module & m) {
+    std::set<std::string> names;
+    for (const auto & p : m.named_parameters()) names.insert(p.key());
+    return names;
+}
+
+}  // namespace
+
+TEST(Deit, TimmParameterNamesAndCount) {
+    Deit model(deit_config("deit_tiny_patch16_224"));
+    const auto names = parameter_names(*model);
+    for (const char * n :
+         {"patch_embed.proj.weight", "patch_embed.proj.bias", "cls_token", "pos_embed", "blocks.0.norm1.weight",
+          "blocks.0.norm1.bias", "blocks.0.attn.qkv.weight", "blocks.0.attn.qkv.bias", "blocks.0.attn.proj.weight",
+          "blocks.0.attn.proj.bias", "blocks.0.norm2.weight", "blocks.0.mlp.fc1.weight", "blocks.0.mlp.fc1.bias",
+          "blocks.11.mlp.fc2.weight", "blocks.11.mlp.fc2.bias", "norm.weight", "norm.bias", "head.weight", "head.bias"}) {
+        EXPECT_TRUE(names.count(n)) << n;
+    }
+    EXPECT_FALSE(names.count("dist_token"));
+    // timm: deit_tiny_patch16_224 has 5,717,416 parameters.
+    EXPECT_EQ(count_parameters(*model), 5717416);
+    EXPECT_EQ(model->pos_embed.sizes(), (std::vector<int64_t>{1, 197, 192}));
+}
+
+TEST(Deit, DistilledHasDistTokenAndAveragesHeadsAtEval) {
+    Deit model(deit_config("deit_nano_patch7_28_distilled"));
+    const auto names = parameter_names(*model);
+    EXPECT_TRUE(names.count("dist_token"));
+    EXPECT_TRUE(names.count("head_dist.weight"));
+    EXPECT_EQ(model->pos_embed.size(1), 16 + 2);
+    model->eval();
+    torch::NoGradGuard no_grad;
+    auto x = torch::randn({3, 1, 28, 28});
+    auto heads = model->forward_heads(x);
+    EXPECT_EQ(heads.logits.sizes(), (std::vector<int64_t>{3, 10}));
+    EXPECT_EQ(heads.dist_logits.sizes(), (std::vector<int64_t>{3, 10}));
+    EXPECT_TRUE(torch::allclose(model->forward(x), (heads.logits + heads.dist_logits) / 2));
+}
+
+TEST(Deit, OutputShapesAndInputValidation) {
+    Deit model(deit_config("deit_micro_patch4_28"));
+    auto y = model->forward(torch::randn({2, 1, 28, 28}));
+    EXPECT_EQ(y.sizes(), (std::vector<int64_t>{2, 10}));
+    EXPECT_EQ(model->forward_features(torch::randn({2, 1, 28, 28})).sizes(), (std::vector<int64_t>{2, 50, 96}));
+    EXPECT_THROW(model->forward(torch::randn({2, 3, 28, 28})), c10::Error);
+    EXPECT_THROW(model->forward(torch::randn({2, 1, 32, 32})), c10::Error);
+}
+
+TEST(Deit, DropPathIsIdentityAtEvalAndRandomInTraining) {
+    auto config = deit_config("deit_nano_patch7_28");
+    config.drop_path = 0.5;
+    Deit model(config);
+    auto x = torch::randn({8, 1, 28, 28});
+    model->eval();
+    EXPECT_TRUE(torch::equal(model->forward(x), model->forward(x)));
+    model->train();
+    EXPECT_FALSE(torch::equal(model->forward(x), model->forward(x)));
+}
+
+TEST(Deit, ConfigValidation) {
+    EXPECT_THROW(deit_config("deit_huge"), std::invalid_argument);
+    auto c = deit_config("deit_nano_patch7_28");
+    c.patch_size = 5;
+    EXPECT_THROW(Deit{c}, std::invalid_argument);
+    c = deit_config("deit_nano_patch7_28");
+    c.num_heads = 3;
+    EXPECT_THROW(Deit{c}, std::invalid_argument);
+}
+
+TEST(Deit, SitesAreNamedAndInstalledTransformsApply) {
+    Deit model(deit_config("deit_nano_patch7_28"));
+    const auto sites = model->site_names();
+    const std::set<std::string> all(sites.begin(), sites.end());
+    for (const char * s : {"blocks.0.attn.qkv.weight", "blocks.0.attn.qkv.input", "blocks.0.attn.q", "blocks.0.attn.k",
+                           "blocks.0.attn.v", "blocks.0.attn.probs", "blocks.0.attn.proj.weight",
+                           "blocks.0.attn.proj.input", "blocks.3.mlp.fc1.weight", "blocks.3.mlp.fc1.input",
+                           "blocks.3.mlp.fc2.weight", "blocks.3.mlp.fc2.input", "patch_embed.proj.weight",
+                           "head.weight", "head.input"}) {
+        EXPECT_TRUE(all.count(s)) << s;
+    }
+    EXPECT_EQ(sites.size(), 4u * 12 + 3);
+    model->eval();
+    torch::NoGradGuard no_grad;
+    auto x = torch::randn({2, 1, 28, 28});
+    const auto before = model->forward(x);
+
+    auto probs = std::make_shared<ScaleBy>(1.0);
+    model->install("blocks.1.attn.probs", probs);
+    EXPECT_TRUE(torch::equal(model->forward(x), before));  // identity transform changes nothing
+    EXPECT_EQ(probs->calls, 1);
+    EXPECT_EQ(probs->last_shape, (std::vector<int64_t>{2, 2, 17, 17}));  // [B, H, N, N]
+
+    auto fc2_weight = std::make_shared<ScaleBy>(0.0);
+    model->install("blocks.3.mlp.fc2.weight", fc2_weight);
+    EXPECT_FALSE(torch::allclose(model->forward(x), before));  // a zeroed weight changes the output
+    EXPECT_EQ(fc2_weight->last_shape, (std::vector<int64_t>{64, 256}));
+
+    // Replacing a site's transform swaps it; its parameters join the model's under a stable name.
+    model->install("blocks.3.mlp.fc2.weight", std::make_shared<ScaleBy>(1.0));
+    EXPECT_TRUE(torch::equal(model->forward(x), before));
+    bool found = false;
+    for (const auto & m : model->named_modules()) found |= m.key() == "blocks.3.mlp.fc2.weight_quantizer";
+    EXPECT_TRUE(found);
+
+    EXPECT_THROW(model->install("blocks.9.attn.q", probs), std::invalid_argument);
+    EXPECT_THROW(model->install("blocks.0.attn.qq", probs), std::invalid_argument);
+}

@@ -1,0 +1,222 @@
+// Trainer, loader and checkpoints on real Fashion-MNIST subsets: learning beats chance, a killed and
+// resumed run equals an uninterrupted one, NaN stops the run and keeps the last good checkpoint.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include "train/trainer.h"
+
+namespace fs = std::filesystem;
+using namespace bitvit;
+
+namespace {
+
+class TempDir {
+  public:
+    TempDir() : path_(fs::temp_directory_path() / ("bitvit-trainer-" + std::to_string(::getpid()) + "-" +
+                                                   std::to_string(counter_++))) {}
+    ~TempDir() { fs::remove_all(path_); }
+    std::string str(const std::string & sub = "") const { return (path_ / sub).string(); }
+
+  private:
+    fs::path path_;
+    static inline int counter_ = 0;
+};
+
+bool have_fashion_mnist() { return fs::exists(data::default_root("fashion-mnist")); }
+
+// A small, single-threaded (hence bit-reproducible) run of the nano model on a Fashion-MNIST subset.
+TrainConfig small_run(int64_t train_images, int64_t epochs) {
+    return parse_config(R"(
+[model]
+name = "deit_nano_patch7_28"
+drop_path = 0.1
+[data]
+test_subset = 500
+[optim]
+lr = 2e-3
+warmup_epochs = 0.5
+[train]
+batch_size = 64
+threads = 1
+seed = 3
+)", "test", {"data.train_subset=" + std::to_string(train_images), "train.epochs=" + std::to_string(epochs)});
+}
+
+void expect_same_weights(torch::nn::Module & a, torch::nn::Module & b) {
+    auto pa = a.named_parameters();
+    auto pb = b.named_parameters();
+    ASSERT_EQ(pa.size(), pb.size());
+    for (const auto & item : pa) {
+        EXPECT_TRUE(torch::equal(item.value(), pb[item.key()])) << item.key();
+    }
+}
+
+data::ImageDataset tiny_images() {
+    data::ImageDataset d;
+    d.channels = 1;
+    d.height = d.width = 3;
+    d.class_names = {"a", "b"};
+    for (int i = 0; i < 5; ++i) {
+        for (int p = 0; p < 9; ++p) d.pixels.push_back(static_cast<uint8_t>(10 * i + p));
+        d.labels.push_back(i % 2);
+    }
+    return d;
+}
+
+}  // namespace
+
+TEST(Schedule, WarmupThenCosine) {
+    OptimSection o;
+    o.lr = 1.0;
+    o.warmup_lr = 0.0;
+    o.min_lr = 0.1;
+    EXPECT_DOUBLE_EQ(scheduled_lr(o, 0, 10, 110), 0.0);
+    EXPECT_DOUBLE_EQ(scheduled_lr(o, 5, 10, 110), 0.5);
+    EXPECT_DOUBLE_EQ(scheduled_lr(o, 10, 10, 110), 1.0);
+    EXPECT_NEAR(scheduled_lr(o, 60, 10, 110), 0.55, 1e-12);  // half-way: min + (lr - min) / 2
+    EXPECT_NEAR(scheduled_lr(o, 110, 10, 110), 0.1, 1e-12);
+    EXPECT_DOUBLE_EQ(scheduled_lr(o, 0, 0, 100), 1.0);  // no warm-up
+}
+
+TEST(Loader, EpochOrderIsASeededPermutation) {
+    const auto a = epoch_order(100, 1, 0);
+    auto sorted = a;
+    std::sort(sorted.begin(), sorted.end());
+    for (int64_t i = 0; i < 100; ++i) EXPECT_EQ(sorted[i], i);
+    EXPECT_EQ(a, epoch_order(100, 1, 0));
+    EXPECT_NE(a, epoch_order(100, 1, 1));
+    EXPECT_NE(a, epoch_order(100, 2, 0));
+}
+
+TEST(Loader, NormalisesAndAugmentsDeterministically) {
+    const auto d = tiny_images();
+    Preprocess pre{{0.5f}, {0.25f}, 1, true};
+    const int64_t idx[] = {2, 0};
+    auto plain = make_batch(d, idx, 2, pre, false, 0);
+    EXPECT_EQ(plain.images.sizes(), (std::vector<int64_t>{2, 1, 3, 3}));
+    EXPECT_EQ(plain.labels[0].item<int64_t>(), 0);
+    // pixel 4 of image 2 is 24: (24/255 - 0.5) / 0.25
+    EXPECT_FLOAT_EQ(plain.images[0][0][1][1].item<float>(), (24.0f / 255 - 0.5f) / 0.25f);
+    auto aug1 = make_batch(d, idx, 2, pre, true, 99);
+    auto aug2 = make_batch(d, idx, 2, pre, true, 99);
+    EXPECT_TRUE(torch::equal(aug1.images, aug2.images));
+    bool differs = false;
+    for (uint64_t seed = 0; seed < 20 && !differs; ++seed) {
+        differs = !torch::equal(make_batch(d, idx, 2, pre, true, seed).images, plain.images);
+    }
+    EXPECT_TRUE(differs);
+}
+
+TEST(Loader, YieldsEveryBatchAndRethrowsErrors) {
+    const auto d = tiny_images();
+    BatchLoader loader(d, {4, 3, 2, 1, 0}, 2, false, Preprocess{{0.0f}, {1.0f}, 0, false}, false, 0, 1);
+    EXPECT_EQ(loader.num_batches(), 3);
+    std::vector<int64_t> labels;
+    while (auto b = loader.next()) {
+        for (int64_t i = 0; i < b->labels.size(0); ++i) labels.push_back(b->labels[i].item<int64_t>());
+    }
+    EXPECT_EQ(labels, (std::vector<int64_t>{0, 1, 0, 1, 0}));
+    BatchLoader bad(d, {0, 1}, 1, false, Preprocess{{0.0f, 0.0f}, {1.0f, 1.0f}, 0, false}, false, 0, 1);
+    EXPECT_THROW(bad.next(), std::invalid_argument);
+}
+
+TEST(Trainer, LearnsFashionMnistWellAboveChance) {
+    if (!have_fashion_mnist()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+    TempDir dir;
+    auto config = small_run(3000, 3);
+    config.optim.lr = 3e-3;
+    Trainer trainer(config, dir.str("run"), load_train_test(config));
+    const auto history = trainer.fit();
+    ASSERT_EQ(history.size(), 3u);
+    // Chance is 10 %; a broken gradient path, loader or optimiser stays near it. (This 141-step run
+    // reaches ~50 %; the full recipe reaches > 91 %, see docs/results.md.)
+    EXPECT_GT(history.back().test_acc, 0.40);
+    EXPECT_LT(history.back().train_loss, history.front().train_loss);
+    // Metrics: one JSON line per epoch.
+    std::ifstream metrics(dir.str("run/metrics.jsonl"));
+    int lines = 0;
+    for (std::string l; std::getline(metrics, l);) ++lines;
+    EXPECT_EQ(lines, 3);
+    // The checkpoint reproduces the trained model's test accuracy.
+    auto loaded = load_model(trainer.checkpoint_path());
+    EXPECT_EQ(loaded.state.epoch, 3);
+    EXPECT_EQ(loaded.state.class_names.size(), 10u);
+    const auto pre = make_preprocess(config.data);
+    EXPECT_DOUBLE_EQ(evaluate(loaded.model, trainer.data().test, pre, 250).accuracy,
+                     evaluate(trainer.model(), trainer.data().test, pre, 250).accuracy);
+}
+
+TEST(Trainer, KilledAndResumedRunEqualsUninterruptedRun) {
+    if (!have_fashion_mnist()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+    TempDir dir;
+    const auto config = small_run(512, 3);
+    Trainer straight(config, dir.str("straight"), load_train_test(config));
+    straight.fit();
+    {
+        Trainer interrupted(config, dir.str("resumed"), load_train_test(config));
+        interrupted.fit(1);  // then the process "dies": nothing but the run directory survives
+    }
+    auto resumed = Trainer::resume(dir.str("resumed"), {}, load_train_test);
+    EXPECT_EQ(resumed->epochs_done(), 1);
+    resumed->fit();
+    EXPECT_EQ(resumed->epochs_done(), 3);
+    expect_same_weights(*straight.model(), *resumed->model());
+    // A fresh run refuses to overwrite an existing one.
+    EXPECT_THROW(Trainer(config, dir.str("straight"), load_train_test(config)), CheckpointError);
+}
+
+TEST(Trainer, NonFiniteLossStopsAndKeepsLastGoodCheckpoint) {
+    if (!have_fashion_mnist()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+    TempDir dir;
+    const auto config = small_run(256, 3);
+    Trainer trainer(config, dir.str("run"), load_train_test(config));
+    trainer.fit(1);
+    {
+        torch::NoGradGuard no_grad;
+        trainer.model()->head->weight[0][0] = std::nan("");
+    }
+    try {
+        trainer.fit();
+        FAIL() << "expected NonFiniteError";
+    } catch (const NonFiniteError & e) {
+        const std::string msg = e.what();
+        EXPECT_NE(msg.find("loss is nan"), std::string::npos) << msg;
+        EXPECT_NE(msg.find("last good checkpoint"), std::string::npos) << msg;
+    }
+    auto loaded = load_model(trainer.checkpoint_path());  // still loadable, finite, epoch 1
+    EXPECT_EQ(loaded.state.epoch, 1);
+}
+
+TEST(Checkpoint, CorruptOrForeignFilesGiveClearErrors) {
+    if (!have_fashion_mnist()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+    TempDir dir;
+    const auto config = small_run(128, 1);
+    Trainer trainer(config, dir.str("run"), load_train_test(config));
+    trainer.fit();
+    const std::string good = trainer.checkpoint_path();
+    const auto size = fs::file_size(good);
+    fs::copy_file(good, dir.str("run/cut.pt"));
+    fs::resize_file(dir.str("run/cut.pt"), size / 2);
+    std::ofstream(dir.str("run/junk.pt")) << "definitely not a checkpoint";
+    for (const std::string bad : {dir.str("run/cut.pt"), dir.str("run/junk.pt"), dir.str("run/missing.pt")}) {
+        try {
+            load_model(bad);
+            FAIL() << "expected CheckpointError for " << bad;
+        } catch (const CheckpointError & e) {
+            EXPECT_NE(std::string(e.what()).find(bad), std::string::npos) << e.what();
+        }
+    }
+    // Weights of another architecture do not load silently.
+    auto state = read_checkpoint_state(good);
+    state.config.model.name = "deit_micro_patch4_28";
+    Deit other(resolve_model_config(state.config.model, state.shape));
+    EXPECT_THROW(load_checkpoint_weights(good, *other, nullptr), CheckpointError);
+    // No temporary files are left behind by the atomic writes.
+    for (const auto & entry : fs::directory_iterator(dir.str("run"))) {
+        EXPECT_EQ(entry.path().string().find(".tmp."), std::string::npos) << entry.path();
+    }
+}
