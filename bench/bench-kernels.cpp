@@ -1,0 +1,87 @@
+// Binary GEMM against the float paths a user has on this CPU, one thread, on the real layer shapes:
+// each ISA tier of the XNOR–popcount kernel, LibTorch FP32 (OpenBLAS SGEMM) and LibTorch BF16
+// (oneDNN). Every benchmark reports "ops/s" = 2·M·N·K per second, so ratios compare like with like.
+//   bench-kernels --benchmark_filter=deit_small
+// scripts/bench-kernels.sh runs it and writes the ratios into docs/results.md.
+#include <benchmark/benchmark.h>
+#include <torch/torch.h>
+
+#include <random>
+
+#include "runtime/kernels/bgemm.h"
+#include "train/trainer.h"
+
+namespace {
+
+using bitvit::runtime::Isa;
+
+struct Shape {
+    const char * name;
+    int64_t m, n, k;
+};
+
+// M = 197 tokens at 224 px; (N, K) of qkv, proj, fc1, fc2.
+const Shape kShapes[] = {
+    {"deit_tiny/qkv", 197, 576, 192},   {"deit_tiny/fc1", 197, 768, 192},   {"deit_tiny/fc2", 197, 192, 768},
+    {"deit_small/qkv", 197, 1152, 384}, {"deit_small/fc1", 197, 1536, 384}, {"deit_small/fc2", 197, 384, 1536},
+    {"deit_base/qkv", 197, 2304, 768},  {"deit_base/fc1", 197, 3072, 768},  {"deit_base/fc2", 197, 768, 3072},
+};
+
+void set_ops_rate(benchmark::State & state, const Shape & s) {
+    state.counters["ops/s"] = benchmark::Counter(2.0 * s.m * s.n * s.k * static_cast<double>(state.iterations()),
+                                                 benchmark::Counter::kIsRate);
+}
+
+void binary_gemm(benchmark::State & state, Shape s, Isa isa) {
+    const auto & kernel = bitvit::runtime::bgemm_kernel(isa);
+    std::mt19937_64 rng(1);
+    const int64_t kw = bitvit::runtime::b1_words(s.k);
+    std::vector<uint64_t> a(static_cast<size_t>(s.m * kw)), b(static_cast<size_t>(s.n * kw));
+    for (auto & w : a) w = rng();
+    for (auto & w : b) w = rng();
+    if (s.k % 64) {
+        const uint64_t mask = (uint64_t{1} << (s.k % 64)) - 1;
+        for (int64_t r = 0; r < s.m; ++r) a[r * kw + kw - 1] &= mask;
+        for (int64_t r = 0; r < s.n; ++r) b[r * kw + kw - 1] &= mask;
+    }
+    const auto packed = bitvit::runtime::repack_b1_panels(b.data(), s.n, s.k, kernel.nr);
+    std::vector<int32_t> c(static_cast<size_t>(s.m * s.n));
+    for (auto _ : state) {
+        kernel.gemm(s.m, a.data(), kw, packed, c.data(), s.n);
+        benchmark::DoNotOptimize(c.data());
+        benchmark::ClobberMemory();
+    }
+    set_ops_rate(state, s);
+}
+
+void float_gemm(benchmark::State & state, Shape s, torch::ScalarType dtype) {
+    bitvit::set_compute_threads(1);
+    torch::manual_seed(0);
+    const auto x = torch::randn({s.m, s.k}).to(dtype);
+    const auto w = torch::randn({s.n, s.k}).to(dtype);
+    for (auto _ : state) {
+        auto y = torch::mm(x, w.t());  // nn.Linear's y = x·Wᵀ
+        benchmark::DoNotOptimize(y.data_ptr());
+    }
+    set_ops_rate(state, s);
+}
+
+int register_all() {
+    for (const Shape & s : kShapes) {
+        const std::string shape = std::string(s.name) + "/M" + std::to_string(s.m) + "_N" + std::to_string(s.n) +
+                                  "_K" + std::to_string(s.k);
+        benchmark::RegisterBenchmark(("fp32_torch/" + shape).c_str(), float_gemm, s, torch::kFloat)->UseRealTime();
+        benchmark::RegisterBenchmark(("bf16_torch/" + shape).c_str(), float_gemm, s, torch::kBFloat16)->UseRealTime();
+        for (Isa isa : bitvit::runtime::supported_isas()) {
+            benchmark::RegisterBenchmark((std::string("b1b1_") + bitvit::runtime::isa_name(isa) + "/" + shape).c_str(),
+                                         binary_gemm, s, isa)
+                ->UseRealTime();
+        }
+    }
+    return 0;
+}
+const int registered = register_all();
+
+}  // namespace
+
+BENCHMARK_MAIN();

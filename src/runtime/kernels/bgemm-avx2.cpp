@@ -1,0 +1,39 @@
+// AVX2 tier (compiled with -mavx2 -mfma -mbmi2 only). AVX2 has no vector popcount: bytes are counted
+// with two 16-entry nibble lookups (vpshufb) and summed per 64-bit lane with vpsadbw.
+#include <immintrin.h>
+
+#include "runtime/kernels/bgemm-microkernel.h"
+#include "runtime/kernels/bgemm-tiers.h"
+
+namespace bitvit::runtime {
+namespace {
+
+struct Avx2Ops {
+    static constexpr int64_t kLanes = 4;
+    using Vec = __m256i;
+    static Vec zero() { return _mm256_setzero_si256(); }
+    static Vec load(const uint64_t * p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i *>(p)); }
+    static Vec broadcast(uint64_t w) { return _mm256_set1_epi64x(static_cast<long long>(w)); }
+    static Vec xor_(Vec a, Vec b) { return _mm256_xor_si256(a, b); }
+    static Vec add_popcount(Vec acc, Vec x) {
+        const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,  //
+                                             0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+        const __m256i low4 = _mm256_set1_epi8(0x0F);
+        const __m256i lo = _mm256_shuffle_epi8(lut, _mm256_and_si256(x, low4));
+        const __m256i hi = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(x, 4), low4));
+        return _mm256_add_epi64(acc, _mm256_sad_epu8(_mm256_add_epi8(lo, hi), _mm256_setzero_si256()));
+    }
+    static void store(int64_t * p, Vec v) { _mm256_store_si256(reinterpret_cast<__m256i *>(p), v); }
+};
+
+// 4 rows × 8 columns: 8 accumulators + 2 B vectors + constants fit the 16 ymm registers.
+using Tile = BgemmTile<Avx2Ops, 4, 2>;
+
+}  // namespace
+
+const BgemmKernel & bgemm_kernel_avx2() {
+    static const BgemmKernel kernel{Isa::avx2, Tile::kMR, Tile::kNR, bgemm_drive<Tile>};
+    return kernel;
+}
+
+}  // namespace bitvit::runtime

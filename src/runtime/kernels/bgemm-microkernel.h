@@ -1,0 +1,65 @@
+// The binary-GEMM micro-tile and driver, written once over a small vector-ops interface `V` and
+// instantiated by each SIMD tier's translation unit with its own intrinsics (and compile flags).
+//
+// V provides: kLanes (uint64 words per vector), Vec, zero(), load(const uint64_t*),
+// broadcast(uint64_t), xor_(Vec, Vec), add_popcount(Vec acc, Vec x) -> acc + popcount per 64-bit
+// lane, store(int64_t*, Vec).
+#pragma once
+
+#include <algorithm>
+
+#include "runtime/kernels/bgemm.h"
+
+namespace bitvit::runtime {
+
+// MR rows of A × (NV·V::kLanes) rows of B. Per word index w: NV loads of B, MR broadcasts of A,
+// MR·NV xor + popcount-accumulates into MR·NV vector accumulators held in registers. Lane sums are
+// int64: no overflow for any K.
+template <class V, int MR, int NV>
+struct BgemmTile {
+    static constexpr int64_t kMR = MR;
+    static constexpr int64_t kNR = NV * V::kLanes;
+
+    // out[i·kNR + j] = popcount over w of (a_rows[i][w] ^ panel[w·kNR + j]).
+    static void run(const uint64_t * const * a_rows, const uint64_t * panel, int64_t kw, int64_t * out) {
+        typename V::Vec acc[MR][NV];
+        for (int i = 0; i < MR; ++i)
+            for (int j = 0; j < NV; ++j) acc[i][j] = V::zero();
+        for (int64_t w = 0; w < kw; ++w) {
+            typename V::Vec b[NV];
+            for (int j = 0; j < NV; ++j) b[j] = V::load(panel + w * kNR + j * V::kLanes);
+            for (int i = 0; i < MR; ++i) {
+                const typename V::Vec a = V::broadcast(a_rows[i][w]);
+                for (int j = 0; j < NV; ++j) acc[i][j] = V::add_popcount(acc[i][j], V::xor_(a, b[j]));
+            }
+        }
+        for (int i = 0; i < MR; ++i)
+            for (int j = 0; j < NV; ++j) V::store(out + i * kNR + j * V::kLanes, acc[i][j]);
+    }
+};
+
+// C = K − 2·popcount over the whole matrix, tile by tile. B's panel stays in L1 while the tile walks
+// down all M rows of A. A remainder of M rows re-reads the last valid row (results discarded), so
+// one full-size tile shape serves every M.
+template <class Tile>
+void bgemm_drive(int64_t m, const uint64_t * a, int64_t lda, const PackedB1 & b, int32_t * c, int64_t ldc) {
+    const int64_t kw = b1_words(b.k);
+    alignas(64) int64_t counts[Tile::kMR * Tile::kNR];
+    const uint64_t * rows[Tile::kMR];
+    for (int64_t n0 = 0; n0 < b.n; n0 += Tile::kNR) {
+        const uint64_t * panel = b.panel(n0 / Tile::kNR);
+        const int64_t nr = std::min<int64_t>(Tile::kNR, b.n - n0);
+        for (int64_t m0 = 0; m0 < m; m0 += Tile::kMR) {
+            const int64_t mr = std::min<int64_t>(Tile::kMR, m - m0);
+            for (int64_t i = 0; i < Tile::kMR; ++i) rows[i] = a + (m0 + std::min(i, mr - 1)) * lda;
+            Tile::run(rows, panel, kw, counts);
+            for (int64_t i = 0; i < mr; ++i) {
+                for (int64_t j = 0; j < nr; ++j) {
+                    c[(m0 + i) * ldc + n0 + j] = static_cast<int32_t>(b.k - 2 * counts[i * Tile::kNR + j]);
+                }
+            }
+        }
+    }
+}
+
+}  // namespace bitvit::runtime

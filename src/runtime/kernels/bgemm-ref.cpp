@@ -1,0 +1,83 @@
+#include "runtime/kernels/bgemm.h"
+
+#include <algorithm>
+#include <stdexcept>
+#include <string>
+
+#include "runtime/kernels/bgemm-tiers.h"
+
+namespace bitvit::runtime {
+
+void pack_b1_rows_ref(const float * x, int64_t rows, int64_t k, int64_t ld, uint64_t * out) {
+    const int64_t kw = b1_words(k);
+    for (int64_t r = 0; r < rows; ++r) {
+        uint64_t * row = out + r * kw;
+        std::fill(row, row + kw, uint64_t{0});
+        for (int64_t i = 0; i < k; ++i) {
+            if (x[r * ld + i] < 0.0f) row[i / 64] |= uint64_t{1} << (i % 64);
+        }
+    }
+}
+
+void b1b1_gemm_ref(int64_t m, int64_t n, int64_t k, const uint64_t * a, const uint64_t * b, int32_t * c,
+                   int64_t ldc) {
+    const int64_t kw = b1_words(k);
+    for (int64_t i = 0; i < m; ++i) {
+        for (int64_t j = 0; j < n; ++j) {
+            int64_t differing = 0;
+            for (int64_t w = 0; w < kw; ++w) differing += __builtin_popcountll(a[i * kw + w] ^ b[j * kw + w]);
+            c[i * ldc + j] = static_cast<int32_t>(k - 2 * differing);
+        }
+    }
+}
+
+PackedB1 repack_b1_panels(const uint64_t * b, int64_t n, int64_t k, int64_t nr) {
+    const int64_t kw = b1_words(k);
+    const int64_t panels = (n + nr - 1) / nr;
+    PackedB1 packed{n, k, nr, std::vector<uint64_t>(static_cast<size_t>(panels * kw * nr), 0)};
+    for (int64_t p = 0; p < panels; ++p) {
+        uint64_t * dst = packed.words.data() + p * kw * nr;
+        for (int64_t j = 0; j < nr && p * nr + j < n; ++j) {
+            for (int64_t w = 0; w < kw; ++w) dst[w * nr + j] = b[(p * nr + j) * kw + w];
+        }
+    }
+    return packed;
+}
+
+namespace {
+// The scalar tier: the reference loop over the panel layout, so it shares the packing path with the
+// SIMD tiers while staying obviously correct.
+void b1b1_gemm_scalar(int64_t m, const uint64_t * a, int64_t lda, const PackedB1 & b, int32_t * c, int64_t ldc) {
+    const int64_t kw = b1_words(b.k);
+    for (int64_t j = 0; j < b.n; ++j) {
+        const uint64_t * panel = b.panel(j / b.nr);
+        const int64_t lane = j % b.nr;
+        for (int64_t i = 0; i < m; ++i) {
+            int64_t differing = 0;
+            for (int64_t w = 0; w < kw; ++w) differing += __builtin_popcountll(a[i * lda + w] ^ panel[w * b.nr + lane]);
+            c[i * ldc + j] = static_cast<int32_t>(b.k - 2 * differing);
+        }
+    }
+}
+}  // namespace
+
+const BgemmKernel & bgemm_kernel(Isa isa) {
+    static const BgemmKernel scalar{Isa::scalar, 1, 1, b1b1_gemm_scalar};
+    if (static_cast<int>(isa) > static_cast<int>(best_supported_isa())) {
+        throw std::invalid_argument(std::string("bgemm: this CPU cannot run the ") + isa_name(isa) + " tier");
+    }
+    switch (isa) {
+        case Isa::scalar: return scalar;
+        case Isa::avx2: return bgemm_kernel_avx2();
+        case Isa::avx512bw: return bgemm_kernel_avx512bw();
+        case Isa::avx512vpopcntdq: return bgemm_kernel_avx512vpopcntdq();
+    }
+    return scalar;
+}
+
+const BgemmKernel & bgemm_kernel() {
+    static const BgemmKernel & selected = bgemm_kernel(selected_isa());
+    return selected;
+}
+
+}  // namespace bitvit::runtime

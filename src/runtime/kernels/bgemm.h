@@ -1,0 +1,53 @@
+// Binary GEMM (XNOR–popcount) for W1A1 layers and binary q·kᵀ.
+//
+// Encoding (the one convention of the whole project, training export included): a value v is stored
+// as one bit, 1 if v < 0 (meaning −1) and 0 otherwise (meaning +1), so sign(0) = +1, and −0.0 and
+// NaN also map to +1. A binary matrix of `rows` × K values is *canonically packed* row-major: row r
+// uses kw = ceil(K/64) little-endian uint64 words, value k at bit (k % 64) of word k / 64, and the
+// kw·64 − K padding bits of each row are 0. For a, b ∈ {−1, +1}^K:
+//     Σ_k a_k·b_k = K − 2·popcount(a_bits XOR b_bits)
+// (padding bits are 0 in both operands, so they never count).
+//
+// The GEMM computes C[m][n] = Σ_k A[m][k]·B[n][k] (C = A·Bᵀ): A is the activations [M tokens, K],
+// B the weights [N outputs, K]. B is repacked once at load time into the kernel's panel layout;
+// A arrives canonically packed.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "runtime/cpu-features.h"
+
+namespace bitvit::runtime {
+
+inline int64_t b1_words(int64_t k) { return (k + 63) / 64; }
+
+// Packs rows × K floats (row stride ld floats) into canonical bits: out has rows·b1_words(K) words.
+void pack_b1_rows_ref(const float * x, int64_t rows, int64_t k, int64_t ld, uint64_t * out);
+
+// Reference: C[m][n] = K − 2·popcount(a[m] ^ b[n]) over canonical a (M × kw) and b (N × kw).
+void b1b1_gemm_ref(int64_t m, int64_t n, int64_t k, const uint64_t * a, const uint64_t * b, int32_t * c,
+                   int64_t ldc);
+
+// B repacked into column panels of `nr` rows of B: panel p holds, for each word index w in [0, kw),
+// the words b[p·nr + j][w] for j in [0, nr) contiguously (rows past N are zero).
+struct PackedB1 {
+    int64_t n = 0, k = 0, nr = 0;
+    std::vector<uint64_t> words;  // ceil(n/nr) panels × kw × nr
+    const uint64_t * panel(int64_t p) const { return words.data() + p * b1_words(k) * nr; }
+};
+PackedB1 repack_b1_panels(const uint64_t * b, int64_t n, int64_t k, int64_t nr);
+
+// One ISA tier's binary GEMM, with the panel width its packed B must have.
+struct BgemmKernel {
+    Isa isa;
+    int64_t mr, nr;  // rows of A and of B per micro-tile
+    // C[m][n] for m < M, n < B.n; a is canonical (M × b1_words(K) words, row stride lda words).
+    void (*gemm)(int64_t m, const uint64_t * a, int64_t lda, const PackedB1 & b, int32_t * c, int64_t ldc);
+};
+
+// The kernel of a tier (the CPU must support it), and the one selected_isa() picks.
+const BgemmKernel & bgemm_kernel(Isa isa);
+const BgemmKernel & bgemm_kernel();
+
+}  // namespace bitvit::runtime

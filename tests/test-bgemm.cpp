@@ -1,0 +1,128 @@
+// Binary GEMM: every ISA tier this CPU runs, bit-exact against the reference, over shapes that hit
+// every edge of the tiles (M, N from 1 past the tile; K around word and vector boundaries, and the
+// real DeiT K), plus the packing convention (sign(0) = +1, padding bits zero).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+#include <random>
+
+#include "runtime/kernels/bgemm.h"
+
+using namespace bitvit::runtime;
+
+namespace {
+
+// Canonical rows × K random bits with zero padding.
+std::vector<uint64_t> random_bits(int64_t rows, int64_t k, std::mt19937_64 & rng) {
+    const int64_t kw = b1_words(k);
+    std::vector<uint64_t> out(static_cast<size_t>(rows * kw));
+    for (int64_t r = 0; r < rows; ++r) {
+        for (int64_t w = 0; w < kw; ++w) {
+            const int64_t valid = std::min<int64_t>(64, k - w * 64);
+            const uint64_t mask = valid == 64 ? ~uint64_t{0} : (uint64_t{1} << valid) - 1;
+            out[r * kw + w] = rng() & mask;
+        }
+    }
+    return out;
+}
+
+// Σ a·b over ±1 values decoded bit by bit: independent of the popcount identity under test.
+int32_t dot_by_decoding(const uint64_t * a, const uint64_t * b, int64_t k) {
+    int32_t sum = 0;
+    for (int64_t i = 0; i < k; ++i) {
+        const int av = (a[i / 64] >> (i % 64)) & 1 ? -1 : 1;
+        const int bv = (b[i / 64] >> (i % 64)) & 1 ? -1 : 1;
+        sum += av * bv;
+    }
+    return sum;
+}
+
+void check_tier(Isa isa, int64_t m, int64_t n, int64_t k, uint64_t seed) {
+    std::mt19937_64 rng(seed);
+    const auto a = random_bits(m, k, rng);
+    const auto b = random_bits(n, k, rng);
+    std::vector<int32_t> expected(static_cast<size_t>(m * n)), got(static_cast<size_t>(m * n), -7777777);
+    b1b1_gemm_ref(m, n, k, a.data(), b.data(), expected.data(), n);
+    const BgemmKernel & kernel = bgemm_kernel(isa);
+    const PackedB1 packed = repack_b1_panels(b.data(), n, k, kernel.nr);
+    kernel.gemm(m, a.data(), b1_words(k), packed, got.data(), n);
+    ASSERT_EQ(expected, got) << "isa=" << isa_name(isa) << " M=" << m << " N=" << n << " K=" << k << " seed=" << seed;
+}
+
+}  // namespace
+
+TEST(Bgemm, ReferenceMatchesDecodedDotProducts) {
+    std::mt19937_64 rng(1);
+    for (int64_t k : {1, 63, 64, 65, 130}) {
+        const auto a = random_bits(3, k, rng);
+        const auto b = random_bits(5, k, rng);
+        std::vector<int32_t> c(15);
+        b1b1_gemm_ref(3, 5, k, a.data(), b.data(), c.data(), 5);
+        for (int i = 0; i < 3; ++i)
+            for (int j = 0; j < 5; ++j)
+                EXPECT_EQ(c[i * 5 + j], dot_by_decoding(&a[i * b1_words(k)], &b[j * b1_words(k)], k)) << "K=" << k;
+    }
+}
+
+TEST(Bgemm, PackingSignConventionAndPadding) {
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    const float x[] = {-1.0f, 0.0f, -0.0f, 2.5f, -1e-30f, nan, 3.0f};
+    uint64_t bits = ~uint64_t{0};
+    pack_b1_rows_ref(x, 1, 7, 7, &bits);
+    // Only the strictly negative values set their bit; 0, −0, NaN are +1; bits 7..63 are padding.
+    EXPECT_EQ(bits, uint64_t{0b0010001});
+    std::vector<float> many(2 * 70, -1.0f);
+    std::vector<uint64_t> rows(4, 0);
+    pack_b1_rows_ref(many.data(), 2, 65, 70, rows.data());  // ld 70 > K: the extra columns are not read
+    EXPECT_EQ(rows[0], ~uint64_t{0});
+    EXPECT_EQ(rows[1], uint64_t{1});  // one valid bit, 63 padding zeros
+    EXPECT_EQ(rows[3], uint64_t{1});
+}
+
+TEST(Bgemm, ExtremesAtTheLargestK) {
+    // All-equal rows give +K, complementary rows −K: the accumulators hold the full range.
+    const int64_t k = 3072 * 4;  // beyond DeiT-B's largest K (3072)
+    for (Isa isa : supported_isas()) {
+        const BgemmKernel & kernel = bgemm_kernel(isa);
+        std::mt19937_64 rng(5);
+        auto a = random_bits(1, k, rng);
+        auto b = a;
+        auto nb = a;
+        for (int64_t w = 0; w < b1_words(k); ++w) nb[w] = ~a[w];
+        b.insert(b.end(), nb.begin(), nb.end());
+        const PackedB1 packed = repack_b1_panels(b.data(), 2, k, kernel.nr);
+        int32_t c[2] = {0, 0};
+        kernel.gemm(1, a.data(), b1_words(k), packed, c, 2);
+        EXPECT_EQ(c[0], k) << isa_name(isa);
+        EXPECT_EQ(c[1], -k) << isa_name(isa);
+    }
+}
+
+TEST(Bgemm, EveryTierMatchesReferenceOnEdgeShapes) {
+    uint64_t seed = 100;
+    for (Isa isa : supported_isas()) {
+        for (int64_t k : {1, 63, 64, 65, 127, 128, 129, 511, 512, 513}) {
+            for (int64_t m : {1, 2, 3, 4, 5, 7, 9}) {
+                for (int64_t n : {1, 3, 4, 7, 8, 9, 31, 32, 33, 65}) check_tier(isa, m, n, k, seed++);
+            }
+        }
+    }
+}
+
+TEST(Bgemm, EveryTierMatchesReferenceOnDeitShapes) {
+    // (M tokens, N outputs, K inputs) of DeiT-Tiny/Small/Base linears and attention at 224 px,
+    // and of the 28×28 micro model.
+    const int64_t shapes[][3] = {{197, 576, 192},  {197, 192, 768},  {197, 1536, 384}, {197, 384, 1536},
+                                 {197, 2304, 768}, {197, 768, 3072}, {197, 197, 64},   {50, 288, 96},
+                                 {50, 96, 384}};
+    for (Isa isa : supported_isas()) {
+        for (const auto & s : shapes) check_tier(isa, s[0], s[1], s[2], 7);
+    }
+}
+
+TEST(Bgemm, TiersTheCpuLacksAreRefused) {
+    const auto best = best_supported_isa();
+    if (best == Isa::avx512vpopcntdq) GTEST_SKIP() << "this CPU runs every tier";
+    EXPECT_THROW(bgemm_kernel(Isa::avx512vpopcntdq), std::invalid_argument);
+}
