@@ -38,8 +38,13 @@ std::string site_module_name(const std::string & site) {
 
 }  // namespace
 
-SiteTable::SiteTable(torch::nn::Module & owner, std::vector<std::string> names)
-    : owner_(owner), names_(std::move(names)) {}
+SiteTable::SiteTable(torch::nn::Module & owner, std::vector<std::pair<std::string, SiteInfo>> sites)
+    : owner_(owner) {
+    for (auto & [name, info] : sites) {
+        names_.push_back(name);
+        info_.emplace(name, info);
+    }
+}
 
 bool SiteTable::has(const std::string & site) const {
     return std::find(names_.begin(), names_.end(), site) != names_.end();
@@ -63,7 +68,7 @@ void SiteTable::install(const std::string & site, SiteTransform transform) {
 }
 
 QLinearImpl::QLinearImpl(int64_t in_features, int64_t out_features, bool with_bias)
-    : sites(*this, {"weight", "input"}) {
+    : sites(*this, {{"weight", {SiteKind::weight, out_features}}, {"input", {SiteKind::token_activation, in_features}}}) {
     weight = register_parameter("weight", torch::empty({out_features, in_features}));
     trunc_normal_(weight, 0.02);
     if (with_bias) bias = register_parameter("bias", torch::zeros({out_features}));
@@ -74,7 +79,11 @@ torch::Tensor QLinearImpl::forward(const torch::Tensor & x) {
 }
 
 AttentionImpl::AttentionImpl(int64_t dim, int64_t heads, bool qkv_bias)
-    : num_heads(heads), sites(*this, {"q", "k", "v", "probs"}) {
+    : num_heads(heads),
+      sites(*this, {{"q", {SiteKind::head_activation, heads}},
+                    {"k", {SiteKind::head_activation, heads}},
+                    {"v", {SiteKind::head_activation, heads}},
+                    {"probs", {SiteKind::head_activation, heads}}}) {
     if (dim % heads != 0) {
         throw std::invalid_argument("embed_dim " + std::to_string(dim) + " is not divisible by num_heads " +
                                     std::to_string(heads));
@@ -119,7 +128,7 @@ torch::Tensor BlockImpl::forward(const torch::Tensor & x) {
 }
 
 PatchEmbedImpl::PatchEmbedImpl(int64_t in_chans, int64_t embed_dim, int64_t patch_size)
-    : sites(*this, {"proj.weight"}) {
+    : sites(*this, {{"proj.weight", {SiteKind::weight, embed_dim}}}) {
     proj = register_module(
         "proj", torch::nn::Conv2d(torch::nn::Conv2dOptions(in_chans, embed_dim, patch_size).stride(patch_size)));
 }
@@ -270,16 +279,25 @@ std::vector<std::string> DeitImpl::site_names() {
     return names;
 }
 
-void DeitImpl::install(const std::string & site, SiteTransform transform) {
+std::pair<SiteTable *, std::string> DeitImpl::find_site(const std::string & site) {
     for (const auto & [prefix, table] : site_tables()) {
         if (site.compare(0, prefix.size(), prefix) == 0 && table->has(site.substr(prefix.size()))) {
-            table->install(site.substr(prefix.size()), std::move(transform));
-            return;
+            return {table, site.substr(prefix.size())};
         }
     }
     throw std::invalid_argument("unknown site '" + site + "' in model '" + config_.name +
                                 "' (sites look like blocks.0.attn.qkv.weight, blocks.0.attn.probs, "
                                 "blocks.0.mlp.fc2.input, patch_embed.proj.weight, head.weight)");
+}
+
+void DeitImpl::install(const std::string & site, SiteTransform transform) {
+    auto [table, local] = find_site(site);
+    table->install(local, std::move(transform));
+}
+
+SiteInfo DeitImpl::site_info(const std::string & site) {
+    auto [table, local] = find_site(site);
+    return table->info(local);
 }
 
 int64_t count_parameters(torch::nn::Module & module) {

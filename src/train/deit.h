@@ -29,21 +29,34 @@ class SiteTransformImpl : public torch::nn::Module {
 };
 using SiteTransform = std::shared_ptr<SiteTransformImpl>;
 
+// What a quantizer needs to know about a site to size its parameters.
+enum class SiteKind {
+    weight,            // a [out, in] (or conv [out, in, kh, kw]) weight; channels = out
+    token_activation,  // a [..., C] activation entering a linear; channels = C
+    head_activation,   // a [B, H, N, *] per-head tensor (q, k, v, attention probabilities); channels = H
+};
+struct SiteInfo {
+    SiteKind kind;
+    int64_t channels;
+};
+
 // Holds the transforms installed at the named sites of one module and registers each one as a
 // submodule "<site>_quantizer" (dots replaced by '_'), so its parameters and first-batch state are
 // trained, saved and loaded with the model.
 class SiteTable {
   public:
-    SiteTable(torch::nn::Module & owner, std::vector<std::string> names);
+    SiteTable(torch::nn::Module & owner, std::vector<std::pair<std::string, SiteInfo>> sites);
     // Applies the transform at `site`, or returns x unchanged when none is installed.
     torch::Tensor apply(const std::string & site, const torch::Tensor & x) const;
     void install(const std::string & site, SiteTransform transform);
     const std::vector<std::string> & names() const { return names_; }
     bool has(const std::string & site) const;
+    const SiteInfo & info(const std::string & site) const { return info_.at(site); }
 
   private:
     torch::nn::Module & owner_;
     std::vector<std::string> names_;
+    std::map<std::string, SiteInfo> info_;
     std::map<std::string, SiteTransform> installed_;
 };
 
@@ -146,6 +159,8 @@ class DeitImpl : public torch::nn::Module {
     std::vector<std::string> site_names();
     // Installs a transform at a full site name; throws std::invalid_argument for an unknown site.
     void install(const std::string & site, SiteTransform transform);
+    // The kind and channel count of a full site name; throws std::invalid_argument for an unknown site.
+    SiteInfo site_info(const std::string & site);
 
     const DeitConfig & config() const { return config_; }
 
@@ -157,6 +172,8 @@ class DeitImpl : public torch::nn::Module {
 
   private:
     std::map<std::string, SiteTable *> site_tables();
+    // The table holding `site` and the site's name inside it; throws for an unknown site.
+    std::pair<SiteTable *, std::string> find_site(const std::string & site);
     DeitConfig config_;
 };
 TORCH_MODULE(Deit);
