@@ -8,6 +8,8 @@
 #include <fstream>
 #include <sstream>
 
+#include "quant/quantizers.h"
+
 namespace bitvit {
 namespace fs = std::filesystem;
 namespace {
@@ -67,6 +69,13 @@ void open_archive(torch::serialize::InputArchive & archive, const std::string & 
     }
 }
 
+// "blocks.3.attn.q" -> "attn.q"; "" for sites outside the blocks.
+std::string block_local_name(const std::string & site) {
+    if (site.rfind("blocks.", 0) != 0) return "";
+    const auto dot = site.find('.', 7);
+    return dot == std::string::npos ? "" : site.substr(dot + 1);
+}
+
 }  // namespace
 
 DeitConfig resolve_model_config(const ModelSection & model, const DataShape & shape) {
@@ -86,6 +95,67 @@ DeitConfig resolve_model_config(const ModelSection & model, const DataShape & sh
     return c;
 }
 
+Deit build_stage_model(const TrainConfig & config, const DataShape & shape, size_t stage_index) {
+    const StageSection & stage = config.stages.at(stage_index);
+    Deit model(resolve_model_config(config.model, shape));
+    const auto sites = model->site_names();
+    // Block-local patterns first, then full site names, so the specific overrides the general.
+    std::map<std::string, const QuantizerAssignment *> chosen;
+    for (bool specific : {false, true}) {
+        for (const auto & a : stage.quantizers) {
+            const bool is_full = a.pattern.rfind("blocks.", 0) == 0 || a.pattern.rfind("patch_embed.", 0) == 0 ||
+                                 a.pattern.rfind("head.", 0) == 0 || a.pattern.rfind("head_dist.", 0) == 0;
+            if (is_full != specific) continue;
+            int matches = 0;
+            for (const auto & site : sites) {
+                const bool hit = is_full ? site == a.pattern : block_local_name(site) == a.pattern;
+                if (hit) {
+                    chosen[site] = &a;
+                    ++matches;
+                }
+            }
+            if (matches == 0) {
+                throw std::invalid_argument("stage '" + stage.name + "': quantizer pattern '" + a.pattern +
+                                            "' matches no site (block-local names look like attn.qkv.weight, "
+                                            "attn.probs, mlp.fc2.input; full names like blocks.0.attn.q, head.weight)");
+            }
+        }
+    }
+    for (const auto & [site, a] : chosen) {
+        if (a->quantizer == "fp") continue;
+        try {
+            model->install(site, quant::make_quantizer({a->quantizer, a->options}, model->site_info(site)));
+        } catch (const std::invalid_argument & e) {
+            throw std::invalid_argument("stage '" + stage.name + "', site " + site + ": " + e.what());
+        }
+    }
+    return model;
+}
+
+void copy_matching_weights(torch::nn::Module & src, torch::nn::Module & dst, const std::string & what) {
+    torch::NoGradGuard no_grad;
+    auto copy = [&](const torch::OrderedDict<std::string, torch::Tensor> & from,
+                    torch::OrderedDict<std::string, torch::Tensor> to) {
+        for (auto & item : to) {
+            const torch::Tensor * source = from.find(item.key());
+            const bool quantizer_state = item.key().find("_quantizer.") != std::string::npos;
+            if (source == nullptr) {
+                if (quantizer_state) continue;
+                throw std::invalid_argument(what + " has no tensor '" + item.key() + "'");
+            }
+            if (source->sizes() != item.value().sizes()) {
+                std::ostringstream msg;
+                msg << what << ": tensor '" << item.key() << "' has shape " << source->sizes() << ", expected "
+                    << item.value().sizes();
+                throw std::invalid_argument(msg.str());
+            }
+            item.value().copy_(*source);
+        }
+    };
+    copy(src.named_parameters(), dst.named_parameters());
+    copy(src.named_buffers(), dst.named_buffers());
+}
+
 void save_checkpoint(const std::string & path, const CheckpointState & state, torch::nn::Module & model,
                      torch::optim::Optimizer * optimizer) {
     torch::serialize::OutputArchive archive;
@@ -97,6 +167,8 @@ void save_checkpoint(const std::string & path, const CheckpointState & state, to
     archive.write("shape/img_size", c10::IValue(state.shape.img_size));
     archive.write("class_names", c10::IValue(join_lines(state.class_names)));
     archive.write("epoch", c10::IValue(state.epoch));
+    archive.write("stage", c10::IValue(state.stage));
+    archive.write("stage_epoch", c10::IValue(state.stage_epoch));
     archive.write("step", c10::IValue(state.step));
     archive.write("best_test_acc", c10::IValue(state.best_test_acc));
     archive.write("rng", at::detail::getDefaultCPUGenerator().get_state());
@@ -137,12 +209,21 @@ CheckpointState read_checkpoint_state(const std::string & path) {
     state.shape.img_size = read_key(archive, path, "shape/img_size").toInt();
     state.class_names = split_lines(read_key(archive, path, "class_names").toStringRef());
     state.epoch = read_key(archive, path, "epoch").toInt();
+    c10::IValue stage_value;
+    // Checkpoints written before multi-stage recipes existed hold one stage.
+    state.stage = archive.try_read("stage", stage_value) ? stage_value.toInt() : 0;
+    state.stage_epoch = archive.try_read("stage_epoch", stage_value) ? stage_value.toInt() : state.epoch;
+    if (state.stage < 0 || state.stage >= static_cast<int64_t>(state.config.stages.size())) {
+        throw CheckpointError(path + ": stage index " + std::to_string(state.stage) + " is outside its recipe's " +
+                              std::to_string(state.config.stages.size()) + " stages");
+    }
     state.step = read_key(archive, path, "step").toInt();
     state.best_test_acc = read_key(archive, path, "best_test_acc").toDouble();
     return state;
 }
 
-void load_checkpoint_weights(const std::string & path, torch::nn::Module & model, torch::optim::Optimizer * optimizer) {
+void load_checkpoint_weights(const std::string & path, torch::nn::Module & model, torch::optim::Optimizer * optimizer,
+                             bool restore_rng) {
     torch::serialize::InputArchive archive;
     open_archive(archive, path);
     torch::serialize::InputArchive model_archive;
@@ -157,7 +238,7 @@ void load_checkpoint_weights(const std::string & path, torch::nn::Module & model
         if (!torch::isfinite(p).all().item<bool>()) throw CheckpointError(path + ": model weights hold NaN or Inf");
     }
     torch::Tensor rng;
-    if (archive.try_read("rng", rng)) {
+    if (restore_rng && archive.try_read("rng", rng)) {
         auto generator = at::detail::getDefaultCPUGenerator();
         generator.set_state(rng);
     }
@@ -175,13 +256,11 @@ void load_checkpoint_weights(const std::string & path, torch::nn::Module & model
 LoadedModel load_model(const std::string & path) {
     LoadedModel loaded;
     loaded.state = read_checkpoint_state(path);
-    DeitConfig config;
     try {
-        config = resolve_model_config(loaded.state.config.model, loaded.state.shape);
+        loaded.model = build_stage_model(loaded.state.config, loaded.state.shape, static_cast<size_t>(loaded.state.stage));
     } catch (const std::invalid_argument & e) {
         throw CheckpointError(path + ": " + e.what());
     }
-    loaded.model = Deit(config);
     load_checkpoint_weights(path, *loaded.model, nullptr);
     loaded.model->eval();
     return loaded;

@@ -28,12 +28,24 @@ struct DataShape {
 // the data set. Throws std::invalid_argument if the data cannot feed the model.
 DeitConfig resolve_model_config(const ModelSection & model, const DataShape & shape);
 
+// The model of one stage of a recipe: the architecture with that stage's quantizers installed.
+// Throws std::invalid_argument naming the stage for a pattern that matches no site, an unknown
+// quantizer, or a quantizer that cannot serve a site.
+Deit build_stage_model(const TrainConfig & config, const DataShape & shape, size_t stage);
+
+// Copies every parameter and buffer of `dst` from the same name in `src`. Quantizer state that
+// `src` lacks is left for first-batch initialisation; any other missing or mis-shaped tensor throws
+// std::invalid_argument naming it and `what` (where src came from).
+void copy_matching_weights(torch::nn::Module & src, torch::nn::Module & dst, const std::string & what);
+
 struct CheckpointState {
     TrainConfig config;
     DataShape shape;
     std::vector<std::string> class_names;
-    int64_t epoch = 0;  // epochs completed
-    int64_t step = 0;   // optimiser steps taken
+    int64_t epoch = 0;        // epochs completed, over all stages
+    int64_t stage = 0;        // index of the stage being trained (or just finished)
+    int64_t stage_epoch = 0;  // epochs completed within that stage
+    int64_t step = 0;         // optimiser steps taken within that stage
     double best_test_acc = 0.0;
 };
 
@@ -45,9 +57,12 @@ void save_checkpoint(const std::string & path, const CheckpointState & state, to
 // model must have been built from resolve_model_config(state.config.model, state.shape); use
 // read_checkpoint_state() first to learn it. Errors name the file and what is missing or mismatched.
 CheckpointState read_checkpoint_state(const std::string & path);
-void load_checkpoint_weights(const std::string & path, torch::nn::Module & model, torch::optim::Optimizer * optimizer);
+// With restore_rng, LibTorch's CPU generator is set to the state saved with the checkpoint (resume).
+void load_checkpoint_weights(const std::string & path, torch::nn::Module & model, torch::optim::Optimizer * optimizer,
+                             bool restore_rng = false);
 
-// Convenience for eval/info: the state and a model with the checkpoint's weights, in eval mode.
+// Convenience for eval/info/teachers: the state and its stage's model with the checkpoint's weights,
+// in eval mode.
 struct LoadedModel {
     CheckpointState state;
     Deit model{nullptr};

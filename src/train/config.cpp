@@ -20,6 +20,19 @@ class SectionReader {
             if (table_ == nullptr) fail(section_, "must be a table");
         }
     }
+    // Reads a table found elsewhere (an element of [[stage]], a stage's [stage.optim]); `label`
+    // names it in errors.
+    SectionReader(const toml::table * table, std::string label, std::string origin)
+        : table_(table), section_(std::move(label)), origin_(std::move(origin)) {}
+
+    // A nested table, or nullptr when absent.
+    const toml::table * subtable(const char * key) {
+        const toml::node * node = find(key);
+        if (node == nullptr) return nullptr;
+        if (!node->is_table()) fail(key, "must be a table");
+        return node->as_table();
+    }
+    const std::string & label() const { return section_; }
 
     void read(const char * key, std::string & out) {
         if (const auto * node = find(key)) {
@@ -122,13 +135,102 @@ void apply_override(toml::table & root, const std::string & assignment) {
 }
 
 void check_known_sections(const toml::table & root, const std::string & origin) {
-    static const std::set<std::string> known = {"model", "data", "optim", "train"};
+    static const std::set<std::string> known = {"model", "data", "optim", "train", "stage"};
     for (const auto & [key, node] : root) {
         if (!known.count(std::string(key.str()))) {
             throw ConfigError(origin + ": unknown section [" + std::string(key.str()) +
-                              "] (known: model, data, optim, train)");
+                              "] (known: model, data, optim, train, stage)");
         }
     }
+}
+
+void read_optim(SectionReader & optim, OptimSection & o) {
+    optim.read("optimizer", o.optimizer);
+    optim.read("lr", o.lr);
+    optim.read("min_lr", o.min_lr);
+    optim.read("warmup_lr", o.warmup_lr);
+    optim.read("warmup_epochs", o.warmup_epochs);
+    optim.read("weight_decay", o.weight_decay);
+    optim.read("beta1", o.beta1);
+    optim.read("beta2", o.beta2);
+    optim.read("eps", o.eps);
+    optim.read("label_smoothing", o.label_smoothing);
+    optim.read("clip_grad", o.clip_grad);
+    optim.finish();
+    optim.check(o.optimizer == "adamw" || o.optimizer == "adam", "optimizer",
+                "must be \"adamw\" or \"adam\", not \"" + o.optimizer + "\"");
+    const auto finite_nonneg = [](double v) { return std::isfinite(v) && v >= 0; };
+    optim.check(std::isfinite(o.lr) && o.lr > 0, "lr", "must be a positive number");
+    optim.check(finite_nonneg(o.min_lr) && o.min_lr <= o.lr, "min_lr", "must be in [0, lr]");
+    optim.check(finite_nonneg(o.warmup_lr), "warmup_lr", "must be a non-negative number");
+    optim.check(finite_nonneg(o.warmup_epochs), "warmup_epochs", "must be a non-negative number");
+    optim.check(finite_nonneg(o.weight_decay), "weight_decay", "must be a non-negative number");
+    optim.check(o.beta1 >= 0 && o.beta1 < 1 && o.beta2 >= 0 && o.beta2 < 1, "beta1", "and beta2 must be in [0, 1)");
+    optim.check(std::isfinite(o.eps) && o.eps > 0, "eps", "must be positive");
+    optim.check(o.label_smoothing >= 0 && o.label_smoothing < 1, "label_smoothing", "must be in [0, 1)");
+    optim.check(finite_nonneg(o.clip_grad), "clip_grad", "must be a non-negative number (0 = off)");
+}
+
+// [[stage]] element `index`: its name, length, start point, optimiser overrides, quantizer map and
+// distillation.
+StageSection read_stage(const toml::table * table, size_t index, const TrainConfig & base, const std::string & origin) {
+    StageSection st;
+    st.name = "stage" + std::to_string(index + 1);
+    SectionReader r(table, "stage[" + std::to_string(index) + "]", origin);
+    r.read("name", st.name);
+    r.read("epochs", st.epochs);
+    r.read("init", st.init);
+    r.check(st.epochs >= 1, "epochs", "must be at least 1");
+    r.check(!st.init.empty(), "init", "must be \"scratch\", \"previous\" or a checkpoint path");
+    st.optim = base.optim;
+    if (const toml::table * optim = r.subtable("optim")) {
+        SectionReader o(optim, r.label() + ".optim", origin);
+        read_optim(o, st.optim);
+    }
+    if (const toml::table * quantizers = r.subtable("quantizers")) {
+        for (const auto & [key, node] : *quantizers) {
+            const std::string where = r.label() + ".quantizers." + std::string(key.str());
+            QuantizerAssignment a;
+            a.pattern = std::string(key.str());
+            if (const auto name = node.value<std::string>()) {
+                a.quantizer = *name;  // "site" = "sign"
+            } else if (const toml::table * spec = node.as_table()) {
+                for (const auto & [opt, value] : *spec) {
+                    if (opt.str() == "name") {
+                        const auto name = value.value<std::string>();
+                        if (!name) throw ConfigError(origin + ": " + where + ".name must be a string");
+                        a.quantizer = *name;
+                    } else if (const auto b = value.value_exact<bool>()) {
+                        a.options[std::string(opt.str())] = *b ? 1.0 : 0.0;
+                    } else if (const auto v = value.value<double>()) {
+                        a.options[std::string(opt.str())] = *v;
+                    } else {
+                        throw ConfigError(origin + ": " + where + "." + std::string(opt.str()) + " must be a number or boolean");
+                    }
+                }
+                if (a.quantizer.empty()) throw ConfigError(origin + ": " + where + " needs name = \"<quantizer>\"");
+            } else {
+                throw ConfigError(origin + ": " + where + " must be a quantizer name or { name = ..., options }");
+            }
+            st.quantizers.push_back(std::move(a));
+        }
+    }
+    if (const toml::table * distill = r.subtable("distill")) {
+        SectionReader d(distill, r.label() + ".distill", origin);
+        d.read("teacher", st.distill.teacher);
+        d.read("kind", st.distill.kind);
+        d.read("alpha", st.distill.alpha);
+        d.read("tau", st.distill.tau);
+        d.finish();
+        d.check(st.distill.kind == "none" || st.distill.kind == "distribution" || st.distill.kind == "hard" ||
+                    st.distill.kind == "soft",
+                "kind", "must be none, distribution, hard or soft, not \"" + st.distill.kind + "\"");
+        d.check(st.distill.kind == "none" || !st.distill.teacher.empty(), "teacher", "is required for distillation");
+        d.check(st.distill.alpha >= 0 && st.distill.alpha <= 1, "alpha", "must be in [0, 1]");
+        d.check(std::isfinite(st.distill.tau) && st.distill.tau > 0, "tau", "must be positive");
+    }
+    r.finish();
+    return st;
 }
 
 }  // namespace
@@ -179,31 +281,7 @@ TrainConfig parse_config(const std::string & toml_text, const std::string & orig
     for (double s : c.data.std) data.check(std::isfinite(s) && s > 0, "std", "values must be positive");
 
     SectionReader optim(root, "optim", origin);
-    optim.read("optimizer", c.optim.optimizer);
-    optim.read("lr", c.optim.lr);
-    optim.read("min_lr", c.optim.min_lr);
-    optim.read("warmup_lr", c.optim.warmup_lr);
-    optim.read("warmup_epochs", c.optim.warmup_epochs);
-    optim.read("weight_decay", c.optim.weight_decay);
-    optim.read("beta1", c.optim.beta1);
-    optim.read("beta2", c.optim.beta2);
-    optim.read("eps", c.optim.eps);
-    optim.read("label_smoothing", c.optim.label_smoothing);
-    optim.read("clip_grad", c.optim.clip_grad);
-    optim.finish();
-    optim.check(c.optim.optimizer == "adamw" || c.optim.optimizer == "adam", "optimizer",
-                "must be \"adamw\" or \"adam\", not \"" + c.optim.optimizer + "\"");
-    const auto finite_nonneg = [](double v) { return std::isfinite(v) && v >= 0; };
-    optim.check(std::isfinite(c.optim.lr) && c.optim.lr > 0, "lr", "must be a positive number");
-    optim.check(finite_nonneg(c.optim.min_lr) && c.optim.min_lr <= c.optim.lr, "min_lr", "must be in [0, lr]");
-    optim.check(finite_nonneg(c.optim.warmup_lr), "warmup_lr", "must be a non-negative number");
-    optim.check(finite_nonneg(c.optim.warmup_epochs), "warmup_epochs", "must be a non-negative number");
-    optim.check(finite_nonneg(c.optim.weight_decay), "weight_decay", "must be a non-negative number");
-    optim.check(c.optim.beta1 >= 0 && c.optim.beta1 < 1 && c.optim.beta2 >= 0 && c.optim.beta2 < 1, "beta1",
-                "and beta2 must be in [0, 1)");
-    optim.check(std::isfinite(c.optim.eps) && c.optim.eps > 0, "eps", "must be positive");
-    optim.check(c.optim.label_smoothing >= 0 && c.optim.label_smoothing < 1, "label_smoothing", "must be in [0, 1)");
-    optim.check(finite_nonneg(c.optim.clip_grad), "clip_grad", "must be a non-negative number (0 = off)");
+    read_optim(optim, c.optim);
 
     SectionReader train(root, "train", origin);
     train.read("epochs", c.train.epochs);
@@ -218,7 +296,29 @@ TrainConfig parse_config(const std::string & toml_text, const std::string & orig
     train.check(c.train.eval_batch_size >= 1, "eval_batch_size", "must be at least 1");
     train.check(c.train.threads >= 0, "threads", "must not be negative (0 = all cores)");
     train.check(c.train.log_every >= 1, "log_every", "must be at least 1");
+
+    if (const toml::node * stages = root.get("stage")) {
+        const toml::array * array = stages->as_array();
+        if (array == nullptr || array->empty()) throw ConfigError(origin + ": stage must be an array of [[stage]] tables");
+        for (size_t i = 0; i < array->size(); ++i) {
+            const toml::table * table = (*array)[i].as_table();
+            if (table == nullptr) throw ConfigError(origin + ": stage[" + std::to_string(i) + "] must be a table");
+            c.stages.push_back(read_stage(table, i, c, origin));
+        }
+        c.staged = true;
+    } else {
+        StageSection only;
+        only.epochs = c.train.epochs;
+        only.optim = c.optim;
+        c.stages.push_back(only);
+    }
     return c;
+}
+
+int64_t TrainConfig::total_epochs() const {
+    int64_t total = 0;
+    for (const auto & s : stages) total += s.epochs;
+    return total;
 }
 
 TrainConfig load_config_file(const std::string & path, const std::vector<std::string> & overrides) {
@@ -228,6 +328,22 @@ TrainConfig load_config_file(const std::string & path, const std::vector<std::st
     text << in.rdbuf();
     return parse_config(text.str(), path, overrides);
 }
+
+namespace {
+toml::table optim_table(const OptimSection & o) {
+    return toml::table{{"optimizer", o.optimizer},
+                       {"lr", o.lr},
+                       {"min_lr", o.min_lr},
+                       {"warmup_lr", o.warmup_lr},
+                       {"warmup_epochs", o.warmup_epochs},
+                       {"weight_decay", o.weight_decay},
+                       {"beta1", o.beta1},
+                       {"beta2", o.beta2},
+                       {"eps", o.eps},
+                       {"label_smoothing", o.label_smoothing},
+                       {"clip_grad", o.clip_grad}};
+}
+}  // namespace
 
 std::string TrainConfig::to_toml() const {
     auto numbers = [](const std::vector<double> & values) {
@@ -251,17 +367,7 @@ std::string TrainConfig::to_toml() const {
                              {"mean", numbers(data.mean)},
                              {"std", numbers(data.std)},
                              {"prefetch", data.prefetch}}},
-        {"optim", toml::table{{"optimizer", optim.optimizer},
-                              {"lr", optim.lr},
-                              {"min_lr", optim.min_lr},
-                              {"warmup_lr", optim.warmup_lr},
-                              {"warmup_epochs", optim.warmup_epochs},
-                              {"weight_decay", optim.weight_decay},
-                              {"beta1", optim.beta1},
-                              {"beta2", optim.beta2},
-                              {"eps", optim.eps},
-                              {"label_smoothing", optim.label_smoothing},
-                              {"clip_grad", optim.clip_grad}}},
+        {"optim", optim_table(optim)},
         {"train", toml::table{{"epochs", train.epochs},
                               {"batch_size", train.batch_size},
                               {"eval_batch_size", train.eval_batch_size},
@@ -269,6 +375,29 @@ std::string TrainConfig::to_toml() const {
                               {"threads", train.threads},
                               {"log_every", train.log_every}}},
     };
+    if (staged) {
+        toml::array stage_array;
+        for (const auto & st : stages) {
+            toml::table quantizers;
+            for (const auto & a : st.quantizers) {
+                toml::table spec{{"name", a.quantizer}};
+                for (const auto & [key, value] : a.options) spec.insert(key, value);
+                quantizers.insert(a.pattern, spec);
+            }
+            stage_array.push_back(toml::table{
+                {"name", st.name},
+                {"epochs", st.epochs},
+                {"init", st.init},
+                {"optim", optim_table(st.optim)},
+                {"quantizers", quantizers},
+                {"distill", toml::table{{"teacher", st.distill.teacher},
+                                        {"kind", st.distill.kind},
+                                        {"alpha", st.distill.alpha},
+                                        {"tau", st.distill.tau}}},
+            });
+        }
+        root.insert("stage", stage_array);
+    }
     std::ostringstream out;
     out << root << "\n";
     return out.str();

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -58,11 +59,46 @@ struct TrainSection {
     int64_t log_every = 50;       // steps between log lines when stderr is not a terminal
 };
 
+// One quantizer placed at the sites a pattern names. A pattern is either a block-local site
+// ("attn.qkv.weight": that site in every block) or a full site name ("blocks.0.attn.q",
+// "head.weight"); a full name overrides a block-local pattern. Quantizer "fp" means none.
+struct QuantizerAssignment {
+    std::string pattern;
+    std::string quantizer;
+    std::map<std::string, double> options;
+};
+
+struct DistillSection {
+    std::string teacher;        // checkpoint of the frozen teacher; "" = no distillation
+    std::string kind = "none";  // none, distribution, hard, soft (see docs/quantization.md)
+    double alpha = 0.5;         // weight of the teacher term in hard / soft
+    double tau = 1.0;           // temperature of distribution / soft
+};
+
+// One training stage: a quantizer map, a length, an optimiser, a start point and distillation.
+struct StageSection {
+    std::string name = "main";
+    int64_t epochs = 0;
+    // "scratch" (random init), "previous" (the previous stage's weights; the first stage: scratch),
+    // or a checkpoint path whose model weights start the stage (quantizer parameters that the
+    // checkpoint lacks are initialised on the first batch).
+    std::string init = "previous";
+    OptimSection optim;  // the top-level [optim], overridden by [stage.optim]
+    std::vector<QuantizerAssignment> quantizers;
+    DistillSection distill;
+};
+
 struct TrainConfig {
     ModelSection model;
     DataSection data;
     OptimSection optim;
     TrainSection train;
+    // Never empty after parsing: a recipe without [[stage]] tables is one stage "main" of
+    // train.epochs epochs with the top-level [optim] and no quantizers.
+    std::vector<StageSection> stages;
+    bool staged = false;  // the recipe has [[stage]] tables (otherwise stages holds the implicit one)
+
+    int64_t total_epochs() const;
 
     // TOML text holding every field, so the config can round-trip through a checkpoint.
     std::string to_toml() const;

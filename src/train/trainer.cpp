@@ -213,8 +213,36 @@ EvalResult evaluate(Deit & model, const data::ImageDataset & data, const Preproc
     return r;
 }
 
+torch::Tensor training_loss(const DeitOutput & student, const torch::Tensor & labels, const torch::Tensor & teacher_logits,
+                            const DistillSection & distill, double label_smoothing) {
+    const auto ce = F::CrossEntropyFuncOptions().label_smoothing(label_smoothing);
+    const torch::Tensor & cls = student.logits;
+    const torch::Tensor & dist = student.dist_logits.defined() ? student.dist_logits : student.logits;
+    if (distill.kind == "none") {
+        auto loss = F::cross_entropy(cls, labels, ce);
+        if (student.dist_logits.defined()) loss = (loss + F::cross_entropy(student.dist_logits, labels, ce)) / 2;
+        return loss;
+    }
+    TORCH_CHECK(teacher_logits.defined(), "distillation '", distill.kind, "' needs teacher logits");
+    const double tau = distill.tau;
+    if (distill.kind == "distribution") {
+        const auto target = torch::softmax(teacher_logits / tau, 1);
+        auto soft_ce = [&](const torch::Tensor & z) { return -(target * torch::log_softmax(z / tau, 1)).sum(1).mean(); };
+        return student.dist_logits.defined() ? (soft_ce(cls) + soft_ce(dist)) / 2 : soft_ce(cls);
+    }
+    const auto base = F::cross_entropy(cls, labels, ce);
+    if (distill.kind == "hard") {
+        return (1 - distill.alpha) * base + distill.alpha * F::cross_entropy(dist, teacher_logits.argmax(1));
+    }
+    TORCH_CHECK(distill.kind == "soft", "unknown distillation kind '", distill.kind, "'");
+    const auto kl = F::kl_div(torch::log_softmax(dist / tau, 1), torch::log_softmax(teacher_logits / tau, 1),
+                              F::KLDivFuncOptions().reduction(torch::kSum).log_target(true)) *
+                    (tau * tau) / static_cast<double>(dist.numel());
+    return (1 - distill.alpha) * base + distill.alpha * kl;
+}
+
 Trainer::Trainer(TrainConfig config, std::string run_dir, TrainTestData data)
-    : Trainer(CheckpointState{std::move(config), {}, {}, 0, 0, 0.0}, std::move(run_dir), std::move(data), false) {}
+    : Trainer(CheckpointState{std::move(config), {}, {}, 0, 0, 0, 0, 0.0}, std::move(run_dir), std::move(data), false) {}
 
 Trainer::Trainer(CheckpointState state, std::string run_dir, TrainTestData data, bool resuming)
     : state_(std::move(state)), run_dir_(std::move(run_dir)), data_(std::move(data)) {
@@ -236,10 +264,8 @@ Trainer::Trainer(CheckpointState state, std::string run_dir, TrainTestData data,
     }
     set_compute_threads(state_.config.train.threads);
     torch::manual_seed(state_.config.train.seed);
-    model_ = Deit(resolve_model_config(state_.config.model, shape));
-    optimizer_ = make_optimizer(state_.config.optim, *model_);
+    validate_stages();
     if (resuming) {
-        load_checkpoint_weights(checkpoint_path(), *model_, optimizer_.get());
         trim_metrics((fs::path(run_dir_) / "metrics.jsonl").string(), state_.epoch);
     } else {
         if (fs::exists(checkpoint_path())) {
@@ -248,6 +274,55 @@ Trainer::Trainer(CheckpointState state, std::string run_dir, TrainTestData data,
         }
         fs::create_directories(run_dir_);
         write_file_atomic((fs::path(run_dir_) / "config.toml").string(), state_.config.to_toml());
+    }
+    enter_stage(static_cast<size_t>(state_.stage), resuming);
+}
+
+void Trainer::validate_stages() {
+    const auto & stages = state_.config.stages;
+    for (size_t i = 0; i < stages.size(); ++i) {
+        const StageSection & st = stages[i];
+        build_stage_model(state_.config, state_.shape, i);  // throws for bad patterns or quantizers
+        if (st.init != "scratch" && st.init != "previous") {
+            const CheckpointState from = read_checkpoint_state(st.init);
+            if (from.shape.num_classes != state_.shape.num_classes || from.shape.img_size != state_.shape.img_size ||
+                from.shape.in_chans != state_.shape.in_chans) {
+                throw ConfigError("stage '" + st.name + "': init checkpoint " + st.init + " was trained on data of another shape");
+            }
+        }
+        if (st.distill.kind != "none") {
+            const CheckpointState teacher = read_checkpoint_state(st.distill.teacher);
+            if (teacher.shape.num_classes != state_.shape.num_classes || teacher.shape.img_size != state_.shape.img_size ||
+                teacher.shape.in_chans != state_.shape.in_chans) {
+                throw ConfigError("stage '" + st.name + "': teacher " + st.distill.teacher +
+                                  " was trained on data of another shape");
+            }
+            if (teacher.config.data.mean != state_.config.data.mean || teacher.config.data.std != state_.config.data.std) {
+                throw ConfigError("stage '" + st.name + "': teacher " + st.distill.teacher +
+                                  " expects other input normalisation (data.mean / data.std)");
+            }
+        }
+    }
+}
+
+void Trainer::enter_stage(size_t index, bool resuming) {
+    const StageSection & st = state_.config.stages.at(index);
+    Deit previous = model_;
+    model_ = build_stage_model(state_.config, state_.shape, index);
+    if (!resuming) {
+        if (st.init == "previous" && previous) {
+            copy_matching_weights(*previous, *model_, "the previous stage's model");
+        } else if (st.init != "scratch" && st.init != "previous") {
+            LoadedModel from = load_model(st.init);
+            copy_matching_weights(*from.model, *model_, st.init);
+        }
+    }
+    optimizer_ = make_optimizer(st.optim, *model_);
+    if (resuming) load_checkpoint_weights(checkpoint_path(), *model_, optimizer_.get(), true);
+    teacher_ = nullptr;
+    if (st.distill.kind != "none") {
+        teacher_ = load_model(st.distill.teacher).model;
+        for (auto & p : teacher_->parameters()) p.set_requires_grad(false);
     }
 }
 
@@ -274,39 +349,40 @@ void Trainer::check_weights_finite(const std::string & when) const {
 
 EpochMetrics Trainer::train_epoch() {
     const TrainConfig & c = state_.config;
-    const int64_t epoch = state_.epoch;  // 0-based index of the epoch being trained
+    const StageSection & st = stage();
+    const int64_t epoch = state_.epoch;  // 0-based index over all stages
     const int64_t steps_per_epoch = data_.train.size() / c.train.batch_size;
-    const int64_t total_steps = steps_per_epoch * c.train.epochs;
-    const auto warmup_steps = static_cast<int64_t>(std::llround(c.optim.warmup_epochs * steps_per_epoch));
+    const int64_t total_steps = steps_per_epoch * st.epochs;
+    const auto warmup_steps = static_cast<int64_t>(std::llround(st.optim.warmup_epochs * steps_per_epoch));
     model_->train();
     BatchLoader loader(data_.train, epoch_order(data_.train.size(), c.train.seed, epoch), c.train.batch_size, true,
                        pre_, true, mix_seed(c.train.seed, static_cast<uint64_t>(epoch), 1), c.data.prefetch);
-    Progress progress(epoch + 1, c.train.epochs, loader.num_batches(), c.train.log_every);
+    Progress progress(epoch + 1, c.total_epochs(), loader.num_batches(), c.train.log_every);
     const auto start = Clock::now();
     double loss_sum = 0.0;
     int64_t correct = 0, seen = 0, done = 0;
     double lr = 0.0;
-    const auto smoothing = F::CrossEntropyFuncOptions().label_smoothing(c.optim.label_smoothing);
     while (auto batch = loader.next()) {
-        lr = scheduled_lr(c.optim, state_.step, warmup_steps, total_steps);
+        lr = scheduled_lr(st.optim, state_.step, warmup_steps, total_steps);
         set_lr(*optimizer_, lr);
-        auto out = model_->forward_heads(batch->images);
-        auto loss = F::cross_entropy(out.logits, batch->labels, smoothing);
-        if (out.dist_logits.defined()) {
-            // Without a teacher both heads learn the labels (DeiT's distillation arrives with the quantizers).
-            loss = (loss + F::cross_entropy(out.dist_logits, batch->labels, smoothing)) / 2;
+        torch::Tensor teacher_logits;
+        if (teacher_) {
+            torch::NoGradGuard no_grad;
+            teacher_logits = teacher_->forward(batch->images);
         }
+        auto out = model_->forward_heads(batch->images);
+        auto loss = training_loss(out, batch->labels, teacher_logits, st.distill, st.optim.label_smoothing);
         const double loss_value = loss.item<double>();
         if (!std::isfinite(loss_value)) {
             throw NonFiniteError("loss is " + std::to_string(loss_value) + " at epoch " + std::to_string(epoch + 1) +
-                                 " step " + std::to_string(state_.step) + "; the last good checkpoint is " +
-                                 checkpoint_path() + " (epoch " + std::to_string(state_.epoch) +
-                                 "). Lower optim.lr or check the data.");
+                                 " (stage '" + st.name + "', step " + std::to_string(state_.step) +
+                                 "); the last good checkpoint is " + checkpoint_path() + " (epoch " +
+                                 std::to_string(state_.epoch) + "). Lower optim.lr or check the data.");
         }
         optimizer_->zero_grad();
         loss.backward();
-        if (c.optim.clip_grad > 0) {
-            const double norm = torch::nn::utils::clip_grad_norm_(model_->parameters(), c.optim.clip_grad);
+        if (st.optim.clip_grad > 0) {
+            const double norm = torch::nn::utils::clip_grad_norm_(model_->parameters(), st.optim.clip_grad);
             if (!std::isfinite(norm)) {
                 throw NonFiniteError("gradient norm is " + std::to_string(norm) + " at epoch " +
                                      std::to_string(epoch + 1) + " step " + std::to_string(state_.step) +
@@ -322,6 +398,7 @@ EpochMetrics Trainer::train_epoch() {
         progress.update(++done, loss_sum / seen, static_cast<double>(correct) / seen, seen);
     }
     EpochMetrics m;
+    m.stage = st.name;
     m.seconds = seconds_since(start);
     m.images_per_sec = seen / m.seconds;
     m.epoch = epoch + 1;
@@ -335,7 +412,16 @@ std::vector<EpochMetrics> Trainer::fit(int64_t stop_after_epoch) {
     std::vector<EpochMetrics> history;
     const TrainConfig & c = state_.config;
     const std::string metrics_path = (fs::path(run_dir_) / "metrics.jsonl").string();
-    while (state_.epoch < c.train.epochs && (stop_after_epoch < 0 || state_.epoch < stop_after_epoch)) {
+    while (state_.epoch < c.total_epochs() && (stop_after_epoch < 0 || state_.epoch < stop_after_epoch)) {
+        if (state_.stage_epoch == stage().epochs) {
+            // The stage is complete: the next one starts from this model (or its own init).
+            ++state_.stage;
+            state_.stage_epoch = 0;
+            state_.step = 0;
+            enter_stage(static_cast<size_t>(state_.stage), false);
+            std::fprintf(stderr, "stage %lld/%zu: %s (%lld epochs)\n", static_cast<long long>(state_.stage + 1),
+                         c.stages.size(), stage().name.c_str(), static_cast<long long>(stage().epochs));
+        }
         EpochMetrics m = train_epoch();
         check_weights_finite("during epoch " + std::to_string(m.epoch));
         const EvalResult test = evaluate(model_, data_.test, pre_, c.train.eval_batch_size);
@@ -343,16 +429,17 @@ std::vector<EpochMetrics> Trainer::fit(int64_t stop_after_epoch) {
         m.test_loss = test.loss;
         m.test_acc = test.accuracy;
         state_.epoch = m.epoch;
+        state_.stage_epoch += 1;
         state_.best_test_acc = std::max(state_.best_test_acc, test.accuracy);
         save_checkpoint(checkpoint_path(), state_, *model_, optimizer_.get());
-        nlohmann::json line = {{"epoch", m.epoch},         {"step", m.step},           {"lr", m.lr},
-                               {"train_loss", m.train_loss}, {"train_acc", m.train_acc}, {"test_loss", m.test_loss},
-                               {"test_acc", m.test_acc},   {"images_per_sec", m.images_per_sec},
+        nlohmann::json line = {{"epoch", m.epoch},           {"stage", m.stage},         {"step", m.step},
+                               {"lr", m.lr},                 {"train_loss", m.train_loss}, {"train_acc", m.train_acc},
+                               {"test_loss", m.test_loss},   {"test_acc", m.test_acc},   {"images_per_sec", m.images_per_sec},
                                {"seconds", m.seconds}};
         std::ofstream(metrics_path, std::ios::app) << line.dump() << "\n";
-        std::fprintf(stderr, "epoch %lld/%lld: train loss %.4f acc %.2f%% | test loss %.4f acc %.2f%% | %.0f img/s, %.1f s\n",
-                     static_cast<long long>(m.epoch), static_cast<long long>(c.train.epochs), m.train_loss,
-                     100 * m.train_acc, m.test_loss, 100 * m.test_acc, m.images_per_sec, m.seconds);
+        std::fprintf(stderr, "epoch %lld/%lld (%s): train loss %.4f acc %.2f%% | test loss %.4f acc %.2f%% | %.0f img/s, %.1f s\n",
+                     static_cast<long long>(m.epoch), static_cast<long long>(c.total_epochs()), m.stage.c_str(),
+                     m.train_loss, 100 * m.train_acc, m.test_loss, 100 * m.test_acc, m.images_per_sec, m.seconds);
         history.push_back(m);
     }
     return history;

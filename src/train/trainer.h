@@ -50,7 +50,18 @@ TrainTestData load_train_test(const TrainConfig & config);
 // `warmup_steps`, then cosine decay to min_lr.
 double scheduled_lr(const OptimSection & optim, int64_t step, int64_t warmup_steps, int64_t total_steps);
 
+// The training loss of one batch, with the distillation the stage asks for (docs/quantization.md):
+//   none:         CE(z_cls, y) with label smoothing (both heads averaged for a distilled student);
+//   distribution: Σ_c −softmax(z_T/τ)_c · log_softmax(z_S/τ)_c, batch mean, no label term (ReActNet,
+//                 BiViT); z_S = z_cls (averaged with z_dist for a distilled student);
+//   hard:         (1 − α)·CE(z_cls, y) + α·CE(z_dist, argmax z_T)  (DeiT; z_dist = z_cls if absent);
+//   soft:         (1 − α)·CE(z_cls, y) + α·τ²·KL(softmax(z_T/τ) ‖ softmax(z_dist/τ)) summed over the
+//                 batch and divided by numel(z_dist) (DeiT's normalisation: per element, not per sample).
+torch::Tensor training_loss(const DeitOutput & student, const torch::Tensor & labels, const torch::Tensor & teacher_logits,
+                            const DistillSection & distill, double label_smoothing);
+
 struct EpochMetrics {
+    std::string stage;
     int64_t epoch = 0;  // 1-based: the epoch just completed
     int64_t step = 0;
     double lr = 0.0, train_loss = 0.0, train_acc = 0.0, test_loss = 0.0, test_acc = 0.0;
@@ -77,14 +88,21 @@ class Trainer {
 
   private:
     Trainer(CheckpointState state, std::string run_dir, TrainTestData data, bool resuming);
+    // Checks every stage (quantizer maps, start points, teachers) before any training starts.
+    void validate_stages();
+    // Builds the model, optimiser and teacher of stage `index`; when resuming, loads them from the
+    // run's checkpoint, otherwise starts from the stage's init.
+    void enter_stage(size_t index, bool resuming);
     EpochMetrics train_epoch();
     void check_weights_finite(const std::string & when) const;
+    const StageSection & stage() const { return state_.config.stages.at(static_cast<size_t>(state_.stage)); }
 
     CheckpointState state_;
     std::string run_dir_;
     TrainTestData data_;
     Preprocess pre_;
     Deit model_{nullptr};
+    Deit teacher_{nullptr};
     std::unique_ptr<torch::optim::Optimizer> optimizer_;
 };
 

@@ -1,0 +1,221 @@
+// Multi-stage recipes: parsing, quantizer placement by site pattern, distillation losses, and a
+// quantized two-stage run with a teacher that trains, and resumes exactly at any epoch.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <filesystem>
+
+#include "train/trainer.h"
+
+namespace fs = std::filesystem;
+using namespace bitvit;
+
+namespace {
+
+const char * kTwoStages = R"(
+[model]
+name = "deit_nano_patch7_28"
+[train]
+batch_size = 64
+threads = 1
+[[stage]]
+name = "attention"
+epochs = 2
+init = "scratch"
+[stage.optim]
+lr = 2e-3
+warmup_epochs = 0
+[stage.quantizers]
+"attn.qkv.weight" = "pws"
+"attn.qkv.input" = "sign"
+"attn.q" = "sign"
+"attn.k" = "sign"
+"attn.v" = "sign"
+"attn.probs" = { name = "sab", beta = 0.3 }
+"blocks.0.attn.probs" = "fp"
+[[stage]]
+name = "mlp"
+epochs = 1
+[stage.quantizers]
+"attn.qkv.weight" = "pws"
+"mlp.fc1.weight" = { name = "lsq", bits = 4, per_channel = true }
+)";
+
+template <class Fn>
+std::string error_of(Fn fn) {
+    try {
+        fn();
+    } catch (const std::exception & e) {
+        return e.what();
+    }
+    return "(no error)";
+}
+
+bool has_module(Deit & model, const std::string & name) {
+    for (const auto & m : model->named_modules()) {
+        if (m.key() == name) return true;
+    }
+    return false;
+}
+
+class TempDir {
+  public:
+    TempDir() : path_(fs::temp_directory_path() / ("bitvit-stages-" + std::to_string(::getpid()) + "-" +
+                                                   std::to_string(counter_++))) {}
+    ~TempDir() { fs::remove_all(path_); }
+    std::string str(const std::string & sub) const { return (path_ / sub).string(); }
+
+  private:
+    fs::path path_;
+    static inline int counter_ = 0;
+};
+
+}  // namespace
+
+TEST(Stages, ParseAndRoundTrip) {
+    const auto c = parse_config(kTwoStages, "two.toml");
+    ASSERT_TRUE(c.staged);
+    ASSERT_EQ(c.stages.size(), 2u);
+    EXPECT_EQ(c.total_epochs(), 3);
+    EXPECT_EQ(c.stages[0].name, "attention");
+    EXPECT_DOUBLE_EQ(c.stages[0].optim.lr, 2e-3);
+    EXPECT_DOUBLE_EQ(c.stages[1].optim.lr, c.optim.lr);  // inherits the top-level [optim]
+    EXPECT_EQ(c.stages[1].init, "previous");
+    EXPECT_EQ(c.stages[0].quantizers.size(), 7u);
+    const auto again = parse_config(c.to_toml(), "roundtrip");
+    EXPECT_EQ(again.to_toml(), c.to_toml());
+    ASSERT_EQ(again.stages[1].quantizers.size(), 2u);
+    // Options survive, booleans as 1/0.
+    for (const auto & a : again.stages[1].quantizers) {
+        if (a.pattern == "mlp.fc1.weight") {
+            EXPECT_EQ(a.quantizer, "lsq");
+            EXPECT_EQ(a.options.at("bits"), 4);
+            EXPECT_EQ(a.options.at("per_channel"), 1);
+        }
+    }
+    // A recipe without stages is one implicit stage that does not appear in its TOML.
+    const auto plain = parse_config("[train]\nepochs = 4\n", "plain");
+    EXPECT_FALSE(plain.staged);
+    ASSERT_EQ(plain.stages.size(), 1u);
+    EXPECT_EQ(plain.stages[0].epochs, 4);
+    EXPECT_EQ(plain.to_toml().find("[[stage]]"), std::string::npos);
+}
+
+TEST(Stages, ConfigErrorsNameTheStage) {
+    EXPECT_NE(error_of([] { parse_config("[[stage]]\nepochs = 0\n", "r"); }).find("stage[0].epochs must be at least 1"),
+              std::string::npos);
+    EXPECT_NE(error_of([] { parse_config("[[stage]]\nepochs = 1\n[stage.distill]\nkind = \"hard\"\n", "r"); })
+                  .find("stage[0].distill.teacher is required"),
+              std::string::npos);
+    EXPECT_NE(error_of([] { parse_config("[[stage]]\nepochs = 1\n[stage.distill]\nkind = \"magic\"\nteacher = \"t\"\n", "r"); })
+                  .find("must be none, distribution, hard or soft"),
+              std::string::npos);
+    EXPECT_NE(error_of([] { parse_config("[[stage]]\nepochs = 1\nlr = 3\n", "r"); }).find("stage[0].lr is not a known setting"),
+              std::string::npos);
+    EXPECT_NE(error_of([] { parse_config("[[stage]]\nepochs = 1\n[stage.quantizers]\n\"attn.q\" = { bits = 2 }\n", "r"); })
+                  .find("needs name"),
+              std::string::npos);
+}
+
+TEST(Stages, QuantizersGoWherePatternsSay) {
+    const auto c = parse_config(kTwoStages, "two.toml");
+    const DataShape shape{10, 1, 28};
+    Deit attention = build_stage_model(c, shape, 0);
+    EXPECT_TRUE(has_module(attention, "blocks.1.attn.probs_quantizer"));
+    EXPECT_FALSE(has_module(attention, "blocks.0.attn.probs_quantizer"));  // the full name's "fp" wins
+    EXPECT_TRUE(has_module(attention, "blocks.0.attn.q_quantizer"));
+    EXPECT_TRUE(has_module(attention, "blocks.3.attn.qkv.weight_quantizer"));
+    EXPECT_FALSE(has_module(attention, "blocks.0.mlp.fc1.weight_quantizer"));
+    Deit mlp = build_stage_model(c, shape, 1);
+    EXPECT_TRUE(has_module(mlp, "blocks.2.mlp.fc1.weight_quantizer"));
+
+    auto bad = c;
+    bad.stages[0].quantizers.push_back({"attn.qq", "sign", {}});
+    EXPECT_NE(error_of([&] { build_stage_model(bad, shape, 0); }).find("'attn.qq' matches no site"), std::string::npos);
+    bad = c;
+    bad.stages[0].quantizers.push_back({"mlp.fc2.input", "pws", {}});
+    EXPECT_NE(error_of([&] { build_stage_model(bad, shape, 0); }).find("cannot quantize a activation site"),
+              std::string::npos);
+    bad = c;
+    bad.stages[0].quantizers.push_back({"attn.v", "binarish", {}});
+    EXPECT_NE(error_of([&] { build_stage_model(bad, shape, 0); }).find("unknown quantizer 'binarish'"), std::string::npos);
+}
+
+TEST(Distillation, LossesMatchTheirDefinitions) {
+    const auto labels = torch::tensor({0, 2}, torch::kInt64);
+    const auto teacher = torch::tensor({{2.0f, 0.0f, 1.0f}, {0.0f, 3.0f, 0.5f}});  // argmax 0, 1
+    DeitOutput s{torch::tensor({{1.0f, 0.5f, 0.0f}, {0.2f, 0.1f, 0.9f}}), torch::tensor({{0.0f, 1.0f, 0.0f}, {1.0f, 0.0f, 2.0f}})};
+    auto ce = [](const torch::Tensor & z, const torch::Tensor & y) { return torch::nn::functional::cross_entropy(z, y); };
+    DistillSection d;
+    d.alpha = 0.25;
+    d.tau = 2.0;
+    d.kind = "hard";
+    EXPECT_NEAR(training_loss(s, labels, teacher, d, 0).item<double>(),
+                (0.75 * ce(s.logits, labels) + 0.25 * ce(s.dist_logits, torch::tensor({0, 1}, torch::kInt64))).item<double>(), 1e-6);
+    d.kind = "distribution";
+    auto soft_ce = [&](const torch::Tensor & z) {
+        return -(torch::softmax(teacher / 2.0, 1) * torch::log_softmax(z / 2.0, 1)).sum(1).mean();
+    };
+    EXPECT_NEAR(training_loss(s, labels, teacher, d, 0).item<double>(),
+                ((soft_ce(s.logits) + soft_ce(s.dist_logits)) / 2).item<double>(), 1e-6);
+    d.kind = "soft";
+    const auto pt = torch::softmax(teacher / 2.0, 1);
+    const auto kl = (pt * (pt.log() - torch::log_softmax(s.dist_logits / 2.0, 1))).sum() * 4.0 / 6.0;
+    EXPECT_NEAR(training_loss(s, labels, teacher, d, 0).item<double>(),
+                (0.75 * ce(s.logits, labels) + 0.25 * kl).item<double>(), 1e-6);
+}
+
+TEST(Stages, DistilledTwoStageRunTrainsAndResumesExactly) {
+    if (!fs::exists(data::default_root("fashion-mnist"))) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+    TempDir dir;
+    // A small FP teacher first.
+    auto fp = parse_config("[model]\nname = \"deit_nano_patch7_28\"\n[data]\ntest_subset = 300\n"
+                           "[optim]\nlr = 3e-3\nwarmup_epochs = 0.3\n[train]\nepochs = 2\nbatch_size = 64\nthreads = 1\n",
+                           "teacher", {"data.train_subset=1500"});
+    Trainer teacher(fp, dir.str("teacher"), load_train_test(fp));
+    teacher.fit();
+
+    // Students: attention binarized (stage 1, from the teacher's weights, distilled), then MLP.
+    std::string recipe = kTwoStages;
+    recipe.replace(recipe.find("init = \"scratch\""), 16, "init = \"" + dir.str("teacher/checkpoint.pt") + "\"");
+    recipe += "\n[stage.distill]\nteacher = \"" + dir.str("teacher/checkpoint.pt") + "\"\nkind = \"hard\"\n";
+    auto student = parse_config(recipe, "student", {"data.train_subset=512", "data.test_subset=300"});
+    student.stages[0].distill = student.stages[1].distill;
+    student.stages[0].distill.kind = "distribution";
+
+    Trainer straight(student, dir.str("straight"), load_train_test(student));
+    const auto history = straight.fit();
+    ASSERT_EQ(history.size(), 3u);
+    EXPECT_EQ(history[0].stage, "attention");
+    EXPECT_EQ(history[2].stage, "mlp");
+    for (const auto & m : history) EXPECT_TRUE(std::isfinite(m.train_loss));
+    EXPECT_GT(history.back().test_acc, 0.2);  // a binarized nano model after 3 short epochs: above chance
+
+    // Killed after epoch 1 (mid-stage) and after epoch 2 (at the stage boundary): same final weights.
+    for (int64_t stop : {1, 2}) {
+        const std::string run = dir.str("resumed" + std::to_string(stop));
+        {
+            Trainer first(student, run, load_train_test(student));
+            first.fit(stop);
+        }
+        auto resumed = Trainer::resume(run, {}, load_train_test);
+        resumed->fit();
+        auto a = straight.model()->named_parameters();
+        auto b = resumed->model()->named_parameters();
+        ASSERT_EQ(a.size(), b.size());
+        for (const auto & item : a) EXPECT_TRUE(torch::equal(item.value(), b[item.key()])) << "stop " << stop << " " << item.key();
+    }
+    // The final checkpoint loads as the quantized model it is.
+    auto loaded = load_model(straight.checkpoint_path());
+    EXPECT_EQ(loaded.state.stage, 1);
+    EXPECT_TRUE(has_module(loaded.model, "blocks.0.mlp.fc1.weight_quantizer"));
+}
+
+TEST(Stages, MissingTeacherOrInitFailsBeforeTraining) {
+    if (!fs::exists(data::default_root("fashion-mnist"))) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+    TempDir dir;
+    std::string recipe = std::string(kTwoStages) + "\n[stage.distill]\nteacher = \"/no/such/teacher.pt\"\nkind = \"hard\"\n";
+    auto c = parse_config(recipe, "r", {"data.train_subset=256", "data.test_subset=100"});
+    EXPECT_NE(error_of([&] { Trainer(c, dir.str("run"), load_train_test(c)); }).find("/no/such/teacher.pt"), std::string::npos);
+    EXPECT_FALSE(fs::exists(dir.str("run/checkpoint.pt")));
+}
