@@ -17,10 +17,12 @@ class ScaleBy : public SiteTransformImpl {
     torch::Tensor forward(const torch::Tensor & x) override {
         ++calls;
         last_shape = x.sizes().vec();
+        last_input = x.detach().clone();
         return x * factor_;
     }
     int calls = 0;
     std::vector<int64_t> last_shape;
+    torch::Tensor last_input;
 
   private:
     double factor_;
@@ -132,4 +134,42 @@ TEST(Deit, SitesAreNamedAndInstalledTransformsApply) {
 
     EXPECT_THROW(model->install("blocks.9.attn.q", probs), std::invalid_argument);
     EXPECT_THROW(model->install("blocks.0.attn.qq", probs), std::invalid_argument);
+}
+
+TEST(Deit, BlockVariantsAddTheirParametersAndChangeTheForward) {
+    auto config = deit_config("deit_nano_patch7_28");
+    config.variant.qk_norm = true;
+    config.variant.qkv_shift = true;
+    config.variant.attn_bias = true;
+    config.variant.softmax = false;
+    config.variant.mlp_act = "relu";
+    config.variant.mlp_clip = 10;
+    Deit model(config);
+    const auto names = parameter_names(*model);
+    for (const char * n : {"blocks.0.attn.norm_q.weight", "blocks.0.attn.norm_k.bias", "blocks.0.attn.shift_q",
+                           "blocks.0.attn.shift_v", "blocks.0.attn.attn_bias"}) {
+        EXPECT_TRUE(names.count(n)) << n;
+        EXPECT_TRUE(is_method_tensor(n)) << n;
+    }
+    EXPECT_FALSE(is_method_tensor("blocks.0.attn.qkv.weight"));
+    EXPECT_EQ(model->blocks[0]->as<Block>()->attn->attn_bias.sizes(), (std::vector<int64_t>{2, 17, 17}));
+    // Without softmax the probs site sees raw scores: rows no longer sum to 1.
+    auto probe = std::make_shared<ScaleBy>(1.0);
+    model->install("blocks.0.attn.probs", probe);
+    model->eval();
+    torch::NoGradGuard no_grad;
+    model->forward(torch::randn({2, 1, 28, 28}));
+    EXPECT_EQ(probe->calls, 1);
+    Deit plain(deit_config("deit_nano_patch7_28"));
+    auto plain_probe = std::make_shared<ScaleBy>(1.0);
+    plain->install("blocks.0.attn.probs", plain_probe);
+    plain->eval();
+    plain->forward(torch::randn({2, 1, 28, 28}));
+    EXPECT_EQ(plain_probe->last_shape, probe->last_shape);
+    const auto ones = torch::ones({2, 2, 17});
+    EXPECT_TRUE(torch::allclose(plain_probe->last_input.sum(-1), ones, 1e-5, 1e-5));
+    EXPECT_FALSE(torch::allclose(probe->last_input.sum(-1), ones, 1e-2, 1e-2));
+    auto c = deit_config("deit_nano_patch7_28");
+    c.variant.mlp_act = "tanh";
+    EXPECT_THROW(Deit{c}, std::invalid_argument);
 }

@@ -61,6 +61,13 @@ TEST(Sign, ClippedApproxAndIdentityGradients) {
     expect_close(dxi, g);
 }
 
+TEST(Sign, BoolForAttentionScores) {
+    const Tensor x = t({-2.0f, -0.5f, 0.0f, 0.5f, 3.0f});
+    auto [y, dx] = value_and_grad(x, t({1, 2, 3, 4, 5}), bool_clipped);
+    expect_close(y, t({0, 0, 0, 1, 1}));
+    expect_close(dx, t({0, 2, 3, 4, 0}));
+}
+
 TEST(Lsq, ValuesAndGradientsOfInputStepAndZeroPoint) {
     const Tensor x0 = t({0.3f, -1.2f, 2.6f, 10.0f});
     Tensor x = x0.clone().requires_grad_(true);
@@ -270,7 +277,7 @@ TEST(Modules, EveryQuantizerRunsInTheModelAndPassesGradients) {
             if (site.rfind("blocks.", 0) != 0) continue;  // patch embed and head stay full precision
             const bool is_probs = site.size() > 6 && site.compare(site.size() - 6, 6, ".probs") == 0;
             const SiteInfo info = model->site_info(site);
-            if ((name == "sab" || name == "gsb_attention") != is_probs) continue;
+            if ((name == "sab" || name == "gsb_attention" || name == "bool") != is_probs) continue;
             try {
                 model->install(site, make_quantizer({name, {}}, info));
                 ++installed;

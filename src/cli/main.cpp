@@ -29,7 +29,7 @@ struct TrainArgs {
     std::string recipe, out, resume;
     std::vector<std::string> sets;
     // Shorthands for common overrides; each becomes a --set.
-    std::string model, data, data_root;
+    std::string model, data, data_root, fp_checkpoint;
     int64_t epochs = 0, batch_size = 0, train_subset = -1, test_subset = -1, threads = -1;
     double lr = 0;
     int64_t seed = -1;
@@ -40,6 +40,7 @@ std::vector<std::string> overrides_of(const TrainArgs & a) {
     if (!a.model.empty()) o.push_back("model.name=\"" + a.model + "\"");
     if (!a.data.empty()) o.push_back("data.name=\"" + a.data + "\"");
     if (!a.data_root.empty()) o.push_back("data.root=\"" + a.data_root + "\"");
+    if (!a.fp_checkpoint.empty()) o.push_back("train.fp_checkpoint=\"" + a.fp_checkpoint + "\"");
     if (a.epochs > 0) o.push_back("train.epochs=" + std::to_string(a.epochs));
     if (a.batch_size > 0) o.push_back("train.batch_size=" + std::to_string(a.batch_size));
     if (a.train_subset >= 0) o.push_back("data.train_subset=" + std::to_string(a.train_subset));
@@ -148,7 +149,9 @@ int main(int argc, char ** argv) {
     train->add_option("--model", t.model, "Architecture name (model.name), see `bitvit info --list`");
     train->add_option("--data", t.data, "Data set: fashion-mnist, mnist, cifar10, cifar100, imagefolder (data.name)");
     train->add_option("--data-root", t.data_root, "Data set directory (data.root)");
-    train->add_option("--epochs", t.epochs, "Total epochs (train.epochs)");
+    train->add_option("--fp-checkpoint", t.fp_checkpoint,
+                      "Full-precision checkpoint that staged recipes start from and distil from (train.fp_checkpoint)");
+    train->add_option("--epochs", t.epochs, "Total epochs of a recipe without stages (train.epochs)");
     train->add_option("--batch-size", t.batch_size, "Batch size (train.batch_size)");
     train->add_option("--lr", t.lr, "Peak learning rate (optim.lr)");
     train->add_option("--train-subset", t.train_subset, "Stratified, seeded training subset of N images; 0 = all");

@@ -91,13 +91,16 @@ DeitConfig resolve_model_config(const ModelSection & model, const DataShape & sh
     }
     c.num_classes = shape.num_classes;
     c.in_chans = shape.in_chans;
+    c.variant = model.variant;
     c.validate();
     return c;
 }
 
 Deit build_stage_model(const TrainConfig & config, const DataShape & shape, size_t stage_index) {
     const StageSection & stage = config.stages.at(stage_index);
-    Deit model(resolve_model_config(config.model, shape));
+    DeitConfig architecture = resolve_model_config(config.model, shape);
+    architecture.variant = stage.variant;
+    Deit model(architecture);
     const auto sites = model->site_names();
     // Block-local patterns first, then full site names, so the specific overrides the general.
     std::map<std::string, const QuantizerAssignment *> chosen;
@@ -138,9 +141,8 @@ void copy_matching_weights(torch::nn::Module & src, torch::nn::Module & dst, con
                     torch::OrderedDict<std::string, torch::Tensor> to) {
         for (auto & item : to) {
             const torch::Tensor * source = from.find(item.key());
-            const bool quantizer_state = item.key().find("_quantizer.") != std::string::npos;
             if (source == nullptr) {
-                if (quantizer_state) continue;
+                if (is_method_tensor(item.key())) continue;
                 throw std::invalid_argument(what + " has no tensor '" + item.key() + "'");
             }
             if (source->sizes() != item.value().sizes()) {

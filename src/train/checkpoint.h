@@ -33,8 +33,9 @@ DeitConfig resolve_model_config(const ModelSection & model, const DataShape & sh
 // quantizer, or a quantizer that cannot serve a site.
 Deit build_stage_model(const TrainConfig & config, const DataShape & shape, size_t stage);
 
-// Copies every parameter and buffer of `dst` from the same name in `src`. Quantizer state that
-// `src` lacks is left for first-batch initialisation; any other missing or mis-shaped tensor throws
+// Copies every parameter and buffer of `dst` from the same name in `src`. Method tensors that `src`
+// lacks (is_method_tensor: quantizer state, variant parameters) keep their initial values (quantizers
+// initialise on their first batch); any other missing or mis-shaped tensor throws
 // std::invalid_argument naming it and `what` (where src came from).
 void copy_matching_weights(torch::nn::Module & src, torch::nn::Module & dst, const std::string & what);
 

@@ -144,6 +144,23 @@ void check_known_sections(const toml::table & root, const std::string & origin) 
     }
 }
 
+// The block-variant keys, shared by [model] and [stage.model].
+void read_variant(SectionReader & r, BlockVariant & v) {
+    r.read("qk_norm", v.qk_norm);
+    r.read("softmax", v.softmax);
+    r.read("qkv_shift", v.qkv_shift);
+    r.read("attn_bias", v.attn_bias);
+    r.read("mlp_clip", v.mlp_clip);
+    r.read("mlp_act", v.mlp_act);
+    r.check(std::isfinite(v.mlp_clip) && v.mlp_clip >= 0, "mlp_clip", "must be >= 0 (0 = off)");
+    r.check(v.mlp_act == "gelu" || v.mlp_act == "relu", "mlp_act", "must be \"gelu\" or \"relu\"");
+}
+
+toml::table variant_table(const BlockVariant & v) {
+    return toml::table{{"qk_norm", v.qk_norm},     {"softmax", v.softmax},   {"qkv_shift", v.qkv_shift},
+                       {"attn_bias", v.attn_bias}, {"mlp_clip", v.mlp_clip}, {"mlp_act", v.mlp_act}};
+}
+
 void read_optim(SectionReader & optim, OptimSection & o) {
     optim.read("optimizer", o.optimizer);
     optim.read("lr", o.lr);
@@ -183,6 +200,12 @@ StageSection read_stage(const toml::table * table, size_t index, const TrainConf
     r.check(st.epochs >= 1, "epochs", "must be at least 1");
     r.check(!st.init.empty(), "init", "must be \"scratch\", \"previous\" or a checkpoint path");
     st.optim = base.optim;
+    st.variant = base.model.variant;
+    if (const toml::table * model = r.subtable("model")) {
+        SectionReader m(model, r.label() + ".model", origin);
+        read_variant(m, st.variant);
+        m.finish();
+    }
     if (const toml::table * optim = r.subtable("optim")) {
         SectionReader o(optim, r.label() + ".optim", origin);
         read_optim(o, st.optim);
@@ -255,6 +278,7 @@ TrainConfig parse_config(const std::string & toml_text, const std::string & orig
     model.read("embed_dim", c.model.embed_dim);
     model.read("depth", c.model.depth);
     model.read("num_heads", c.model.num_heads);
+    read_variant(model, c.model.variant);
     model.finish();
     model.check(c.model.drop_path >= 0 && c.model.drop_path < 1, "drop_path", "must be in [0, 1)");
     model.check(c.model.embed_dim >= 0 && c.model.depth >= 0 && c.model.num_heads >= 0, "embed_dim",
@@ -290,6 +314,7 @@ TrainConfig parse_config(const std::string & toml_text, const std::string & orig
     train.read("seed", c.train.seed);
     train.read("threads", c.train.threads);
     train.read("log_every", c.train.log_every);
+    train.read("fp_checkpoint", c.train.fp_checkpoint);
     train.finish();
     train.check(c.train.epochs >= 1, "epochs", "must be at least 1");
     train.check(c.train.batch_size >= 1, "batch_size", "must be at least 1");
@@ -310,6 +335,7 @@ TrainConfig parse_config(const std::string & toml_text, const std::string & orig
         StageSection only;
         only.epochs = c.train.epochs;
         only.optim = c.optim;
+        only.variant = c.model.variant;
         c.stages.push_back(only);
     }
     return c;
@@ -351,12 +377,14 @@ std::string TrainConfig::to_toml() const {
         for (double v : values) a.push_back(v);
         return a;
     };
+    toml::table model_table{{"name", model.name},
+                            {"drop_path", model.drop_path},
+                            {"embed_dim", model.embed_dim},
+                            {"depth", model.depth},
+                            {"num_heads", model.num_heads}};
+    for (auto && [key, value] : variant_table(model.variant)) model_table.insert(key, value);
     toml::table root{
-        {"model", toml::table{{"name", model.name},
-                              {"drop_path", model.drop_path},
-                              {"embed_dim", model.embed_dim},
-                              {"depth", model.depth},
-                              {"num_heads", model.num_heads}}},
+        {"model", model_table},
         {"data", toml::table{{"name", data.name},
                              {"root", data.root},
                              {"image_size", data.image_size},
@@ -373,7 +401,8 @@ std::string TrainConfig::to_toml() const {
                               {"eval_batch_size", train.eval_batch_size},
                               {"seed", static_cast<int64_t>(train.seed)},
                               {"threads", train.threads},
-                              {"log_every", train.log_every}}},
+                              {"log_every", train.log_every},
+                              {"fp_checkpoint", train.fp_checkpoint}}},
     };
     if (staged) {
         toml::array stage_array;
@@ -389,6 +418,7 @@ std::string TrainConfig::to_toml() const {
                 {"epochs", st.epochs},
                 {"init", st.init},
                 {"optim", optim_table(st.optim)},
+                {"model", variant_table(st.variant)},
                 {"quantizers", quantizers},
                 {"distill", toml::table{{"teacher", st.distill.teacher},
                                         {"kind", st.distill.kind},

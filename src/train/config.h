@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "block-variant.h"
+
 namespace bitvit {
 
 class ConfigError : public std::runtime_error {
@@ -21,6 +23,8 @@ struct ModelSection {
     double drop_path = 0.0;                       // overrides the architecture's stochastic depth
     // Optional architecture overrides (0 = keep the named architecture's value).
     int64_t embed_dim = 0, depth = 0, num_heads = 0;
+    // Block variant of a full-precision model; a stage's [stage.model] overrides it.
+    BlockVariant variant;
 };
 
 struct DataSection {
@@ -57,6 +61,8 @@ struct TrainSection {
     // OpenMP thread contends with OpenBLAS's own threads and slows small-model training down.
     int64_t threads = 1;
     int64_t log_every = 50;       // steps between log lines when stderr is not a terminal
+    // The full-precision checkpoint that stage inits and teachers name as "fp" (CLI --fp-checkpoint).
+    std::string fp_checkpoint = "runs/fp/checkpoint.pt";
 };
 
 // One quantizer placed at the sites a pattern names. A pattern is either a block-local site
@@ -69,7 +75,7 @@ struct QuantizerAssignment {
 };
 
 struct DistillSection {
-    std::string teacher;        // checkpoint of the frozen teacher; "" = no distillation
+    std::string teacher;        // checkpoint of the frozen teacher ("fp" = train.fp_checkpoint)
     std::string kind = "none";  // none, distribution, hard, soft (see docs/quantization.md)
     double alpha = 0.5;         // weight of the teacher term in hard / soft
     double tau = 1.0;           // temperature of distribution / soft
@@ -80,10 +86,11 @@ struct StageSection {
     std::string name = "main";
     int64_t epochs = 0;
     // "scratch" (random init), "previous" (the previous stage's weights; the first stage: scratch),
-    // or a checkpoint path whose model weights start the stage (quantizer parameters that the
-    // checkpoint lacks are initialised on the first batch).
+    // "fp" (train.fp_checkpoint), or a checkpoint path whose model weights start the stage
+    // (quantizer parameters that the checkpoint lacks are initialised on the first batch).
     std::string init = "previous";
-    OptimSection optim;  // the top-level [optim], overridden by [stage.optim]
+    OptimSection optim;     // the top-level [optim], overridden by [stage.optim]
+    BlockVariant variant;   // the top-level [model] variant, overridden by [stage.model]
     std::vector<QuantizerAssignment> quantizers;
     DistillSection distill;
 };
@@ -99,6 +106,8 @@ struct TrainConfig {
     bool staged = false;  // the recipe has [[stage]] tables (otherwise stages holds the implicit one)
 
     int64_t total_epochs() const;
+    // A checkpoint reference of a stage ("fp" -> train.fp_checkpoint, anything else unchanged).
+    std::string checkpoint_ref(const std::string & ref) const { return ref == "fp" ? train.fp_checkpoint : ref; }
 
     // TOML text holding every field, so the config can round-trip through a checkpoint.
     std::string to_toml() const;

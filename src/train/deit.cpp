@@ -78,8 +78,9 @@ torch::Tensor QLinearImpl::forward(const torch::Tensor & x) {
     return F::linear(sites.apply("input", x), sites.apply("weight", weight), bias);
 }
 
-AttentionImpl::AttentionImpl(int64_t dim, int64_t heads, bool qkv_bias)
+AttentionImpl::AttentionImpl(int64_t dim, int64_t heads, bool qkv_bias, const BlockVariant & v, int64_t num_tokens)
     : num_heads(heads),
+      variant(v),
       sites(*this, {{"q", {SiteKind::head_activation, heads}},
                     {"k", {SiteKind::head_activation, heads}},
                     {"v", {SiteKind::head_activation, heads}},
@@ -91,35 +92,64 @@ AttentionImpl::AttentionImpl(int64_t dim, int64_t heads, bool qkv_bias)
     scale = 1.0 / std::sqrt(static_cast<double>(dim / heads));
     qkv = register_module("qkv", QLinear(dim, 3 * dim, qkv_bias));
     proj = register_module("proj", QLinear(dim, dim, true));
+    const int64_t head_dim = dim / heads;
+    if (variant.qk_norm) {
+        norm_q = register_module("norm_q", torch::nn::LayerNorm(torch::nn::LayerNormOptions({head_dim})));
+        norm_k = register_module("norm_k", torch::nn::LayerNorm(torch::nn::LayerNormOptions({head_dim})));
+    }
+    if (variant.qkv_shift) {
+        shift_q = register_parameter("shift_q", torch::zeros({heads, 1, head_dim}));
+        shift_k = register_parameter("shift_k", torch::zeros({heads, 1, head_dim}));
+        shift_v = register_parameter("shift_v", torch::zeros({heads, 1, head_dim}));
+    }
+    if (variant.attn_bias) attn_bias = register_parameter("attn_bias", torch::zeros({heads, num_tokens, num_tokens}));
 }
 
 torch::Tensor AttentionImpl::forward(const torch::Tensor & x) {
     const int64_t B = x.size(0), N = x.size(1), C = x.size(2);
     // [B, N, 3C] -> [3, B, H, N, d]
     auto qkv_heads = qkv(x).reshape({B, N, 3, num_heads, C / num_heads}).permute({2, 0, 3, 1, 4});
-    auto q = sites.apply("q", qkv_heads[0]);  // [B, H, N, d]
-    auto k = sites.apply("k", qkv_heads[1]);
-    auto v = sites.apply("v", qkv_heads[2]);
-    auto probs = torch::softmax(torch::matmul(q, k.transpose(-2, -1)) * scale, -1);  // [B, H, N, N]
+    auto q = qkv_heads[0], k = qkv_heads[1], v = qkv_heads[2];  // [B, H, N, d]
+    if (variant.qk_norm) {
+        q = norm_q(q);
+        k = norm_k(k);
+    }
+    if (variant.qkv_shift) {
+        q = q + shift_q;
+        k = k + shift_k;
+        v = v + shift_v;
+    }
+    q = sites.apply("q", q);
+    k = sites.apply("k", k);
+    v = sites.apply("v", v);
+    auto scores = torch::matmul(q, k.transpose(-2, -1)) * scale;  // [B, H, N, N]
+    auto probs = variant.softmax ? torch::softmax(scores, -1) : scores;
+    if (variant.attn_bias) probs = probs + attn_bias;
     probs = sites.apply("probs", probs);
     auto out = torch::matmul(probs, v).transpose(1, 2).reshape({B, N, C});
     return proj(out);
 }
 
-MlpImpl::MlpImpl(int64_t dim, int64_t hidden) {
+MlpImpl::MlpImpl(int64_t dim, int64_t hidden, const BlockVariant & v) : variant(v) {
     fc1 = register_module("fc1", QLinear(dim, hidden, true));
     fc2 = register_module("fc2", QLinear(hidden, dim, true));
 }
 
-torch::Tensor MlpImpl::forward(const torch::Tensor & x) { return fc2(F::gelu(fc1(x))); }
+torch::Tensor MlpImpl::forward(const torch::Tensor & x) {
+    auto h = fc1(x);
+    h = variant.mlp_act == "relu" ? torch::relu(h) : F::gelu(h);
+    if (variant.mlp_clip > 0) h = h.clamp(-variant.mlp_clip, variant.mlp_clip);
+    return fc2(h);
+}
 
-BlockImpl::BlockImpl(int64_t dim, int64_t heads, double mlp_ratio, bool qkv_bias, double drop_path_rate)
+BlockImpl::BlockImpl(int64_t dim, int64_t heads, double mlp_ratio, bool qkv_bias, double drop_path_rate,
+                     const BlockVariant & variant, int64_t num_tokens)
     : drop_path(drop_path_rate) {
     // timm's DeiT uses LayerNorm eps 1e-6.
     norm1 = register_module("norm1", torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim}).eps(1e-6)));
-    attn = register_module("attn", Attention(dim, heads, qkv_bias));
+    attn = register_module("attn", Attention(dim, heads, qkv_bias, variant, num_tokens));
     norm2 = register_module("norm2", torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim}).eps(1e-6)));
-    mlp = register_module("mlp", Mlp(dim, static_cast<int64_t>(dim * mlp_ratio)));
+    mlp = register_module("mlp", Mlp(dim, static_cast<int64_t>(dim * mlp_ratio), variant));
 }
 
 torch::Tensor BlockImpl::forward(const torch::Tensor & x) {
@@ -151,6 +181,8 @@ void DeitConfig::validate() const {
     if (embed_dim % num_heads != 0) fail("embed_dim must be divisible by num_heads");
     if (!(mlp_ratio > 0.0)) fail("mlp_ratio must be positive");
     if (!(drop_path >= 0.0 && drop_path < 1.0)) fail("drop_path must be in [0, 1)");
+    if (variant.mlp_act != "gelu" && variant.mlp_act != "relu") fail("mlp_act must be gelu or relu");
+    if (!(variant.mlp_clip >= 0.0)) fail("mlp_clip must be >= 0");
 }
 
 namespace {
@@ -219,7 +251,8 @@ DeitImpl::DeitImpl(const DeitConfig & config) : config_(config) {
     for (int64_t i = 0; i < config_.depth; ++i) {
         // Stochastic depth grows linearly with depth, as in timm.
         const double rate = config_.depth > 1 ? config_.drop_path * i / (config_.depth - 1) : config_.drop_path;
-        blocks->push_back(Block(D, config_.num_heads, config_.mlp_ratio, config_.qkv_bias, rate));
+        blocks->push_back(
+            Block(D, config_.num_heads, config_.mlp_ratio, config_.qkv_bias, rate, config_.variant, config_.num_tokens()));
     }
     norm = register_module("norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({D}).eps(1e-6)));
     head = register_module("head", QLinear(D, config_.num_classes, true));
@@ -298,6 +331,13 @@ void DeitImpl::install(const std::string & site, SiteTransform transform) {
 SiteInfo DeitImpl::site_info(const std::string & site) {
     auto [table, local] = find_site(site);
     return table->info(local);
+}
+
+bool is_method_tensor(const std::string & name) {
+    for (const char * marker : {"_quantizer.", ".norm_q.", ".norm_k.", ".shift_q", ".shift_k", ".shift_v", ".attn_bias"}) {
+        if (name.find(marker) != std::string::npos) return true;
+    }
+    return false;
 }
 
 int64_t count_parameters(torch::nn::Module & module) {

@@ -19,6 +19,8 @@
 #include <string>
 #include <vector>
 
+#include "block-variant.h"
+
 namespace bitvit {
 
 // A transform applied to the tensor at one site (weights, activations, attention probabilities).
@@ -72,31 +74,38 @@ class QLinearImpl : public torch::nn::Module {
 TORCH_MODULE(QLinear);
 
 // Multi-head self-attention with sites q, k, v ([B, H, N, d] after the split) and probs (the
-// post-softmax [B, H, N, N] map), besides the qkv and proj linears' own sites.
+// post-softmax [B, H, N, N] map), besides the qkv and proj linears' own sites. The variant adds
+// LayerNorm on q/k (norm_q, norm_k), shifts on q/k/v (shift_q, shift_k, shift_v: [H, 1, d]),
+// an additive attention bias (attn_bias: [H, N, N]) or skips the softmax.
 class AttentionImpl : public torch::nn::Module {
   public:
-    AttentionImpl(int64_t dim, int64_t num_heads, bool qkv_bias);
+    AttentionImpl(int64_t dim, int64_t num_heads, bool qkv_bias, const BlockVariant & variant, int64_t num_tokens);
     torch::Tensor forward(const torch::Tensor & x);  // [B, N, C] -> [B, N, C]
     int64_t num_heads;
     double scale;  // d^-0.5
+    BlockVariant variant;
     QLinear qkv{nullptr}, proj{nullptr};
+    torch::nn::LayerNorm norm_q{nullptr}, norm_k{nullptr};
+    torch::Tensor shift_q, shift_k, shift_v, attn_bias;
     SiteTable sites;
 };
 TORCH_MODULE(Attention);
 
-// fc1 -> GELU -> fc2, hidden width = mlp_ratio * dim.
+// fc1 -> GELU (or ReLU) -> [clip] -> fc2, hidden width = mlp_ratio * dim.
 class MlpImpl : public torch::nn::Module {
   public:
-    MlpImpl(int64_t dim, int64_t hidden);
+    MlpImpl(int64_t dim, int64_t hidden, const BlockVariant & variant);
     torch::Tensor forward(const torch::Tensor & x);
     QLinear fc1{nullptr}, fc2{nullptr};
+    BlockVariant variant;
 };
 TORCH_MODULE(Mlp);
 
 // Pre-norm transformer block with per-sample stochastic depth (drop-path) on both residual branches.
 class BlockImpl : public torch::nn::Module {
   public:
-    BlockImpl(int64_t dim, int64_t num_heads, double mlp_ratio, bool qkv_bias, double drop_path);
+    BlockImpl(int64_t dim, int64_t num_heads, double mlp_ratio, bool qkv_bias, double drop_path,
+              const BlockVariant & variant, int64_t num_tokens);
     torch::Tensor forward(const torch::Tensor & x);
     torch::nn::LayerNorm norm1{nullptr}, norm2{nullptr};
     Attention attn{nullptr};
@@ -118,6 +127,7 @@ struct DeitConfig {
     bool qkv_bias = true;
     double drop_path = 0.0;    // stochastic depth rate of the last block; linear from 0 over depth
     bool distilled = false;    // adds dist_token and head_dist (DeiT distillation)
+    BlockVariant variant;      // structural options of every block (quantization methods)
 
     int64_t num_patches() const { return (img_size / patch_size) * (img_size / patch_size); }
     int64_t num_tokens() const { return num_patches() + (distilled ? 2 : 1); }
@@ -177,6 +187,11 @@ class DeitImpl : public torch::nn::Module {
     DeitConfig config_;
 };
 TORCH_MODULE(Deit);
+
+// True for tensors that quantizers or block variants add (quantizer state, norm_q/norm_k, q/k/v
+// shifts, attention bias): a model may lack them and still be the same architecture, so weight
+// transfer between stages initialises them instead of failing.
+bool is_method_tensor(const std::string & name);
 
 // Parameter count and FP32 size of a model.
 int64_t count_parameters(torch::nn::Module & module);

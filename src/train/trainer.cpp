@@ -283,25 +283,26 @@ void Trainer::validate_stages() {
     for (size_t i = 0; i < stages.size(); ++i) {
         const StageSection & st = stages[i];
         build_stage_model(state_.config, state_.shape, i);  // throws for bad patterns or quantizers
-        if (st.init != "scratch" && st.init != "previous") {
-            const CheckpointState from = read_checkpoint_state(st.init);
+        auto check_source = [&](const std::string & ref, const char * role) {
+            const std::string path = state_.config.checkpoint_ref(ref);
+            CheckpointState from;
+            try {
+                from = read_checkpoint_state(path);
+            } catch (const CheckpointError & e) {
+                throw ConfigError("stage '" + st.name + "': " + role + " " + e.what() +
+                                  (ref == "fp" ? " (train.fp_checkpoint; train the fp recipe first or pass --fp-checkpoint)" : ""));
+            }
             if (from.shape.num_classes != state_.shape.num_classes || from.shape.img_size != state_.shape.img_size ||
                 from.shape.in_chans != state_.shape.in_chans) {
-                throw ConfigError("stage '" + st.name + "': init checkpoint " + st.init + " was trained on data of another shape");
+                throw ConfigError("stage '" + st.name + "': " + role + " " + path + " was trained on data of another shape");
             }
-        }
-        if (st.distill.kind != "none") {
-            const CheckpointState teacher = read_checkpoint_state(st.distill.teacher);
-            if (teacher.shape.num_classes != state_.shape.num_classes || teacher.shape.img_size != state_.shape.img_size ||
-                teacher.shape.in_chans != state_.shape.in_chans) {
-                throw ConfigError("stage '" + st.name + "': teacher " + st.distill.teacher +
-                                  " was trained on data of another shape");
-            }
-            if (teacher.config.data.mean != state_.config.data.mean || teacher.config.data.std != state_.config.data.std) {
-                throw ConfigError("stage '" + st.name + "': teacher " + st.distill.teacher +
+            if (from.config.data.mean != state_.config.data.mean || from.config.data.std != state_.config.data.std) {
+                throw ConfigError("stage '" + st.name + "': " + role + " " + path +
                                   " expects other input normalisation (data.mean / data.std)");
             }
-        }
+        };
+        if (st.init != "scratch" && st.init != "previous") check_source(st.init, "init checkpoint");
+        if (st.distill.kind != "none") check_source(st.distill.teacher, "teacher");
     }
 }
 
@@ -313,15 +314,16 @@ void Trainer::enter_stage(size_t index, bool resuming) {
         if (st.init == "previous" && previous) {
             copy_matching_weights(*previous, *model_, "the previous stage's model");
         } else if (st.init != "scratch" && st.init != "previous") {
-            LoadedModel from = load_model(st.init);
-            copy_matching_weights(*from.model, *model_, st.init);
+            const std::string path = state_.config.checkpoint_ref(st.init);
+            LoadedModel from = load_model(path);
+            copy_matching_weights(*from.model, *model_, path);
         }
     }
     optimizer_ = make_optimizer(st.optim, *model_);
     if (resuming) load_checkpoint_weights(checkpoint_path(), *model_, optimizer_.get(), true);
     teacher_ = nullptr;
     if (st.distill.kind != "none") {
-        teacher_ = load_model(st.distill.teacher).model;
+        teacher_ = load_model(state_.config.checkpoint_ref(st.distill.teacher)).model;
         for (auto & p : teacher_->parameters()) p.set_requires_grad(false);
     }
 }

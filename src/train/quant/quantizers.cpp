@@ -56,6 +56,12 @@ class SignQuantizer : public QuantizerImpl {
     bool approx_;
 };
 
+// BiBERT Bool: attention scores (the probs site of a softmax-free block) to {0, 1}.
+class BoolQuantizer : public QuantizerImpl {
+  public:
+    Tensor quantize(const Tensor & x) override { return bool_clipped(x); }
+};
+
 // ReActNet RSign: y = sign(x + b_c), b learnable per channel, initialised to 0.
 class RSignQuantizer : public QuantizerImpl {
   public:
@@ -274,6 +280,7 @@ const std::vector<Entry> & registry() {
     static const std::vector<Entry> entries = {
         {"sign", true, true, [](Options &, const SiteInfo &) { return std::make_shared<SignQuantizer>(false); }},
         {"sign_approx", true, true, [](Options &, const SiteInfo &) { return std::make_shared<SignQuantizer>(true); }},
+        {"bool", false, true, [](Options &, const SiteInfo &) { return std::make_shared<BoolQuantizer>(); }},
         {"rsign", false, true, [](Options &, const SiteInfo & s) { return std::make_shared<RSignQuantizer>(s); }},
         {"xnor", true, false, [](Options &, const SiteInfo &) { return std::make_shared<AnalyticWeightBinarizer>(WeightScheme::xnor); }},
         {"bwn", true, false, [](Options &, const SiteInfo &) { return std::make_shared<AnalyticWeightBinarizer>(WeightScheme::bwn); }},

@@ -5,6 +5,7 @@
 // Names (QuantizerSpec::name) and options, with defaults:
 //   sign                    clipped-STE sign, no scale (BNN; BiViT/BiBERT q, k, v)
 //   sign_approx             sign with Bi-Real's ApproxSign gradient
+//   bool                    1{x > 0} with clipped STE (BiBERT Bool on softmax-free attention scores)
 //   rsign                   learnable per-channel shift, then sign_approx (ReActNet)
 //   xnor                    weights: detached per-row mean|W| · sign(W), clipped STE (XNOR-Net, ReActNet)
 //   bwn                     weights: mean|W| · sign(W − mean W), per tensor, identity STE (BiT, GSB)

@@ -122,6 +122,13 @@ Tensor sign_pm1(const Tensor & x) {
 
 Tensor sign_clipped(const Tensor & x) { return SignClipped::apply(x); }
 Tensor sign_approx(const Tensor & x) { return SignApprox::apply(x); }
+Tensor bool_clipped(const Tensor & x) {
+    // Values 1{x > 0} (0 at x = 0, as BiBERT); gradient through clamp(x, −1, 1), BiBERT's detach form.
+    const Tensor values = as_float(x > 0, x);
+    const Tensor clipped = x.clamp(-1, 1);
+    return clipped + (values - clipped).detach();
+}
+
 Tensor sign_identity(const Tensor & x) { return x + (sign_pm1(x) - x).detach(); }
 
 Tensor grad_scale(const Tensor & x, double scale) { return (x - x * scale).detach() + x * scale; }

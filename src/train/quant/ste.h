@@ -19,6 +19,9 @@ torch::Tensor sign_approx(const torch::Tensor & x);
 // y = sign(x); dL/dx = g  — identity STE (BWN, BiT weights, §1.3).
 torch::Tensor sign_identity(const torch::Tensor & x);
 
+// y = 1{x > 0} ∈ {0, 1}; dL/dx = g·1{|x| ≤ 1}  — BiBERT's Bool on attention scores (§1.6).
+torch::Tensor bool_clipped(const torch::Tensor & x);
+
 // Forward value x, gradient multiplied by `scale` (LSQ's grad_scale, §1.4).
 torch::Tensor grad_scale(const torch::Tensor & x, double scale);
 // Forward round(x), gradient identity (LSQ's round_pass).
