@@ -3,11 +3,13 @@
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
+#include <algorithm>
 #include <filesystem>
 #include <iostream>
 
 #include "runtime/cpu-features.h"
 #include "train/checkpoint.h"
+#include "train/ops.h"
 #include "train/trainer.h"
 
 namespace fs = std::filesystem;
@@ -133,6 +135,54 @@ int run_info(const std::string & what, int64_t classes, bool list_sites) {
     return 0;
 }
 
+// The model `bitvit ops` accounts for: a recipe's stage (on its own or another architecture), a
+// checkpoint, or a plain architecture.
+Deit ops_model(const std::string & target, const std::string & arch, int64_t stage, int64_t classes) {
+    const bool is_recipe = fs::path(target).extension() == ".toml";
+    if (!is_recipe && fs::exists(target)) return load_model(target).model;
+    TrainConfig config = is_recipe ? load_config_file(target) : parse_config("", "defaults", {"model.name=" + target});
+    if (!arch.empty()) config.model.name = arch;
+    const DeitConfig base = deit_config(config.model.name);
+    const int64_t n_classes = classes > 0 ? classes : base.num_classes;
+    const int64_t index = stage >= 0 ? stage : static_cast<int64_t>(config.stages.size()) - 1;
+    if (index >= static_cast<int64_t>(config.stages.size())) {
+        throw std::invalid_argument(target + " has " + std::to_string(config.stages.size()) + " stages");
+    }
+    return build_stage_model(config, DataShape{n_classes, base.in_chans, base.img_size}, static_cast<size_t>(index));
+}
+
+int run_ops(const std::string & target, const std::string & arch, int64_t stage, int64_t classes, bool per_block) {
+    Deit model = ops_model(target, arch, stage, classes);
+    const OpsReport r = count_ops(model);
+    Deit fp(model->config());
+    const OpsReport full = count_ops(fp);
+    std::printf("model: %s (%s)\n", model->config().name.c_str(), target.c_str());
+    std::printf("%-24s %-12s %12s %12s %12s %12s\n", "layer", "precision", "MACs (M)", "FLOPs (M)", "BOPs (M)", "OPs (M)");
+    // Rows of the same layer in every block are summed unless --per-block.
+    std::vector<std::pair<std::string, LayerCost>> rows;
+    for (const auto & l : r.layers) {
+        std::string key = l.name;
+        if (!per_block && key.rfind("blocks.", 0) == 0) key = "blocks.*" + key.substr(key.find('.', 7));
+        auto it = std::find_if(rows.begin(), rows.end(), [&](const auto & row) { return row.first == key && row.second.precision == l.precision; });
+        if (it == rows.end()) {
+            rows.emplace_back(key, l);
+        } else {
+            it->second.macs += l.macs;
+            it->second.flops += l.flops;
+            it->second.bops += l.bops;
+        }
+    }
+    for (const auto & [key, l] : rows) {
+        std::printf("%-24s %-12s %12.2f %12.2f %12.2f %12.2f\n", key.c_str(), l.precision.c_str(), l.macs / 1e6,
+                    l.flops / 1e6, l.bops / 1e6, l.ops() / 1e6);
+    }
+    std::printf("total: FLOPs %.4f G + BOPs %.4f G / 64 = OPs %.4f G (full precision %.4f G, %.1fx fewer)\n",
+                r.flops / 1e9, r.bops / 1e9, r.ops() / 1e9, full.ops() / 1e9, full.ops() / r.ops());
+    std::printf("size: packed %.3f MB, FP32 %.3f MB (%.1fx smaller)\n", r.packed_bytes / 1e6, r.fp32_bytes / 1e6,
+                r.fp32_bytes / r.packed_bytes);
+    return 0;
+}
+
 }  // namespace
 
 int main(int argc, char ** argv) {
@@ -179,10 +229,21 @@ int main(int argc, char ** argv) {
     info->add_flag("--list", list, "List the known architecture names");
     info->add_flag("--sites", sites, "List the model's quantization sites");
 
+    std::string ops_target, ops_arch;
+    int64_t ops_stage = -1, ops_classes = 0;
+    bool ops_per_block = false;
+    auto * ops = app.add_subcommand("ops", "Per-layer precision, MACs, FLOPs, BOPs, OPs = FLOPs + BOPs/64, and packed size");
+    ops->add_option("target", ops_target, "Recipe (.toml), checkpoint, or architecture name")->required();
+    ops->add_option("--model", ops_arch, "Account for this architecture instead of the recipe's (e.g. deit_tiny_patch16_224)");
+    ops->add_option("--stage", ops_stage, "Recipe stage index (default: the last)");
+    ops->add_option("--classes", ops_classes, "Number of classes (default: the architecture's)");
+    ops->add_flag("--per-block", ops_per_block, "One row per block instead of summing over blocks");
+
     CLI11_PARSE(app, argc, argv);
     try {
         if (*train) return run_train(t);
         if (*eval) return run_eval(ckpt, data_name, data_root, split, subset, batch);
+        if (*ops) return run_ops(ops_target, ops_arch, ops_stage, ops_classes, ops_per_block);
         if (*info) {
             if (list) {
                 for (const auto & n : deit_config_names()) std::printf("%s\n", n.c_str());

@@ -55,6 +55,11 @@ torch::Tensor SiteTable::apply(const std::string & site, const torch::Tensor & x
     return it == installed_.end() ? x : it->second->forward(x);
 }
 
+SiteTransform SiteTable::installed(const std::string & site) const {
+    const auto it = installed_.find(site);
+    return it == installed_.end() ? nullptr : it->second;
+}
+
 void SiteTable::install(const std::string & site, SiteTransform transform) {
     if (!has(site)) throw std::invalid_argument("no site '" + site + "' here");
     if (!transform) throw std::invalid_argument("null transform for site '" + site + "'");
@@ -326,6 +331,11 @@ std::pair<SiteTable *, std::string> DeitImpl::find_site(const std::string & site
 void DeitImpl::install(const std::string & site, SiteTransform transform) {
     auto [table, local] = find_site(site);
     table->install(local, std::move(transform));
+}
+
+SiteTransform DeitImpl::site_transform(const std::string & site) {
+    auto [table, local] = find_site(site);
+    return table->installed(local);
 }
 
 SiteInfo DeitImpl::site_info(const std::string & site) {

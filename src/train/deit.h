@@ -54,6 +54,8 @@ class SiteTable {
     const std::vector<std::string> & names() const { return names_; }
     bool has(const std::string & site) const;
     const SiteInfo & info(const std::string & site) const { return info_.at(site); }
+    // The transform installed at `site`, or nullptr.
+    SiteTransform installed(const std::string & site) const;
 
   private:
     torch::nn::Module & owner_;
@@ -171,6 +173,8 @@ class DeitImpl : public torch::nn::Module {
     void install(const std::string & site, SiteTransform transform);
     // The kind and channel count of a full site name; throws std::invalid_argument for an unknown site.
     SiteInfo site_info(const std::string & site);
+    // The transform installed at a full site name (nullptr: full precision).
+    SiteTransform site_transform(const std::string & site);
 
     const DeitConfig & config() const { return config_; }
 

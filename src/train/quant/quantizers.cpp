@@ -21,6 +21,11 @@ Tensor QuantizerImpl::forward(const Tensor & x) {
     return quantize(x);
 }
 
+Precision precision_of(const SiteTransform & transform) {
+    const auto quantizer = std::dynamic_pointer_cast<QuantizerImpl>(transform);
+    return quantizer ? quantizer->precision() : Precision{};
+}
+
 Tensor per_channel(const Tensor & p, const SiteInfo & site, const Tensor & x) {
     switch (site.kind) {
         case SiteKind::weight: {
@@ -159,6 +164,7 @@ class LsqQuantizer : public QuantizerImpl {
         if (zero_point.defined()) z = per_channel_ ? per_channel(zero_point, site_, x) : zero_point;
         return lsq(x, s.abs().clamp_min(1e-8), z, qn_, qp_);
     }
+    Precision precision() const override { return {static_cast<int>(std::log2(static_cast<double>(qp_ - qn_ + 1)) + 0.5), 1}; }
     Tensor step, zero_point;
 
   private:
@@ -171,6 +177,7 @@ class TwnQuantizer : public QuantizerImpl {
   public:
     explicit TwnQuantizer(bool per_row) : per_row_(per_row) {}
     Tensor quantize(const Tensor & w) override { return ternary_twn(w.flatten(1), per_row_).view(w.sizes()); }
+    Precision precision() const override { return {2, 1}; }  // {−1, 0, +1} as two bit-planes
 
   private:
     bool per_row_;
@@ -228,6 +235,7 @@ class GsbQuantizer : public QuantizerImpl {
                                     factor * mean_over(m1 & ~m2), factor * mean_over(m2)}));
     }
     Tensor quantize(const Tensor & x) override { return attention_ ? gsb_attention(x, alphas) : gsb_value(x, alphas); }
+    Precision precision() const override { return {1, 3}; }  // three superposed binary groups
     Tensor alphas;
 
   private:

@@ -41,11 +41,19 @@ struct QuantizerSpec {
 SiteTransform make_quantizer(const QuantizerSpec & spec, const SiteInfo & site);
 std::vector<std::string> quantizer_names();
 
+// How a quantizer's output is stored and multiplied at deployment: `bits` per value, and `groups`
+// superposed binary planes (GSB: 3). Full precision is {32, 1}.
+struct Precision {
+    int bits = 32;
+    int groups = 1;
+};
+
 // Base of every quantizer: calls init_from() once, on the first tensor it sees, then quantize().
 class QuantizerImpl : public SiteTransformImpl {
   public:
     torch::Tensor forward(const torch::Tensor & x) override;
     bool initialized() const { return initialized_.item<float>() != 0.0f; }
+    virtual Precision precision() const { return {1, 1}; }
 
   protected:
     QuantizerImpl();
@@ -55,6 +63,9 @@ class QuantizerImpl : public SiteTransformImpl {
   private:
     torch::Tensor initialized_;  // [1], persistent: 0 until the first batch has initialised the scales
 };
+
+// The precision a site's transform gives (full precision when none is installed).
+Precision precision_of(const SiteTransform & transform);
 
 // Views a per-channel parameter [C] so it broadcasts against x at `site`: [C, 1, …] for weights,
 // [C] over the last dimension for token activations, [1, C, 1, 1] for per-head tensors.
