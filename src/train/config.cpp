@@ -244,11 +244,24 @@ StageSection read_stage(const toml::table * table, size_t index, const TrainConf
         d.read("kind", st.distill.kind);
         d.read("alpha", st.distill.alpha);
         d.read("tau", st.distill.tau);
+        d.read("attn_mse", st.distill.attn_mse);
+        d.read("hidden_mse", st.distill.hidden_mse);
+        d.read("dmd", st.distill.dmd);
+        d.read("rank", st.distill.rank);
+        d.read("rank_top_k", st.distill.rank_top_k);
+        d.read("rank_tau", st.distill.rank_tau);
         d.finish();
+        const std::pair<const char *, double> weights[] = {{"attn_mse", st.distill.attn_mse},
+                                                           {"hidden_mse", st.distill.hidden_mse},
+                                                           {"dmd", st.distill.dmd},
+                                                           {"rank", st.distill.rank}};
+        for (const auto & [key, w] : weights) d.check(std::isfinite(w) && w >= 0, key, "must be a non-negative weight");
+        d.check(st.distill.rank_top_k >= 2, "rank_top_k", "must be at least 2");
+        d.check(std::isfinite(st.distill.rank_tau) && st.distill.rank_tau > 0, "rank_tau", "must be positive");
         d.check(st.distill.kind == "none" || st.distill.kind == "distribution" || st.distill.kind == "hard" ||
                     st.distill.kind == "soft",
                 "kind", "must be none, distribution, hard or soft, not \"" + st.distill.kind + "\"");
-        d.check(st.distill.kind == "none" || !st.distill.teacher.empty(), "teacher", "is required for distillation");
+        d.check(!st.distill.uses_teacher() || !st.distill.teacher.empty(), "teacher", "is required for distillation");
         d.check(st.distill.alpha >= 0 && st.distill.alpha <= 1, "alpha", "must be in [0, 1]");
         d.check(std::isfinite(st.distill.tau) && st.distill.tau > 0, "tau", "must be positive");
     }
@@ -423,7 +436,13 @@ std::string TrainConfig::to_toml() const {
                 {"distill", toml::table{{"teacher", st.distill.teacher},
                                         {"kind", st.distill.kind},
                                         {"alpha", st.distill.alpha},
-                                        {"tau", st.distill.tau}}},
+                                        {"tau", st.distill.tau},
+                                        {"attn_mse", st.distill.attn_mse},
+                                        {"hidden_mse", st.distill.hidden_mse},
+                                        {"dmd", st.distill.dmd},
+                                        {"rank", st.distill.rank},
+                                        {"rank_top_k", st.distill.rank_top_k},
+                                        {"rank_tau", st.distill.rank_tau}}},
             });
         }
         root.insert("stage", stage_array);

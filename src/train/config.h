@@ -79,6 +79,17 @@ struct DistillSection {
     std::string kind = "none";  // none, distribution, hard, soft (see docs/quantization.md)
     double alpha = 0.5;         // weight of the teacher term in hard / soft
     double tau = 1.0;           // temperature of distribution / soft
+    // Feature distillation, added to the logit loss (weights; 0 = off). Teacher and student must
+    // have the same depth; see docs/quantization.md for each definition.
+    double attn_mse = 0.0;      // Σ_layers MSE(student scores, teacher scores) (BiT)
+    double hidden_mse = 0.0;    // Σ_layers MSE(student block output, teacher block output)
+    double dmd = 0.0;           // BiBERT direction-matching distillation on q, k, v
+    double rank = 0.0;          // ranking-aware attention distillation (Bi-ViT)
+    int64_t rank_top_k = 16;    // teacher's top-K keys per query whose order is distilled
+    double rank_tau = 1.0;      // temperature of the pairwise logistic ranking loss
+
+    bool uses_features() const { return attn_mse > 0 || hidden_mse > 0 || dmd > 0 || rank > 0; }
+    bool uses_teacher() const { return kind != "none" || uses_features(); }
 };
 
 // One training stage: a quantizer map, a length, an optimiser, a start point and distillation.

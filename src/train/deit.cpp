@@ -124,12 +124,17 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor & x) {
         k = k + shift_k;
         v = v + shift_v;
     }
+    if (capture) taps = BlockTaps{q, k, v, {}, {}, {}};
     q = sites.apply("q", q);
     k = sites.apply("k", k);
     v = sites.apply("v", v);
     auto scores = torch::matmul(q, k.transpose(-2, -1)) * scale;  // [B, H, N, N]
     auto probs = variant.softmax ? torch::softmax(scores, -1) : scores;
     if (variant.attn_bias) probs = probs + attn_bias;
+    if (capture) {
+        taps.scores = scores;
+        taps.probs = probs;
+    }
     probs = sites.apply("probs", probs);
     auto out = torch::matmul(probs, v).transpose(1, 2).reshape({B, N, C});
     return proj(out);
@@ -275,7 +280,11 @@ torch::Tensor DeitImpl::forward_features(const torch::Tensor & images) {
     if (config_.distilled) tokens.push_back(dist_token.expand({B, -1, -1}));
     tokens.push_back(x);
     x = torch::cat(tokens, 1) + pos_embed;  // [B, N + 1 (+1), D]
-    for (const auto & block : *blocks) x = block->as<Block>()->forward(x);
+    for (const auto & module : *blocks) {
+        auto block = module->as<Block>();
+        x = block->forward(x);
+        if (block->attn->capture) block->attn->taps.hidden = x;
+    }
     return norm(x);
 }
 
@@ -290,6 +299,20 @@ DeitOutput DeitImpl::forward_heads(const torch::Tensor & images) {
 torch::Tensor DeitImpl::forward(const torch::Tensor & images) {
     auto out = forward_heads(images);
     return config_.distilled ? (out.logits + out.dist_logits) / 2 : out.logits;
+}
+
+void DeitImpl::set_capture(bool on) {
+    for (const auto & module : *blocks) {
+        auto attn = module->as<Block>()->attn;
+        attn->capture = on;
+        attn->taps = BlockTaps{};
+    }
+}
+
+std::vector<BlockTaps> DeitImpl::taps() {
+    std::vector<BlockTaps> out;
+    for (const auto & module : *blocks) out.push_back(module->as<Block>()->attn->taps);
+    return out;
 }
 
 std::map<std::string, SiteTable *> DeitImpl::site_tables() {

@@ -75,6 +75,14 @@ class QLinearImpl : public torch::nn::Module {
 };
 TORCH_MODULE(QLinear);
 
+// Intermediate tensors of one block, kept for feature distillation when capture is on.
+struct BlockTaps {
+    torch::Tensor q, k, v;  // [B, H, N, d] before their sites (the full-precision values)
+    torch::Tensor scores;   // [B, H, N, N] q·kᵀ·scale after the q/k sites (what the softmax sees)
+    torch::Tensor probs;    // [B, H, N, N] attention map before the probs site
+    torch::Tensor hidden;   // [B, N, D] block output
+};
+
 // Multi-head self-attention with sites q, k, v ([B, H, N, d] after the split) and probs (the
 // post-softmax [B, H, N, N] map), besides the qkv and proj linears' own sites. The variant adds
 // LayerNorm on q/k (norm_q, norm_k), shifts on q/k/v (shift_q, shift_k, shift_v: [H, 1, d]),
@@ -90,6 +98,8 @@ class AttentionImpl : public torch::nn::Module {
     torch::nn::LayerNorm norm_q{nullptr}, norm_k{nullptr};
     torch::Tensor shift_q, shift_k, shift_v, attn_bias;
     SiteTable sites;
+    bool capture = false;
+    BlockTaps taps;  // filled by forward() when capture is on
 };
 TORCH_MODULE(Attention);
 
@@ -166,6 +176,10 @@ class DeitImpl : public torch::nn::Module {
     torch::Tensor forward(const torch::Tensor & images);
     // Final-norm token features [B, N, D].
     torch::Tensor forward_features(const torch::Tensor & images);
+
+    // With capture on, every forward keeps each block's BlockTaps (for feature distillation).
+    void set_capture(bool on);
+    std::vector<BlockTaps> taps();
 
     // Every site of the model by full name ("blocks.3.attn.q", ...).
     std::vector<std::string> site_names();

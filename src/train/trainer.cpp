@@ -1,5 +1,7 @@
 #include "trainer.h"
 
+#include "distill.h"
+
 #include <dlfcn.h>
 #include <unistd.h>
 
@@ -213,34 +215,6 @@ EvalResult evaluate(Deit & model, const data::ImageDataset & data, const Preproc
     return r;
 }
 
-torch::Tensor training_loss(const DeitOutput & student, const torch::Tensor & labels, const torch::Tensor & teacher_logits,
-                            const DistillSection & distill, double label_smoothing) {
-    const auto ce = F::CrossEntropyFuncOptions().label_smoothing(label_smoothing);
-    const torch::Tensor & cls = student.logits;
-    const torch::Tensor & dist = student.dist_logits.defined() ? student.dist_logits : student.logits;
-    if (distill.kind == "none") {
-        auto loss = F::cross_entropy(cls, labels, ce);
-        if (student.dist_logits.defined()) loss = (loss + F::cross_entropy(student.dist_logits, labels, ce)) / 2;
-        return loss;
-    }
-    TORCH_CHECK(teacher_logits.defined(), "distillation '", distill.kind, "' needs teacher logits");
-    const double tau = distill.tau;
-    if (distill.kind == "distribution") {
-        const auto target = torch::softmax(teacher_logits / tau, 1);
-        auto soft_ce = [&](const torch::Tensor & z) { return -(target * torch::log_softmax(z / tau, 1)).sum(1).mean(); };
-        return student.dist_logits.defined() ? (soft_ce(cls) + soft_ce(dist)) / 2 : soft_ce(cls);
-    }
-    const auto base = F::cross_entropy(cls, labels, ce);
-    if (distill.kind == "hard") {
-        return (1 - distill.alpha) * base + distill.alpha * F::cross_entropy(dist, teacher_logits.argmax(1));
-    }
-    TORCH_CHECK(distill.kind == "soft", "unknown distillation kind '", distill.kind, "'");
-    const auto kl = F::kl_div(torch::log_softmax(dist / tau, 1), torch::log_softmax(teacher_logits / tau, 1),
-                              F::KLDivFuncOptions().reduction(torch::kSum).log_target(true)) *
-                    (tau * tau) / static_cast<double>(dist.numel());
-    return (1 - distill.alpha) * base + distill.alpha * kl;
-}
-
 Trainer::Trainer(TrainConfig config, std::string run_dir, TrainTestData data)
     : Trainer(CheckpointState{std::move(config), {}, {}, 0, 0, 0, 0, 0.0}, std::move(run_dir), std::move(data), false) {}
 
@@ -302,7 +276,19 @@ void Trainer::validate_stages() {
             }
         };
         if (st.init != "scratch" && st.init != "previous") check_source(st.init, "init checkpoint");
-        if (st.distill.kind != "none") check_source(st.distill.teacher, "teacher");
+        if (st.distill.uses_teacher()) {
+            check_source(st.distill.teacher, "teacher");
+            if (st.distill.uses_features()) {
+                const CheckpointState teacher = read_checkpoint_state(state_.config.checkpoint_ref(st.distill.teacher));
+                const DeitConfig t = resolve_model_config(teacher.config.model, teacher.shape);
+                const DeitConfig me = resolve_model_config(state_.config.model, state_.shape);
+                if (t.depth != me.depth || t.num_heads != me.num_heads || t.embed_dim != me.embed_dim ||
+                    t.num_tokens() != me.num_tokens()) {
+                    throw ConfigError("stage '" + st.name + "': feature distillation needs a teacher of the student's "
+                                      "depth, width, heads and tokens");
+                }
+            }
+        }
     }
 }
 
@@ -322,10 +308,12 @@ void Trainer::enter_stage(size_t index, bool resuming) {
     optimizer_ = make_optimizer(st.optim, *model_);
     if (resuming) load_checkpoint_weights(checkpoint_path(), *model_, optimizer_.get(), true);
     teacher_ = nullptr;
-    if (st.distill.kind != "none") {
+    if (st.distill.uses_teacher()) {
         teacher_ = load_model(state_.config.checkpoint_ref(st.distill.teacher)).model;
         for (auto & p : teacher_->parameters()) p.set_requires_grad(false);
+        teacher_->set_capture(st.distill.uses_features());
     }
+    model_->set_capture(st.distill.uses_features());
 }
 
 std::unique_ptr<Trainer> Trainer::resume(const std::string & run_dir, const std::vector<std::string> & overrides,
@@ -373,7 +361,8 @@ EpochMetrics Trainer::train_epoch() {
             teacher_logits = teacher_->forward(batch->images);
         }
         auto out = model_->forward_heads(batch->images);
-        auto loss = training_loss(out, batch->labels, teacher_logits, st.distill, st.optim.label_smoothing);
+        auto loss = logit_loss(out, batch->labels, teacher_logits, st.distill, st.optim.label_smoothing);
+        if (st.distill.uses_features()) loss = loss + feature_loss(model_->taps(), teacher_->taps(), st.distill);
         const double loss_value = loss.item<double>();
         if (!std::isfinite(loss_value)) {
             throw NonFiniteError("loss is " + std::to_string(loss_value) + " at epoch " + std::to_string(epoch + 1) +

@@ -50,16 +50,6 @@ TrainTestData load_train_test(const TrainConfig & config);
 // `warmup_steps`, then cosine decay to min_lr.
 double scheduled_lr(const OptimSection & optim, int64_t step, int64_t warmup_steps, int64_t total_steps);
 
-// The training loss of one batch, with the distillation the stage asks for (docs/quantization.md):
-//   none:         CE(z_cls, y) with label smoothing (both heads averaged for a distilled student);
-//   distribution: Σ_c −softmax(z_T/τ)_c · log_softmax(z_S/τ)_c, batch mean, no label term (ReActNet,
-//                 BiViT); z_S = z_cls (averaged with z_dist for a distilled student);
-//   hard:         (1 − α)·CE(z_cls, y) + α·CE(z_dist, argmax z_T)  (DeiT; z_dist = z_cls if absent);
-//   soft:         (1 − α)·CE(z_cls, y) + α·τ²·KL(softmax(z_T/τ) ‖ softmax(z_dist/τ)) summed over the
-//                 batch and divided by numel(z_dist) (DeiT's normalisation: per element, not per sample).
-torch::Tensor training_loss(const DeitOutput & student, const torch::Tensor & labels, const torch::Tensor & teacher_logits,
-                            const DistillSection & distill, double label_smoothing);
-
 struct EpochMetrics {
     std::string stage;
     int64_t epoch = 0;  // 1-based: the epoch just completed
