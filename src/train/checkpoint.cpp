@@ -1,13 +1,11 @@
 #include "checkpoint.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 
+#include "format/atomic-file.h"
 #include "quant/quantizers.h"
 
 namespace bitvit {
@@ -16,28 +14,6 @@ namespace {
 
 constexpr const char * kFormat = "bitvit-checkpoint";
 constexpr int64_t kVersion = 1;
-
-void fsync_path(const std::string & path, bool directory) {
-    const int fd = ::open(path.c_str(), directory ? O_RDONLY | O_DIRECTORY : O_RDONLY);
-    if (fd < 0) return;  // best effort: durability, not correctness, depends on it
-    ::fsync(fd);
-    ::close(fd);
-}
-
-// Moves a fully written temporary file over `path`: readers see the old file or the new, never half.
-void commit_temp_file(const std::string & temp, const std::string & path) {
-    fsync_path(temp, false);
-    std::error_code ec;
-    fs::rename(temp, path, ec);
-    if (ec) {
-        fs::remove(temp, ec);
-        throw CheckpointError(path + ": cannot replace file (" + ec.message() + ")");
-    }
-    const auto dir = fs::path(path).parent_path();
-    fsync_path(dir.empty() ? "." : dir.string(), true);
-}
-
-std::string temp_name(const std::string & path) { return path + ".tmp." + std::to_string(::getpid()); }
 
 std::string join_lines(const std::vector<std::string> & lines) {
     std::string out;
@@ -182,7 +158,7 @@ void save_checkpoint(const std::string & path, const CheckpointState & state, to
         optimizer->save(optim_archive);
         archive.write("optimizer", optim_archive);
     }
-    const std::string temp = temp_name(path);
+    const std::string temp = format::temp_path_for(path);
     try {
         archive.save_to(temp);
     } catch (const c10::Error & e) {
@@ -190,7 +166,7 @@ void save_checkpoint(const std::string & path, const CheckpointState & state, to
         fs::remove(temp, ec);
         throw CheckpointError(path + ": cannot write checkpoint: " + std::string(e.what_without_backtrace()));
     }
-    commit_temp_file(temp, path);
+    format::commit_temp_file(temp, path);
 }
 
 CheckpointState read_checkpoint_state(const std::string & path) {
@@ -269,13 +245,7 @@ LoadedModel load_model(const std::string & path) {
 }
 
 void write_file_atomic(const std::string & path, const std::string & bytes) {
-    const std::string temp = temp_name(path);
-    {
-        std::ofstream out(temp, std::ios::binary | std::ios::trunc);
-        out << bytes;
-        if (!out.flush()) throw CheckpointError(path + ": cannot write");
-    }
-    commit_temp_file(temp, path);
+    format::write_file_atomic(path, bytes.data(), bytes.size());
 }
 
 }  // namespace bitvit

@@ -1,0 +1,118 @@
+// The safetensors container: round trip, and every kind of corruption rejected with FormatError.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include "format/safetensors.h"
+
+namespace fs = std::filesystem;
+using namespace bitvit::format;
+
+namespace {
+
+// A file from raw header text and data bytes, with the header length as given (or the true one).
+std::vector<uint8_t> raw_file(const std::string & header, size_t data_bytes, int64_t claimed = -1) {
+    const uint64_t n = claimed >= 0 ? static_cast<uint64_t>(claimed) : header.size();
+    std::vector<uint8_t> out(8);
+    for (int i = 0; i < 8; ++i) out[static_cast<size_t>(i)] = static_cast<uint8_t>(n >> (8 * i));
+    out.insert(out.end(), header.begin(), header.end());
+    out.resize(out.size() + data_bytes, 0x5A);
+    return out;
+}
+
+std::string error_of(const std::vector<uint8_t> & bytes) {
+    try {
+        SafetensorsFile::parse(bytes, "test.safetensors");
+    } catch (const FormatError & e) {
+        return e.what();
+    }
+    return "(accepted)";
+}
+
+}  // namespace
+
+TEST(Safetensors, RoundTripWithMetadata) {
+    SafetensorsWriter w;
+    const float f[6] = {1.5f, -2, 3, 4, 5, 6};
+    const uint64_t bits[3] = {1, 2, 0xFFFFFFFFFFFFFFFFull};
+    w.add("blocks.0.attn.qkv.weight_scale", DType::F32, {2, 3}, f, sizeof f);
+    w.add("blocks.0.attn.qkv.weight_bits", DType::U64, {3}, bits, sizeof bits);
+    w.add("empty", DType::BF16, {0}, nullptr, 0);
+    w.set_metadata("format_version", "1");
+    const fs::path path = fs::temp_directory_path() / ("bitvit-st-" + std::to_string(::getpid()) + ".safetensors");
+    w.write(path.string());
+    const auto f2 = SafetensorsFile::load(path.string());
+    fs::remove(path);
+    EXPECT_EQ(f2.metadata().at("format_version"), "1");
+    EXPECT_EQ(f2.tensors().size(), 3u);
+    const auto & info = f2.info("blocks.0.attn.qkv.weight_scale");
+    EXPECT_EQ(info.dtype, DType::F32);
+    EXPECT_EQ(info.shape, (std::vector<int64_t>{2, 3}));
+    EXPECT_EQ(std::memcmp(f2.data("blocks.0.attn.qkv.weight_scale"), f, sizeof f), 0);
+    EXPECT_EQ(std::memcmp(f2.data("blocks.0.attn.qkv.weight_bits"), bits, sizeof bits), 0);
+    EXPECT_EQ(f2.info("empty").numel(), 0);
+    // The data starts 8-byte aligned (header padded with spaces).
+    const auto bytes = w.serialize();
+    uint64_t header = 0;
+    std::memcpy(&header, bytes.data(), 8);
+    EXPECT_EQ((8 + header) % 8, 0u);
+    EXPECT_THROW(f2.info("missing"), FormatError);
+}
+
+TEST(Safetensors, WriterRejectsInconsistentTensors) {
+    SafetensorsWriter w;
+    const float f[2] = {1, 2};
+    EXPECT_THROW(w.add("a", DType::F32, {3}, f, sizeof f), FormatError);
+    EXPECT_THROW(w.add("a", DType::F32, {-2}, f, sizeof f), FormatError);
+    w.add("a", DType::F32, {2}, f, sizeof f);
+    EXPECT_THROW(w.add("a", DType::F32, {2}, f, sizeof f), FormatError);
+    EXPECT_THROW(w.add("__metadata__", DType::F32, {2}, f, sizeof f), FormatError);
+}
+
+TEST(Safetensors, EveryTruncationIsRejected) {
+    SafetensorsWriter w;
+    const float f[4] = {1, 2, 3, 4};
+    w.add("x", DType::F32, {4}, f, sizeof f);
+    const auto good = w.serialize();
+    ASSERT_NO_THROW(SafetensorsFile::parse(good, "good"));
+    for (size_t n = 0; n < good.size(); ++n) {
+        EXPECT_THROW(SafetensorsFile::parse(std::vector<uint8_t>(good.begin(), good.begin() + static_cast<std::ptrdiff_t>(n)), "cut"),
+                     FormatError) << "prefix of " << n << " bytes";
+    }
+}
+
+TEST(Safetensors, CorruptHeadersNameTheProblem) {
+    const std::string ok = R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})";
+    EXPECT_EQ(error_of(raw_file(ok, 8)), "(accepted)");
+    EXPECT_NE(error_of(raw_file(ok, 8, 1ll << 40)).find("exceeds the 100 MB limit"), std::string::npos);
+    EXPECT_NE(error_of(raw_file(ok, 8, static_cast<int64_t>(ok.size()) + 100)).find("runs past the end"), std::string::npos);
+    EXPECT_NE(error_of(raw_file(ok, 4)).find("past the data"), std::string::npos);          // data truncated
+    EXPECT_NE(error_of(raw_file(ok, 12)).find("belong to no tensor"), std::string::npos);   // trailing bytes
+    EXPECT_NE(error_of(raw_file("[1,2]", 0)).find("not a JSON object"), std::string::npos);
+    EXPECT_NE(error_of(raw_file("{\"a\":", 0)).find("not valid JSON"), std::string::npos);
+    EXPECT_NE(error_of(raw_file(R"({"a":{"dtype":"F33","shape":[2],"data_offsets":[0,8]}})", 8)).find("unknown dtype 'F33'"),
+              std::string::npos);
+    EXPECT_NE(error_of(raw_file(R"({"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", 8)).find("need 12"),
+              std::string::npos);
+    EXPECT_NE(error_of(raw_file(R"({"a":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}})", 8)).find("non-negative"),
+              std::string::npos);
+    EXPECT_NE(error_of(raw_file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[8,0]}})", 8)).find("ends before"),
+              std::string::npos);
+    EXPECT_NE(error_of(raw_file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8],"x":1}})", 8)).find("unknown field 'x'"),
+              std::string::npos);
+    EXPECT_NE(error_of(raw_file(R"({"a":{"dtype":"U8","shape":[4294967296,4294967296,4294967296],"data_offsets":[0,8]}})", 8))
+                  .find("overflows"),
+              std::string::npos);
+    // Overlap and holes: the tensors must tile the data exactly.
+    EXPECT_NE(error_of(raw_file(R"({"a":{"dtype":"U8","shape":[4],"data_offsets":[0,4]},"b":{"dtype":"U8","shape":[4],"data_offsets":[2,6]}})", 6))
+                  .find("overlap"),
+              std::string::npos);
+    EXPECT_NE(error_of(raw_file(R"({"a":{"dtype":"U8","shape":[2],"data_offsets":[0,2]},"b":{"dtype":"U8","shape":[2],"data_offsets":[4,6]}})", 6))
+                  .find("belong to no tensor"),
+              std::string::npos);
+    EXPECT_NE(error_of(raw_file(R"({"__metadata__":{"k":3}})", 0)).find("must be a string"), std::string::npos);
+    EXPECT_NE(error_of({1, 2, 3}).find("too short"), std::string::npos);
+    EXPECT_THROW(SafetensorsFile::load("/nonexistent/model.safetensors"), FormatError);
+}
