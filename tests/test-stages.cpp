@@ -94,6 +94,13 @@ TEST(Stages, ParseAndRoundTrip) {
             EXPECT_EQ(a.options.at("per_channel"), 1);
         }
     }
+    // epoch_scale shrinks every stage (at least 1 epoch) once; the stored config is already scaled.
+    const auto quick = parse_config(kTwoStages, "two.toml", {"train.epoch_scale=0.4"});
+    EXPECT_EQ(quick.stages[0].epochs, 1);  // round(0.8)
+    EXPECT_EQ(quick.stages[1].epochs, 1);  // max(1, round(0.4))
+    EXPECT_EQ(parse_config(quick.to_toml(), "again").total_epochs(), 2);
+    EXPECT_EQ(parse_config("[train]\nepochs = 10\n", "p", {"train.epoch_scale=0.25"}).total_epochs(), 3);
+
     // A recipe without stages is one implicit stage that does not appear in its TOML.
     const auto plain = parse_config("[train]\nepochs = 4\n", "plain");
     EXPECT_FALSE(plain.staged);

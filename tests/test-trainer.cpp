@@ -165,8 +165,9 @@ TEST(Trainer, KilledAndResumedRunEqualsUninterruptedRun) {
     resumed->fit();
     EXPECT_EQ(resumed->epochs_done(), 3);
     expect_same_weights(*straight.model(), *resumed->model());
-    // A fresh run refuses to overwrite an existing one.
+    // A fresh run refuses to overwrite an existing one, and a live run locks its directory.
     EXPECT_THROW(Trainer(config, dir.str("straight"), load_train_test(config)), CheckpointError);
+    EXPECT_THROW(Trainer::resume(dir.str("resumed"), {}, load_train_test), CheckpointError);  // `resumed` is alive
 }
 
 TEST(Trainer, NonFiniteLossStopsAndKeepsLastGoodCheckpoint) {

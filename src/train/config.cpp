@@ -328,12 +328,14 @@ TrainConfig parse_config(const std::string & toml_text, const std::string & orig
     train.read("threads", c.train.threads);
     train.read("log_every", c.train.log_every);
     train.read("fp_checkpoint", c.train.fp_checkpoint);
+    train.read("epoch_scale", c.train.epoch_scale);
     train.finish();
     train.check(c.train.epochs >= 1, "epochs", "must be at least 1");
     train.check(c.train.batch_size >= 1, "batch_size", "must be at least 1");
     train.check(c.train.eval_batch_size >= 1, "eval_batch_size", "must be at least 1");
     train.check(c.train.threads >= 0, "threads", "must not be negative (0 = all cores)");
     train.check(c.train.log_every >= 1, "log_every", "must be at least 1");
+    train.check(std::isfinite(c.train.epoch_scale) && c.train.epoch_scale > 0, "epoch_scale", "must be positive");
 
     if (const toml::node * stages = root.get("stage")) {
         const toml::array * array = stages->as_array();
@@ -342,15 +344,18 @@ TrainConfig parse_config(const std::string & toml_text, const std::string & orig
             const toml::table * table = (*array)[i].as_table();
             if (table == nullptr) throw ConfigError(origin + ": stage[" + std::to_string(i) + "] must be a table");
             c.stages.push_back(read_stage(table, i, c, origin));
+            c.stages.back().epochs = std::max<int64_t>(1, std::llround(c.stages.back().epochs * c.train.epoch_scale));
         }
         c.staged = true;
     } else {
         StageSection only;
+        c.train.epochs = std::max<int64_t>(1, std::llround(c.train.epochs * c.train.epoch_scale));
         only.epochs = c.train.epochs;
         only.optim = c.optim;
         only.variant = c.model.variant;
         c.stages.push_back(only);
     }
+    c.train.epoch_scale = 1.0;  // applied: the stored config holds the scaled epochs
     return c;
 }
 
@@ -415,6 +420,7 @@ std::string TrainConfig::to_toml() const {
                               {"seed", static_cast<int64_t>(train.seed)},
                               {"threads", train.threads},
                               {"log_every", train.log_every},
+                              {"epoch_scale", train.epoch_scale},
                               {"fp_checkpoint", train.fp_checkpoint}}},
     };
     if (staged) {

@@ -3,6 +3,8 @@
 #include "distill.h"
 
 #include <dlfcn.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -215,11 +217,38 @@ EvalResult evaluate(Deit & model, const data::ImageDataset & data, const Preproc
     return r;
 }
 
+RunLock::RunLock(const std::string & run_dir) {
+    fs::create_directories(run_dir);
+    const std::string path = (fs::path(run_dir) / ".lock").string();
+    fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd_ < 0) throw CheckpointError(path + ": cannot open the run lock");
+    if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+        ::close(fd_);
+        fd_ = -1;
+        throw CheckpointError(run_dir + " is in use by another bitvit process (lock " + path + ")");
+    }
+}
+
+RunLock::~RunLock() {
+    if (fd_ >= 0) ::close(fd_);  // closing releases the flock
+}
+
+RunLock::RunLock(RunLock && other) noexcept : fd_(other.fd_) { other.fd_ = -1; }
+
+RunLock & RunLock::operator=(RunLock && other) noexcept {
+    if (this != &other) {
+        if (fd_ >= 0) ::close(fd_);
+        fd_ = other.fd_;
+        other.fd_ = -1;
+    }
+    return *this;
+}
+
 Trainer::Trainer(TrainConfig config, std::string run_dir, TrainTestData data)
     : Trainer(CheckpointState{std::move(config), {}, {}, 0, 0, 0, 0, 0.0}, std::move(run_dir), std::move(data), false) {}
 
 Trainer::Trainer(CheckpointState state, std::string run_dir, TrainTestData data, bool resuming)
-    : state_(std::move(state)), run_dir_(std::move(run_dir)), data_(std::move(data)) {
+    : state_(std::move(state)), run_dir_(std::move(run_dir)), lock_(run_dir_), data_(std::move(data)) {
     const DataShape shape = shape_of(data_.train);
     if (resuming && (shape.num_classes != state_.shape.num_classes || shape.in_chans != state_.shape.in_chans ||
                      shape.img_size != state_.shape.img_size)) {

@@ -58,6 +58,20 @@ struct EpochMetrics {
     double images_per_sec = 0.0, seconds = 0.0;
 };
 
+// An exclusive lock on a run directory (flock on DIR/.lock), held while a Trainer lives, so two
+// processes never train into the same directory and overwrite each other's checkpoints.
+class RunLock {
+  public:
+    RunLock() = default;
+    explicit RunLock(const std::string & run_dir);  // throws CheckpointError if another process holds it
+    ~RunLock();
+    RunLock(RunLock && other) noexcept;
+    RunLock & operator=(RunLock && other) noexcept;
+
+  private:
+    int fd_ = -1;
+};
+
 class Trainer {
   public:
     // A new run writing into run_dir (created; must not already hold a checkpoint).
@@ -89,6 +103,7 @@ class Trainer {
 
     CheckpointState state_;
     std::string run_dir_;
+    RunLock lock_;
     TrainTestData data_;
     Preprocess pre_;
     Deit model_{nullptr};

@@ -1,0 +1,134 @@
+#!/usr/bin/env python3
+"""The comparison table: every shipped recipe trained from the same full-precision teacher on
+Fashion-MNIST, on the full training set and on a stratified 10 % subset (GSB's small-data regime),
+then test accuracy, packed size and OPs written into docs/results.md with the command and commit.
+
+    scripts/compare.py --profile smoke   # minutes: nano model, tiny subsets (checks the pipeline)
+    scripts/compare.py --profile quick   # shortened schedules (train.epoch_scale), see PROFILES
+    scripts/compare.py --profile full    # the recipes as shipped
+
+Runs are resumable: a finished run is reused, an interrupted one resumed (run it again after a kill).
+"""
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BITVIT = os.path.join(ROOT, "build", "bitvit")
+RESULTS = os.path.join(ROOT, "docs", "results.md")
+RECIPES = ["lsq-w8a8", "bnn", "bibert", "bit", "reactnet", "twn", "bivit", "bivit-w1a1", "tervit", "bi-vit", "gsb"]
+
+# Per profile: overrides for the teacher run (None: use runs/fp, the shipped FP recipe's run), and for
+# the full-set and subset rows.
+PROFILES = {
+    "smoke": {
+        "teacher": ["--set", "model.name=deit_nano_patch7_28", "--train-subset", "2000", "--test-subset", "500", "--epochs", "2"],
+        "common": ["--set", "model.name=deit_nano_patch7_28", "--test-subset", "500"],
+        "full": ["--set", "train.epoch_scale=0.1", "--train-subset", "1000"],
+        "subset": ["--set", "train.epoch_scale=0.1", "--train-subset", "300"],
+    },
+    "quick": {
+        "teacher": None,
+        "common": [],
+        "full": ["--set", "train.epoch_scale=0.1"],
+        "subset": ["--set", "train.epoch_scale=0.5", "--train-subset", "6000"],
+    },
+    "full": {
+        "teacher": None,
+        "common": [],
+        "full": [],
+        "subset": ["--train-subset", "6000"],
+    },
+}
+
+
+def sh(args, log=None):
+    print("+", " ".join(args), flush=True)
+    if log:
+        with open(log, "a") as f:
+            subprocess.run(args, check=True, stdout=f, stderr=subprocess.STDOUT)
+    else:
+        return subprocess.run(args, check=True, capture_output=True, text=True).stdout
+
+
+def finished_epochs(run_dir):
+    path = os.path.join(run_dir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return []
+    return [json.loads(l) for l in open(path) if l.strip()]
+
+
+def train(run_dir, args):
+    """Trains into run_dir (or resumes it) and returns its metrics lines."""
+    os.makedirs(os.path.dirname(run_dir), exist_ok=True)
+    log = run_dir + ".log"
+    if os.path.exists(os.path.join(run_dir, "checkpoint.pt")):
+        sh([BITVIT, "train", "--resume", run_dir], log)  # a finished run returns at once
+    else:
+        sh([BITVIT, "train", "--out", run_dir] + args, log)
+    return finished_epochs(run_dir)
+
+
+def ops_of(checkpoint):
+    out = sh([BITVIT, "ops", checkpoint])
+    ops = re.search(r"OPs ([0-9.]+) G", out).group(1)
+    size = re.search(r"packed ([0-9.]+) MB", out).group(1)
+    return float(ops) * 1e3, float(size)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="quick")
+    parser.add_argument("--recipes", nargs="*", default=RECIPES)
+    args = parser.parse_args()
+    profile = PROFILES[args.profile]
+    base = os.path.join(ROOT, "runs", "compare-" + args.profile)
+
+    if profile["teacher"] is None:
+        teacher = os.path.join(ROOT, "runs", "fp")  # the shipped FP recipe's run: trained or resumed to the end
+        train(teacher, ["--recipe", os.path.join(ROOT, "recipes", "fp.toml")])
+    else:
+        teacher = os.path.join(base, "fp")
+        train(teacher, ["--recipe", os.path.join(ROOT, "recipes", "fp.toml")] + profile["teacher"])
+    teacher_ckpt = os.path.join(teacher, "checkpoint.pt")
+
+    rows = []
+    fp_metrics = finished_epochs(teacher)[-1]
+    fp_ops, fp_size = ops_of(teacher_ckpt)
+    rows.append(("fp", "full", fp_metrics["test_acc"], fp_size, fp_ops, "recipes/fp.toml"))
+    for recipe in args.recipes:
+        for regime in ("full", "subset"):
+            run_dir = os.path.join(base, f"{recipe}-{regime}")
+            cmd = ["--recipe", os.path.join(ROOT, "recipes", recipe + ".toml"), "--fp-checkpoint", teacher_ckpt] + \
+                profile["common"] + profile[regime]
+            metrics = train(run_dir, cmd)
+            ops, size = ops_of(os.path.join(run_dir, "checkpoint.pt"))
+            rows.append((recipe, regime, metrics[-1]["test_acc"], size, ops, " ".join(
+                os.path.relpath(a, ROOT) if a.startswith(ROOT) else a for a in cmd)))
+
+    commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    lines = [f"Command: `scripts/compare.py --profile {args.profile}` · commit `{commit}` · "
+             f"teacher `{os.path.relpath(teacher_ckpt, ROOT)}` · test accuracy on the "
+             f"{'500-image test subset' if args.profile == 'smoke' else 'full 10,000-image test set'}", "",
+             "| recipe | training set | test acc | Δ vs FP | packed MB | OPs (M) | bitvit train arguments |",
+             "|---|---|---|---|---|---|---|"]
+    fp_acc = rows[0][2]
+    for recipe, regime, acc, size, ops, cmd in rows:
+        lines.append(f"| {recipe} | {'60k' if regime == 'full' else '10 %'} | {100 * acc:.2f} % | "
+                     f"{100 * (acc - fp_acc):+.2f} | {size:.3f} | {ops:.2f} | `{cmd}` |")
+    begin, end = f"<!-- compare:{args.profile}:begin -->", f"<!-- compare:{args.profile}:end -->"
+    text = open(RESULTS).read()
+    block = begin + "\n" + "\n".join(lines) + "\n" + end
+    if begin in text:
+        text = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: block, text, flags=re.S)
+    else:
+        text = text.rstrip("\n") + f"\n\n## Comparison table, profile {args.profile}\n\n{block}\n"
+    open(RESULTS, "w").write(text)
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
