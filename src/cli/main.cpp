@@ -176,7 +176,7 @@ int run_ops(const std::string & target, const std::string & arch, int64_t stage,
         std::printf("%-24s %-12s %12.2f %12.2f %12.2f %12.2f\n", key.c_str(), l.precision.c_str(), l.macs / 1e6,
                     l.flops / 1e6, l.bops / 1e6, l.ops() / 1e6);
     }
-    std::printf("total: FLOPs %.4f G + BOPs %.4f G / 64 = OPs %.4f G (full precision %.4f G, %.1fx fewer)\n",
+    std::printf("total: FLOPs %.6f G + BOPs %.6f G / 64 = OPs %.6f G (full precision %.6f G, %.1fx fewer)\n",
                 r.flops / 1e9, r.bops / 1e9, r.ops() / 1e9, full.ops() / 1e9, full.ops() / r.ops());
     std::printf("size: packed %.3f MB, FP32 %.3f MB (%.1fx smaller)\n", r.packed_bytes / 1e6, r.fp32_bytes / 1e6,
                 r.fp32_bytes / r.packed_bytes);
