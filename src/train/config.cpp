@@ -329,6 +329,7 @@ TrainConfig parse_config(const std::string & toml_text, const std::string & orig
     train.read("log_every", c.train.log_every);
     train.read("fp_checkpoint", c.train.fp_checkpoint);
     train.read("epoch_scale", c.train.epoch_scale);
+    train.read("data_parallel", c.train.data_parallel);
     train.finish();
     train.check(c.train.epochs >= 1, "epochs", "must be at least 1");
     train.check(c.train.batch_size >= 1, "batch_size", "must be at least 1");
@@ -336,6 +337,10 @@ TrainConfig parse_config(const std::string & toml_text, const std::string & orig
     train.check(c.train.threads >= 0, "threads", "must not be negative (0 = all cores)");
     train.check(c.train.log_every >= 1, "log_every", "must be at least 1");
     train.check(std::isfinite(c.train.epoch_scale) && c.train.epoch_scale > 0, "epoch_scale", "must be positive");
+    train.check(c.train.data_parallel >= 1 && c.train.data_parallel <= c.train.batch_size, "data_parallel",
+                "must be in [1, batch_size]");
+    train.check(c.train.data_parallel == 1 || c.model.drop_path == 0, "data_parallel",
+                "> 1 needs model.drop_path = 0 (drop-path draws from one shared random stream)");
 
     if (const toml::node * stages = root.get("stage")) {
         const toml::array * array = stages->as_array();
@@ -421,6 +426,7 @@ std::string TrainConfig::to_toml() const {
                               {"threads", train.threads},
                               {"log_every", train.log_every},
                               {"epoch_scale", train.epoch_scale},
+                              {"data_parallel", train.data_parallel},
                               {"fp_checkpoint", train.fp_checkpoint}}},
     };
     if (staged) {

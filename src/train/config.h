@@ -61,6 +61,9 @@ struct TrainSection {
     // OpenMP thread contends with OpenBLAS's own threads and slows small-model training down.
     int64_t threads = 1;
     int64_t log_every = 50;       // steps between log lines when stderr is not a terminal
+    // Data-parallel replicas, one thread each (each single-threaded): every batch is split into this
+    // many shards whose gradients are summed before one optimiser step. Needs model.drop_path = 0.
+    int64_t data_parallel = 1;
     // Multiplies every stage's epochs (rounded, at least 1) when the recipe is read, then resets to 1
     // in the stored config: quick profiles of long recipes.
     double epoch_scale = 1.0;

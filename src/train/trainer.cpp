@@ -265,7 +265,8 @@ Trainer::Trainer(CheckpointState state, std::string run_dir, TrainTestData data,
         throw ConfigError("train.batch_size " + std::to_string(state_.config.train.batch_size) +
                           " is larger than the training set (" + std::to_string(data_.train.size()) + " images)");
     }
-    set_compute_threads(state_.config.train.threads);
+    // Data-parallel replicas run one single-threaded replica per core.
+    set_compute_threads(state_.config.train.data_parallel > 1 ? 1 : state_.config.train.threads);
     torch::manual_seed(state_.config.train.seed);
     validate_stages();
     if (resuming) {
@@ -336,13 +337,21 @@ void Trainer::enter_stage(size_t index, bool resuming) {
     }
     optimizer_ = make_optimizer(st.optim, *model_);
     if (resuming) load_checkpoint_weights(checkpoint_path(), *model_, optimizer_.get(), true);
-    teacher_ = nullptr;
-    if (st.distill.uses_teacher()) {
-        teacher_ = load_model(state_.config.checkpoint_ref(st.distill.teacher)).model;
-        for (auto & p : teacher_->parameters()) p.set_requires_grad(false);
-        teacher_->set_capture(st.distill.uses_features());
+    replicas_ = {model_};
+    teachers_.clear();
+    const auto count = static_cast<size_t>(state_.config.train.data_parallel);
+    for (size_t r = 0; r < count; ++r) {
+        if (r > 0) replicas_.push_back(build_stage_model(state_.config, state_.shape, index));
+        replicas_[r]->set_capture(st.distill.uses_features());
+        if (st.distill.uses_teacher()) {
+            Deit teacher = load_model(state_.config.checkpoint_ref(st.distill.teacher)).model;
+            for (auto & p : teacher->parameters()) p.set_requires_grad(false);
+            teacher->set_capture(st.distill.uses_features());
+            teachers_.push_back(teacher);
+        }
     }
-    model_->set_capture(st.distill.uses_features());
+    sync_replicas();
+    replicas_need_init_ = count > 1;
 }
 
 std::unique_ptr<Trainer> Trainer::resume(const std::string & run_dir, const std::vector<std::string> & overrides,
@@ -384,36 +393,10 @@ EpochMetrics Trainer::train_epoch() {
     while (auto batch = loader.next()) {
         lr = scheduled_lr(st.optim, state_.step, warmup_steps, total_steps);
         set_lr(*optimizer_, lr);
-        torch::Tensor teacher_logits;
-        if (teacher_) {
-            torch::NoGradGuard no_grad;
-            teacher_logits = teacher_->forward(batch->images);
-        }
-        auto out = model_->forward_heads(batch->images);
-        auto loss = logit_loss(out, batch->labels, teacher_logits, st.distill, st.optim.label_smoothing);
-        if (st.distill.uses_features()) loss = loss + feature_loss(model_->taps(), teacher_->taps(), st.distill);
-        const double loss_value = loss.item<double>();
-        if (!std::isfinite(loss_value)) {
-            throw NonFiniteError("loss is " + std::to_string(loss_value) + " at epoch " + std::to_string(epoch + 1) +
-                                 " (stage '" + st.name + "', step " + std::to_string(state_.step) +
-                                 "); the last good checkpoint is " + checkpoint_path() + " (epoch " +
-                                 std::to_string(state_.epoch) + "). Lower optim.lr or check the data.");
-        }
-        optimizer_->zero_grad();
-        loss.backward();
-        if (st.optim.clip_grad > 0) {
-            const double norm = torch::nn::utils::clip_grad_norm_(model_->parameters(), st.optim.clip_grad);
-            if (!std::isfinite(norm)) {
-                throw NonFiniteError("gradient norm is " + std::to_string(norm) + " at epoch " +
-                                     std::to_string(epoch + 1) + " step " + std::to_string(state_.step) +
-                                     "; the last good checkpoint is " + checkpoint_path());
-            }
-        }
-        optimizer_->step();
-        ++state_.step;
+        const auto [loss_value, batch_correct] = train_step(*batch);
         const int64_t n = batch->labels.size(0);
         loss_sum += loss_value * n;
-        correct += out.logits.argmax(1).eq(batch->labels).sum().item<int64_t>();
+        correct += batch_correct;
         seen += n;
         progress.update(++done, loss_sum / seen, static_cast<double>(correct) / seen, seen);
     }
@@ -426,6 +409,110 @@ EpochMetrics Trainer::train_epoch() {
     m.train_loss = loss_sum / seen;
     m.train_acc = static_cast<double>(correct) / seen;
     return m;
+}
+
+void Trainer::sync_replicas() {
+    torch::NoGradGuard no_grad;
+    const auto params = model_->parameters();
+    const auto buffers = model_->buffers();
+    for (size_t r = 1; r < replicas_.size(); ++r) {
+        const auto rp = replicas_[r]->parameters();
+        const auto rb = replicas_[r]->buffers();
+        for (size_t i = 0; i < params.size(); ++i) rp[i].copy_(params[i]);
+        for (size_t i = 0; i < buffers.size(); ++i) rb[i].copy_(buffers[i]);
+    }
+}
+
+std::pair<double, int64_t> Trainer::shard_step(size_t r, const torch::Tensor & images, const torch::Tensor & labels,
+                                               double weight) {
+    const StageSection & st = stage();
+    torch::Tensor teacher_logits;
+    if (!teachers_.empty()) {
+        torch::NoGradGuard no_grad;
+        teacher_logits = teachers_[r]->forward(images);
+    }
+    auto out = replicas_[r]->forward_heads(images);
+    auto loss = logit_loss(out, labels, teacher_logits, st.distill, st.optim.label_smoothing);
+    if (st.distill.uses_features()) loss = loss + feature_loss(replicas_[r]->taps(), teachers_[r]->taps(), st.distill);
+    const double value = loss.item<double>();
+    if (std::isfinite(value)) (weight == 1.0 ? loss : loss * weight).backward();
+    return {value, out.logits.argmax(1).eq(labels).sum().item<int64_t>()};
+}
+
+std::pair<double, int64_t> Trainer::train_step(const Batch & batch) {
+    const StageSection & st = stage();
+    const int64_t n = batch.labels.size(0);
+    for (auto & replica : replicas_) {
+        for (auto & p : replica->parameters()) p.mutable_grad() = torch::Tensor();
+    }
+    if (replicas_need_init_) {
+        // Quantizers initialise on their first batch; do it once, on the whole batch as a single
+        // process would, and hand the result to every replica.
+        torch::NoGradGuard no_grad;
+        model_->forward_heads(batch.images);
+        sync_replicas();
+        replicas_need_init_ = false;
+    }
+    double loss_value = 0.0;
+    int64_t correct = 0;
+    if (replicas_.size() == 1) {
+        std::tie(loss_value, correct) = shard_step(0, batch.images, batch.labels, 1.0);
+    } else {
+        const auto images = batch.images.chunk(static_cast<int64_t>(replicas_.size()));
+        const auto labels = batch.labels.chunk(static_cast<int64_t>(replicas_.size()));
+        std::vector<std::pair<double, int64_t>> results(images.size());
+        std::vector<std::exception_ptr> errors(images.size());
+        std::vector<std::thread> workers;
+        for (size_t r = 0; r < images.size(); ++r) {
+            const double weight = static_cast<double>(labels[r].size(0)) / n;
+            workers.emplace_back([&, r, weight] {
+                try {
+                    results[r] = shard_step(r, images[r], labels[r], weight);
+                } catch (...) {
+                    errors[r] = std::current_exception();
+                }
+            });
+        }
+        for (auto & w : workers) w.join();
+        for (const auto & e : errors) {
+            if (e) std::rethrow_exception(e);
+        }
+        for (size_t r = 0; r < images.size(); ++r) {
+            loss_value += results[r].first * labels[r].size(0) / n;
+            correct += results[r].second;
+        }
+        // All-reduce (sum) into replica 0, whose optimiser steps; the others copy the result.
+        torch::NoGradGuard no_grad;
+        const auto params = model_->parameters();
+        for (size_t r = 1; r < images.size(); ++r) {
+            const auto rp = replicas_[r]->parameters();
+            for (size_t i = 0; i < params.size(); ++i) {
+                if (!rp[i].grad().defined()) continue;
+                if (params[i].grad().defined()) {
+                    params[i].mutable_grad().add_(rp[i].grad());
+                } else {
+                    params[i].mutable_grad() = rp[i].grad().clone();
+                }
+            }
+        }
+    }
+    if (!std::isfinite(loss_value)) {
+        throw NonFiniteError("loss is " + std::to_string(loss_value) + " at epoch " + std::to_string(state_.epoch + 1) +
+                             " (stage '" + st.name + "', step " + std::to_string(state_.step) +
+                             "); the last good checkpoint is " + checkpoint_path() + " (epoch " +
+                             std::to_string(state_.epoch) + "). Lower optim.lr or check the data.");
+    }
+    if (st.optim.clip_grad > 0) {
+        const double norm = torch::nn::utils::clip_grad_norm_(model_->parameters(), st.optim.clip_grad);
+        if (!std::isfinite(norm)) {
+            throw NonFiniteError("gradient norm is " + std::to_string(norm) + " at epoch " + std::to_string(state_.epoch + 1) +
+                                 " step " + std::to_string(state_.step) + "; the last good checkpoint is " + checkpoint_path());
+        }
+    }
+    optimizer_->step();
+    ++state_.step;
+    if (replicas_.size() > 1) sync_replicas();
+    return {loss_value, correct};
 }
 
 std::vector<EpochMetrics> Trainer::fit(int64_t stop_after_epoch) {

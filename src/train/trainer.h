@@ -98,6 +98,14 @@ class Trainer {
     // run's checkpoint, otherwise starts from the stage's init.
     void enter_stage(size_t index, bool resuming);
     EpochMetrics train_epoch();
+    // One optimiser step on a batch: shards over the replicas, gradients summed into replica 0.
+    // Returns the batch loss and the number of correct predictions.
+    std::pair<double, int64_t> train_step(const Batch & batch);
+    // Forward and backward of one shard on replica r, the loss scaled by `weight` (the shard's share
+    // of the batch, so the replicas' gradients sum to the whole batch's).
+    std::pair<double, int64_t> shard_step(size_t r, const torch::Tensor & images, const torch::Tensor & labels, double weight);
+    // Copies replica 0's parameters and buffers into the other replicas.
+    void sync_replicas();
     void check_weights_finite(const std::string & when) const;
     const StageSection & stage() const { return state_.config.stages.at(static_cast<size_t>(state_.stage)); }
 
@@ -107,7 +115,9 @@ class Trainer {
     TrainTestData data_;
     Preprocess pre_;
     Deit model_{nullptr};
-    Deit teacher_{nullptr};
+    std::vector<Deit> replicas_;  // [0] is model_; more with train.data_parallel
+    std::vector<Deit> teachers_;  // one per replica (empty without distillation)
+    bool replicas_need_init_ = false;  // quantizers of the new stage not yet initialised
     std::unique_ptr<torch::optim::Optimizer> optimizer_;
 };
 
