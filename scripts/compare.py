@@ -32,13 +32,13 @@ PROFILES = {
     },
     "quick": {
         "teacher": None,
-        "common": [],
+        "common": ["--set", "train.data_parallel=2"],
         "full": ["--set", "train.epoch_scale=0.1"],
         "subset": ["--set", "train.epoch_scale=0.5", "--train-subset", "6000"],
     },
     "full": {
         "teacher": None,
-        "common": [],
+        "common": ["--set", "train.data_parallel=2"],
         "full": [],
         "subset": ["--train-subset", "6000"],
     },
