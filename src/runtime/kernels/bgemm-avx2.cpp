@@ -23,7 +23,13 @@ struct Avx2Ops {
         const __m256i hi = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(x, 4), low4));
         return _mm256_add_epi64(acc, _mm256_sad_epu8(_mm256_add_epi8(lo, hi), _mm256_setzero_si256()));
     }
-    static void store(int64_t * p, Vec v) { _mm256_store_si256(reinterpret_cast<__m256i *>(p), v); }
+    static void store_result(int32_t * c, Vec counts, int64_t k, int64_t n) {
+        // k − 2·count fits in 32 bits: keep each 64-bit lane's low half, pack the four into 128 bits.
+        const __m256i r = _mm256_sub_epi64(_mm256_set1_epi64x(k), _mm256_slli_epi64(counts, 1));
+        const __m128i packed = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(r, _mm256_setr_epi32(0, 2, 4, 6, 0, 0, 0, 0)));
+        const __m128i mask = _mm_cmpgt_epi32(_mm_set1_epi32(static_cast<int>(n)), _mm_setr_epi32(0, 1, 2, 3));
+        _mm_maskstore_epi32(c, mask, packed);
+    }
 };
 
 // 4 rows × 8 columns: 8 accumulators + 2 B vectors + constants fit the 16 ymm registers.

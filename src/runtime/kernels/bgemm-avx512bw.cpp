@@ -25,7 +25,10 @@ struct Avx512BwOps {
         const __m512i hi = _mm512_shuffle_epi8(lut, _mm512_and_si512(_mm512_srli_epi16(x, 4), low4));
         return _mm512_add_epi64(acc, _mm512_sad_epu8(_mm512_add_epi8(lo, hi), _mm512_setzero_si512()));
     }
-    static void store(int64_t * p, Vec v) { _mm512_store_si512(p, v); }
+    static void store_result(int32_t * c, Vec counts, int64_t k, int64_t n) {
+        const __m512i r = _mm512_sub_epi64(_mm512_set1_epi64(k), _mm512_slli_epi64(counts, 1));
+        _mm256_mask_storeu_epi32(c, static_cast<__mmask8>((1u << n) - 1), _mm512_cvtepi64_epi32(r));
+    }
 };
 
 // 4 rows × 32 columns: 16 accumulators + 4 B vectors + constants and temporaries within 32 zmm.

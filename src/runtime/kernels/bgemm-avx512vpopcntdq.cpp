@@ -15,7 +15,10 @@ struct Avx512PopcntOps {
     static Vec broadcast(uint64_t w) { return _mm512_set1_epi64(static_cast<long long>(w)); }
     static Vec xor_(Vec a, Vec b) { return _mm512_xor_si512(a, b); }
     static Vec add_popcount(Vec acc, Vec x) { return _mm512_add_epi64(acc, _mm512_popcnt_epi64(x)); }
-    static void store(int64_t * p, Vec v) { _mm512_store_si512(p, v); }
+    static void store_result(int32_t * c, Vec counts, int64_t k, int64_t n) {
+        const __m512i r = _mm512_sub_epi64(_mm512_set1_epi64(k), _mm512_slli_epi64(counts, 1));
+        _mm256_mask_storeu_epi32(c, static_cast<__mmask8>((1u << n) - 1), _mm512_cvtepi64_epi32(r));
+    }
 };
 
 // 4 rows × 32 columns: 16 accumulators + 4 B vectors + 1 broadcast A word.

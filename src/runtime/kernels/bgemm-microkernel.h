@@ -3,7 +3,8 @@
 //
 // V provides: kLanes (uint64 words per vector), Vec, zero(), load(const uint64_t*),
 // broadcast(uint64_t), xor_(Vec, Vec), add_popcount(Vec acc, Vec x) -> acc + popcount per 64-bit
-// lane, store(int64_t*, Vec).
+// lane, and store_result(int32_t * c, Vec counts, int64_t k, int64_t n): c[l] = k − 2·counts[l] for
+// the first n ≤ kLanes lanes (the epilogue stays in registers: for small K it is a large share).
 #pragma once
 
 #include <algorithm>
@@ -20,8 +21,10 @@ struct BgemmTile {
     static constexpr int64_t kMR = MR;
     static constexpr int64_t kNR = NV * V::kLanes;
 
-    // out[i·kNR + j] = popcount over w of (a_rows[i][w] ^ panel[w·kNR + j]).
-    static void run(const uint64_t * const * a_rows, const uint64_t * panel, int64_t kw, int64_t * out) {
+    // C[i][j] = k − 2·popcount over w of (a_rows[i][w] ^ panel[w·kNR + j]) for i < mr, j < nr;
+    // c_rows[i] points at row i's first column of this tile.
+    static void run(const uint64_t * const * a_rows, const uint64_t * panel, int64_t kw, int64_t k,
+                    int32_t * const * c_rows, int64_t mr, int64_t nr) {
         typename V::Vec acc[MR][NV];
         for (int i = 0; i < MR; ++i)
             for (int j = 0; j < NV; ++j) acc[i][j] = V::zero();
@@ -33,31 +36,34 @@ struct BgemmTile {
                 for (int j = 0; j < NV; ++j) acc[i][j] = V::add_popcount(acc[i][j], V::xor_(a, b[j]));
             }
         }
-        for (int i = 0; i < MR; ++i)
-            for (int j = 0; j < NV; ++j) V::store(out + i * kNR + j * V::kLanes, acc[i][j]);
+        for (int i = 0; i < MR; ++i) {
+            if (i >= mr) break;
+            for (int j = 0; j < NV; ++j) {
+                const int64_t lanes = std::min<int64_t>(V::kLanes, nr - j * V::kLanes);
+                if (lanes > 0) V::store_result(c_rows[i] + j * V::kLanes, acc[i][j], k, lanes);
+            }
+        }
     }
 };
 
 // C = K − 2·popcount over the whole matrix, tile by tile. B's panel stays in L1 while the tile walks
-// down all M rows of A. A remainder of M rows re-reads the last valid row (results discarded), so
-// one full-size tile shape serves every M.
+// down all M rows of A. A remainder of M rows re-reads the last valid row (its results are not
+// stored), so one full-size tile shape serves every M.
 template <class Tile>
 void bgemm_drive(int64_t m, const uint64_t * a, int64_t lda, const PackedB1 & b, int32_t * c, int64_t ldc) {
     const int64_t kw = b1_words(b.k);
-    alignas(64) int64_t counts[Tile::kMR * Tile::kNR];
     const uint64_t * rows[Tile::kMR];
+    int32_t * c_rows[Tile::kMR];
     for (int64_t n0 = 0; n0 < b.n; n0 += Tile::kNR) {
         const uint64_t * panel = b.panel(n0 / Tile::kNR);
         const int64_t nr = std::min<int64_t>(Tile::kNR, b.n - n0);
         for (int64_t m0 = 0; m0 < m; m0 += Tile::kMR) {
             const int64_t mr = std::min<int64_t>(Tile::kMR, m - m0);
-            for (int64_t i = 0; i < Tile::kMR; ++i) rows[i] = a + (m0 + std::min(i, mr - 1)) * lda;
-            Tile::run(rows, panel, kw, counts);
-            for (int64_t i = 0; i < mr; ++i) {
-                for (int64_t j = 0; j < nr; ++j) {
-                    c[(m0 + i) * ldc + n0 + j] = static_cast<int32_t>(b.k - 2 * counts[i * Tile::kNR + j]);
-                }
+            for (int64_t i = 0; i < Tile::kMR; ++i) {
+                rows[i] = a + (m0 + std::min(i, mr - 1)) * lda;
+                c_rows[i] = c + (m0 + std::min(i, mr - 1)) * ldc + n0;
             }
+            Tile::run(rows, panel, kw, b.k, c_rows, mr, nr);
         }
     }
 }
