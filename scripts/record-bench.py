@@ -23,7 +23,7 @@ def run(binary, extra):
 
 def provenance(command):
     commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no", "--", ".", ":!docs/results.md"], capture_output=True, text=True).stdout.strip()
     cpu = "unknown CPU"
     with open("/proc/cpuinfo") as f:
         for line in f:
