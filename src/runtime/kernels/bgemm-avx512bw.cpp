@@ -2,19 +2,14 @@
 // nibble-lookup popcount (vpshufb) + vpsadbw, for AVX-512 CPUs without VPOPCNTDQ (Skylake-X).
 #include <immintrin.h>
 
+#include "runtime/kernels/bgemm-avx512-ops.h"
 #include "runtime/kernels/bgemm-microkernel.h"
 #include "runtime/kernels/bgemm-tiers.h"
 
 namespace bitvit::runtime {
 namespace {
 
-struct Avx512BwOps {
-    static constexpr int64_t kLanes = 8;
-    using Vec = __m512i;
-    static Vec zero() { return _mm512_setzero_si512(); }
-    static Vec load(const uint64_t * p) { return _mm512_loadu_si512(p); }
-    static Vec broadcast(uint64_t w) { return _mm512_set1_epi64(static_cast<long long>(w)); }
-    static Vec xor_(Vec a, Vec b) { return _mm512_xor_si512(a, b); }
+struct Avx512BwOps : Avx512Ops {
     static Vec add_popcount(Vec acc, Vec x) {
         // Byte i of each 16-byte lane = popcount(i).
         const __m512i lut = _mm512_set_epi64(0x0403030203020201, 0x0302020102010100, 0x0403030203020201,
@@ -24,10 +19,6 @@ struct Avx512BwOps {
         const __m512i lo = _mm512_shuffle_epi8(lut, _mm512_and_si512(x, low4));
         const __m512i hi = _mm512_shuffle_epi8(lut, _mm512_and_si512(_mm512_srli_epi16(x, 4), low4));
         return _mm512_add_epi64(acc, _mm512_sad_epu8(_mm512_add_epi8(lo, hi), _mm512_setzero_si512()));
-    }
-    static void store_result(int32_t * c, Vec counts, int64_t k, int64_t n) {
-        const __m512i r = _mm512_sub_epi64(_mm512_set1_epi64(k), _mm512_slli_epi64(counts, 1));
-        _mm256_mask_storeu_epi32(c, static_cast<__mmask8>((1u << n) - 1), _mm512_cvtepi64_epi32(r));
     }
 };
 

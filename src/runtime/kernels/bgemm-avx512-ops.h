@@ -1,0 +1,25 @@
+// The 512-bit vector operations shared by the AVX-512BW and AVX-512 VPOPCNTDQ binary-GEMM tiers
+// (the tiers differ only in their popcount). Include only from translation units compiled with the
+// AVX-512 flags.
+#pragma once
+
+#include <immintrin.h>
+
+#include <cstdint>
+
+namespace bitvit::runtime {
+
+struct Avx512Ops {
+    static constexpr int64_t kLanes = 8;
+    using Vec = __m512i;
+    static Vec zero() { return _mm512_setzero_si512(); }
+    static Vec load(const uint64_t * p) { return _mm512_loadu_si512(p); }
+    static Vec broadcast(uint64_t w) { return _mm512_set1_epi64(static_cast<long long>(w)); }
+    static Vec xor_(Vec a, Vec b) { return _mm512_xor_si512(a, b); }
+    static void store_result(int32_t * c, Vec counts, int64_t k, int64_t n) {
+        const __m512i r = _mm512_sub_epi64(_mm512_set1_epi64(k), _mm512_slli_epi64(counts, 1));
+        _mm256_mask_storeu_epi32(c, static_cast<__mmask8>((1u << n) - 1), _mm512_cvtepi64_epi32(r));
+    }
+};
+
+}  // namespace bitvit::runtime
