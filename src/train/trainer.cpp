@@ -81,28 +81,28 @@ bool decays(const std::string & name, const torch::Tensor & p) {
     return name != "cls_token" && name != "dist_token" && name != "pos_embed";
 }
 
+// Two parameter groups, with and without weight decay, for Adam or AdamW (same option setters).
+template <class Optim, class Options>
+std::unique_ptr<torch::optim::Optimizer> make_adam(const OptimSection & o, std::vector<torch::Tensor> with_decay,
+                                                   std::vector<torch::Tensor> without_decay) {
+    auto options = [&](double wd) {
+        return std::make_unique<Options>(Options(o.lr).betas({o.beta1, o.beta2}).eps(o.eps).weight_decay(wd));
+    };
+    std::vector<torch::optim::OptimizerParamGroup> groups;
+    groups.emplace_back(std::move(with_decay), options(o.weight_decay));
+    groups.emplace_back(std::move(without_decay), options(0.0));
+    return std::make_unique<Optim>(groups, Options(o.lr));
+}
+
 std::unique_ptr<torch::optim::Optimizer> make_optimizer(const OptimSection & o, torch::nn::Module & model) {
     std::vector<torch::Tensor> with_decay, without_decay;
     for (const auto & item : model.named_parameters()) {
         (decays(item.key(), item.value()) ? with_decay : without_decay).push_back(item.value());
     }
-    std::vector<torch::optim::OptimizerParamGroup> groups;
     if (o.optimizer == "adamw") {
-        auto options = [&](double wd) {
-            return std::make_unique<torch::optim::AdamWOptions>(
-                torch::optim::AdamWOptions(o.lr).betas({o.beta1, o.beta2}).eps(o.eps).weight_decay(wd));
-        };
-        groups.emplace_back(with_decay, options(o.weight_decay));
-        groups.emplace_back(without_decay, options(0.0));
-        return std::make_unique<torch::optim::AdamW>(groups, torch::optim::AdamWOptions(o.lr));
+        return make_adam<torch::optim::AdamW, torch::optim::AdamWOptions>(o, std::move(with_decay), std::move(without_decay));
     }
-    auto options = [&](double wd) {
-        return std::make_unique<torch::optim::AdamOptions>(
-            torch::optim::AdamOptions(o.lr).betas({o.beta1, o.beta2}).eps(o.eps).weight_decay(wd));
-    };
-    groups.emplace_back(with_decay, options(o.weight_decay));
-    groups.emplace_back(without_decay, options(0.0));
-    return std::make_unique<torch::optim::Adam>(groups, torch::optim::AdamOptions(o.lr));
+    return make_adam<torch::optim::Adam, torch::optim::AdamOptions>(o, std::move(with_decay), std::move(without_decay));
 }
 
 void set_lr(torch::optim::Optimizer & optimizer, double lr) {
@@ -276,7 +276,6 @@ Trainer::Trainer(CheckpointState state, std::string run_dir, TrainTestData data,
             throw CheckpointError(run_dir_ + " already holds a run (checkpoint.pt); use --resume to continue it "
                                              "or choose another --out");
         }
-        fs::create_directories(run_dir_);
         write_file_atomic((fs::path(run_dir_) / "config.toml").string(), state_.config.to_toml());
     }
     enter_stage(static_cast<size_t>(state_.stage), resuming);
