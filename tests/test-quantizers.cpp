@@ -139,6 +139,43 @@ TEST(Sab, RowThresholdAndGradientIntoProbabilities) {
     expect_close(dp, g);
 }
 
+TEST(StraightThrough, ForwardValuesAreExactlyTheQuantizedValues) {
+    // x + (q − x).detach() gives q only up to rounding; a deployed model computes q exactly, so every
+    // STE must return q bit for bit (a later sign() of an exact 0 depends on it).
+    torch::manual_seed(0);
+    const Tensor x = torch::rand({64, 33}).requires_grad_(true);
+    const Tensor binary = (x >= 0.25 * std::get<0>(x.max(-1, true))).to(torch::kFloat);
+    EXPECT_TRUE(torch::equal(softmax_aware_binarize(x, 0.25), binary));
+    EXPECT_TRUE(torch::equal(sign_identity(x - 0.5), sign_pm1(x - 0.5)));
+    EXPECT_TRUE(torch::equal(round_pass(x * 7), (x * 7).round()));
+    EXPECT_TRUE(torch::equal(grad_scale(x, 0.37), x));
+    const Tensor w = torch::randn({8, 16}).requires_grad_(true);
+    const Tensor ternary = ternary_twn(w, true);
+    EXPECT_TRUE(torch::equal(ternary.abs(), std::get<0>(ternary.abs().max(1, true)).expand_as(ternary) * (ternary != 0)));
+    const auto bwn = make_quantizer({"bwn", {}}, weight_site(8));
+    const Tensor wb = bwn->forward(w);
+    EXPECT_TRUE(torch::equal(wb.abs(), torch::full_like(wb, wb.abs().max().item<float>())));
+}
+
+TEST(Gsb, EvaluationThresholdsArePerSample) {
+    // In training the bands use the batch's max/min (as the reference); at evaluation each sample's
+    // own, so a prediction does not depend on the other images in its batch.
+    torch::manual_seed(1);
+    const SiteInfo head{SiteKind::head_activation, 2};
+    for (const char * name : {"gsb_value", "gsb_attention"}) {
+        auto q = make_quantizer({name, {}}, head);
+        Tensor x = torch::rand({3, 2, 5, 5});
+        x[1] = x[1] * 10;  // sample 1 sets the batch-wide max
+        q->forward(x);  // initialisation
+        q->eval();
+        const Tensor alone = q->forward(x.slice(0, 0, 1));
+        const Tensor in_batch = q->forward(x).slice(0, 0, 1);
+        EXPECT_TRUE(torch::equal(alone, in_batch)) << name;
+        q->train();
+        EXPECT_FALSE(torch::equal(q->forward(x.slice(0, 0, 1)), q->forward(x).slice(0, 0, 1))) << name;
+    }
+}
+
 TEST(Gsb, ValueForwardAndGradientsMatchLoops) {
     const Tensor v0 = t({-1.0f, -0.8f, -0.2f, 0.1f, 0.5f, 0.75f, 0.95f, 1.0f});
     const Tensor a0 = t({0.3f, 0.2f, 0.1f});

@@ -1,11 +1,14 @@
 // The shipped recipes: each parses, builds every stage's model, and trains (on the nano model and a
 // Fashion-MNIST subset of 640 images, batch 64, from a freshly trained nano teacher) for the recipe's
-// own number of epochs — 200 to 240 optimiser steps — with a falling loss.
+// own number of epochs — 200 to 240 optimiser steps — with a falling loss; the trained model then
+// exports and runs in the bit-wise runtime with the same predictions as LibTorch.
 #include <gtest/gtest.h>
 
 #include <filesystem>
 
+#include "train/export.h"
 #include "train/trainer.h"
+#include "train/verify.h"
 
 namespace fs = std::filesystem;
 using namespace bitvit;
@@ -70,6 +73,14 @@ TEST_P(RecipeRun, TrainsAndLowersItsLoss) {
     const auto & last_stage = history.back().stage;
     const auto first = std::find_if(history.begin(), history.end(), [&](const EpochMetrics & m) { return m.stage == last_stage; });
     EXPECT_LT(history.back().train_loss, first->train_loss) << name;
+
+    const std::string packed_path = (dir_ / (name + ".safetensors")).string();
+    export_packed(trainer.model(), ExportOptions{name, config.data.mean, config.data.std}, packed_path);
+    const auto packed = runtime::PackedModel::load(packed_path);
+    const VerifyReport r = verify_packed(trainer.model(), packed, trainer.data().test, make_preprocess(config.data), 50, 1);
+    EXPECT_EQ(r.count, 100);
+    EXPECT_GE(r.agreement(), 0.99) << name << ": max |logit difference| " << r.max_abs_logit_diff;
+    EXPECT_NEAR(r.runtime_accuracy, r.torch_accuracy, 0.011) << name;
 }
 
 INSTANTIATE_TEST_SUITE_P(Shipped, RecipeRun, ::testing::ValuesIn(shipped_recipes()),

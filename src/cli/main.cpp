@@ -4,13 +4,18 @@
 
 #include <cstdio>
 #include <algorithm>
+#include <chrono>
 #include <filesystem>
 #include <iostream>
 
 #include "runtime/cpu-features.h"
+#include "runtime/model.h"
+#include "train/bench.h"
 #include "train/checkpoint.h"
+#include "train/export.h"
 #include "train/ops.h"
 #include "train/trainer.h"
+#include "train/verify.h"
 
 namespace fs = std::filesystem;
 using namespace bitvit;
@@ -183,6 +188,100 @@ int run_ops(const std::string & target, const std::string & arch, int64_t stage,
     return 0;
 }
 
+// The method a checkpoint's run directory names (runs/bivit/checkpoint.pt -> "bivit").
+std::string method_of(const std::string & checkpoint) {
+    const std::string dir = fs::absolute(checkpoint).parent_path().filename().string();
+    return dir.empty() ? "unknown" : dir;
+}
+
+int run_export(const std::string & checkpoint, const std::string & out, std::string method) {
+    LoadedModel loaded = load_model(checkpoint);
+    if (method.empty()) method = method_of(checkpoint);
+    const DataSection & d = loaded.state.config.data;
+    const ExportSummary s = export_packed(loaded.model, ExportOptions{method, d.mean, d.std}, out);
+    std::printf("exported %s -> %s (method %s)\n", checkpoint.c_str(), out.c_str(), method.c_str());
+    std::printf("packed weight sites: %lld\nfile: %.3f MB, FP32 parameters: %.3f MB (%.1fx smaller)\n",
+                static_cast<long long>(s.packed_sites), s.file_bytes / 1e6, s.fp32_bytes / 1e6,
+                static_cast<double>(s.fp32_bytes) / s.file_bytes);
+    return 0;
+}
+
+// Images for the runtime commands: a named data set split, or an IDX image file (with its labels if
+// given).
+data::ImageDataset runtime_images(const std::string & input, const std::string & labels, const std::string & data_name,
+                                  const std::string & split, int64_t subset) {
+    data::ImageDataset images;
+    if (!input.empty()) {
+        if (labels.empty()) throw std::invalid_argument("an IDX image file needs --labels (its IDX label file)");
+        images = data::read_idx(input, labels);
+    } else {
+        images = data::load_dataset(data::DatasetSpec{data_name, "", 0, 1}, split == "train" ? data::Split::train : data::Split::test);
+    }
+    if (subset > 0) images = data::select(images, data::stratified_subset(images.labels, images.num_classes(), subset, 0));
+    return images;
+}
+
+void check_image_shape(const runtime::PackedModel & model, const data::ImageDataset & images) {
+    const auto & c = model.config();
+    if (images.channels != c.in_chans || images.height != c.img_size || images.width != c.img_size) {
+        throw std::invalid_argument("images are " + std::to_string(images.channels) + "×" + std::to_string(images.height) +
+                                    "×" + std::to_string(images.width) + " but the model takes " + std::to_string(c.in_chans) +
+                                    "×" + std::to_string(c.img_size) + "×" + std::to_string(c.img_size));
+    }
+}
+
+int run_runtime(const std::string & model_path, const data::ImageDataset & images, int threads, int64_t show) {
+    const runtime::PackedModel model = runtime::PackedModel::load(model_path);
+    check_image_shape(model, images);
+    const auto start = std::chrono::steady_clock::now();
+    const auto logits = model.predict(images.pixels.data(), images.size(), threads);
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    int64_t correct = 0;
+    for (int64_t i = 0; i < images.size(); ++i) {
+        const auto & l = logits[static_cast<size_t>(i)];
+        const auto top = std::max_element(l.begin(), l.end()) - l.begin();
+        correct += top == images.labels[static_cast<size_t>(i)];
+        if (i < show) std::printf("%lld: class %lld (label %d)\n", static_cast<long long>(i), static_cast<long long>(top),
+                                  images.labels[static_cast<size_t>(i)]);
+    }
+    std::printf("model: %s (%s, %s), %.3f MB, ISA %s\n", model_path.c_str(), model.config().name.c_str(),
+                model.method().c_str(), model.file_bytes() / 1e6, runtime::isa_name(runtime::selected_isa()));
+    std::printf("images: %lld\naccuracy: %.2f%%\ntime: %.3f s (%.1f images/s)\n", static_cast<long long>(images.size()),
+                100.0 * correct / std::max<int64_t>(1, images.size()), seconds, images.size() / seconds);
+    return 0;
+}
+
+int run_verify(const std::string & checkpoint, const std::string & model_path, const data::ImageDataset & images,
+               int threads) {
+    LoadedModel loaded = load_model(checkpoint);
+    const runtime::PackedModel packed = runtime::PackedModel::load(model_path);
+    check_image_shape(packed, images);
+    const VerifyReport r = verify_packed(loaded.model, packed, images, make_preprocess(loaded.state.config.data), 250, threads);
+    std::printf("images: %lld\ntop-1 agreement: %.2f%% (%lld differ)\nmax |logit difference|: %.3g\n",
+                static_cast<long long>(r.count), 100 * r.agreement(), static_cast<long long>(r.count - r.agree),
+                r.max_abs_logit_diff);
+    std::printf("accuracy: LibTorch %.2f%%, runtime %.2f%%\n", 100 * r.torch_accuracy, 100 * r.runtime_accuracy);
+    return 0;
+}
+
+int run_bench(const ModelBenchOptions & o) {
+    const ModelBenchReport r = bench_models(o);
+    std::printf("model: %s, method %s\npacked file: %.3f MB, FP32 parameters: %.3f MB (%.1fx smaller)\n", r.model.c_str(),
+                r.method.c_str(), r.packed_bytes / 1e6, r.fp32_bytes / 1e6, static_cast<double>(r.fp32_bytes) / r.packed_bytes);
+    std::printf("%-26s %6s %8s %12s %12s %10s %10s\n", "engine", "batch", "threads", "ms/batch", "images/s", "vs fp32", "vs bf16");
+    for (size_t i = 0; i < r.rows.size(); i += 3) {
+        const auto & fp32 = r.rows[i + 1];
+        const auto & bf16 = r.rows[i + 2];
+        for (size_t j = i; j < i + 3; ++j) {
+            const auto & row = r.rows[j];
+            std::printf("%-26s %6lld %8d %12.3f %12.1f %9.2fx %9.2fx\n", row.engine.c_str(), static_cast<long long>(row.batch),
+                        row.threads, row.ms_per_batch, row.images_per_sec(), fp32.ms_per_batch / row.ms_per_batch,
+                        bf16.ms_per_batch / row.ms_per_batch);
+        }
+    }
+    return 0;
+}
+
 }  // namespace
 
 int main(int argc, char ** argv) {
@@ -239,11 +338,51 @@ int main(int argc, char ** argv) {
     ops->add_option("--classes", ops_classes, "Number of classes (default: the architecture's)");
     ops->add_flag("--per-block", ops_per_block, "One row per block instead of summing over blocks");
 
+    std::string ex_ckpt, ex_out, ex_method;
+    auto * exp = app.add_subcommand("export", "Pack a checkpoint into a runtime model file (safetensors, docs/format.md)");
+    exp->add_option("checkpoint", ex_ckpt, "Checkpoint file (checkpoint.pt)")->required()->check(CLI::ExistingFile);
+    exp->add_option("-o,--out", ex_out, "Packed model file to write (atomically)")->required();
+    exp->add_option("--method", ex_method, "Method name for the metadata (default: the run directory's name)");
+
+    std::string rt_model, rt_input, rt_labels, rt_ckpt, rt_data = "fashion-mnist", rt_split = "test";
+    int64_t rt_subset = 0, rt_show = 0;
+    int rt_threads = 0;
+    auto add_runtime_inputs = [&](CLI::App * cmd) {
+        cmd->add_option("--input", rt_input, "IDX image file (gzip or plain); default: the --data set")->check(CLI::ExistingFile);
+        cmd->add_option("--labels", rt_labels, "IDX label file for --input")->check(CLI::ExistingFile);
+        cmd->add_option("--data", rt_data, "Data set when no --input is given (fashion-mnist, mnist, ...)");
+        cmd->add_option("--split", rt_split, "test or train")->check(CLI::IsMember({"test", "train"}));
+        cmd->add_option("--subset", rt_subset, "Stratified subset of N images; 0 = all");
+        cmd->add_option("--threads", rt_threads, "Runtime threads; 0 = all cores");
+    };
+    auto * run = app.add_subcommand("run", "Run a packed model in the bit-wise runtime: predictions, accuracy, speed");
+    run->add_option("model", rt_model, "Packed model file")->required()->check(CLI::ExistingFile);
+    run->add_option("--show", rt_show, "Print the predictions of the first N images");
+    add_runtime_inputs(run);
+    auto * ver = app.add_subcommand("verify", "Compare a packed model with the checkpoint it came from: agreement, logits, accuracy");
+    ver->add_option("checkpoint", rt_ckpt, "Checkpoint file")->required()->check(CLI::ExistingFile);
+    ver->add_option("model", rt_model, "Packed model file")->required()->check(CLI::ExistingFile);
+    add_runtime_inputs(ver);
+
+    ModelBenchOptions bo;
+    bo.recipe = "recipes/bnn.toml";
+    auto * bench = app.add_subcommand("bench", "Speed of the bit-wise runtime against LibTorch FP32 and BF16 on one architecture");
+    bench->add_option("--recipe", bo.recipe, "Recipe whose last stage's quantizers the runtime model gets")->check(CLI::ExistingFile);
+    bench->add_option("--model", bo.model, "Architecture (default: the recipe's), e.g. deit_small_patch16_224");
+    bench->add_option("--packed", bo.packed, "Time this packed model instead of a random-weight export")->check(CLI::ExistingFile);
+    bench->add_option("--batch", bo.batches, "Batch sizes")->delimiter(',');
+    bench->add_option("--threads", bo.threads, "Thread counts (0 = all cores)")->delimiter(',');
+    bench->add_option("--min-seconds", bo.min_seconds, "Minimum time per measurement");
+
     CLI11_PARSE(app, argc, argv);
     try {
         if (*train) return run_train(t);
         if (*eval) return run_eval(ckpt, data_name, data_root, split, subset, batch);
         if (*ops) return run_ops(ops_target, ops_arch, ops_stage, ops_classes, ops_per_block);
+        if (*bench) return run_bench(bo);
+        if (*exp) return run_export(ex_ckpt, ex_out, ex_method);
+        if (*run) return run_runtime(rt_model, runtime_images(rt_input, rt_labels, rt_data, rt_split, rt_subset), rt_threads, rt_show);
+        if (*ver) return run_verify(rt_ckpt, rt_model, runtime_images(rt_input, rt_labels, rt_data, rt_split, rt_subset), rt_threads);
         if (*info) {
             if (list) {
                 for (const auto & n : deit_config_names()) std::printf("%s\n", n.c_str());

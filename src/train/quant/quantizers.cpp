@@ -74,6 +74,7 @@ class RSignQuantizer : public QuantizerImpl {
         shift = register_parameter("shift", torch::zeros({site.channels}));
     }
     Tensor quantize(const Tensor & x) override { return sign_approx(x + per_channel(shift, site_, x)); }
+    Deployed deployed() const override { return {{{"shift", shift.detach()}}, {}}; }
     Tensor shift;
 
   private:
@@ -92,7 +93,7 @@ class AnalyticWeightBinarizer : public QuantizerImpl {
             case WeightScheme::bwn: {
                 // BiT/GSB BwnQuantizer: per-tensor scale, mean-centred, gradient passed straight to W.
                 const Tensor binary = w.abs().mean() * sign_pm1(w - w.mean());
-                return w + (binary - w).detach();
+                return straight_through(binary, w);
             }
             case WeightScheme::row_centred: {
                 const Tensor centred = w - row_mean(w);
@@ -133,6 +134,7 @@ class ElasticQuantizer : public QuantizerImpl {
         if (signed_) return elastic_sign(shifted, alpha, gsb_ ? ElasticGradient::gsb : ElasticGradient::bit);
         return elastic_unsigned(shifted, alpha);
     }
+    Deployed deployed() const override { return {{{"shift", shift.detach()}, {"alpha", alpha.detach().clamp_min(1e-5)}}, {}}; }
     Tensor shift, alpha;
 
   private:
@@ -165,6 +167,12 @@ class LsqQuantizer : public QuantizerImpl {
         return lsq(x, s.abs().clamp_min(1e-8), z, qn_, qp_);
     }
     Precision precision() const override { return {static_cast<int>(std::log2(static_cast<double>(qp_ - qn_ + 1)) + 0.5), 1}; }
+    Deployed deployed() const override {
+        Deployed d{{{"step", step.detach().abs().clamp_min(1e-8)}},
+                   {{"qn", static_cast<double>(qn_)}, {"qp", static_cast<double>(qp_)}}};
+        if (zero_point.defined()) d.tensors["zero_point"] = zero_point.detach().round();
+        return d;
+    }
     Tensor step, zero_point;
 
   private:
@@ -187,6 +195,7 @@ class SabQuantizer : public QuantizerImpl {
   public:
     explicit SabQuantizer(double beta) : beta_(beta) {}
     Tensor quantize(const Tensor & p) override { return softmax_aware_binarize(p, beta_); }
+    Deployed deployed() const override { return {{}, {{"beta", beta_}}}; }
 
   private:
     double beta_;
@@ -211,6 +220,7 @@ class BiVitActQuantizer : public QuantizerImpl {
         const Tensor z = grad_scale(round_pass(per_channel(zero_point, site_, x)), g);
         return (sign_identity(torch::clamp(x / a + z, -1, 1)) - z) * a;
     }
+    Deployed deployed() const override { return {{{"alpha", alpha.detach()}, {"zero_point", zero_point.detach().round()}}, {}}; }
     Tensor alpha, zero_point;
 
   private:
@@ -234,8 +244,12 @@ class GsbQuantizer : public QuantizerImpl {
         alphas.copy_(torch::tensor({factor * mean_over(attention_ ? torch::ones_like(m1) : ~m1),
                                     factor * mean_over(m1 & ~m2), factor * mean_over(m2)}));
     }
-    Tensor quantize(const Tensor & x) override { return attention_ ? gsb_attention(x, alphas) : gsb_value(x, alphas); }
+    // Training keeps the reference's batch-wide max/min; evaluation takes them per sample (ste.h).
+    Tensor quantize(const Tensor & x) override {
+        return attention_ ? gsb_attention(x, alphas, !is_training()) : gsb_value(x, alphas, !is_training());
+    }
     Precision precision() const override { return {1, 3}; }  // three superposed binary groups
+    Deployed deployed() const override { return {{{"alphas", alphas.detach().clamp_min(1e-5)}}, {}}; }
     Tensor alphas;
 
   private:
@@ -326,6 +340,7 @@ SiteTransform make_quantizer(const QuantizerSpec & spec, const SiteInfo & site) 
         Options options(spec);
         SiteTransform q = e.make(options, site);
         options.finish();
+        std::static_pointer_cast<QuantizerImpl>(q)->name_ = e.name;
         return q;
     }
     std::string known;

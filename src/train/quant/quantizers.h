@@ -48,12 +48,23 @@ struct Precision {
     int groups = 1;
 };
 
+// What a deployed model needs of an activation quantizer (docs/format.md): its parameters as the
+// forward pass uses them (after clamps and rounding) and its resolved options. Weight quantizers
+// deploy through their output instead (see export.h).
+struct Deployed {
+    std::map<std::string, torch::Tensor> tensors;  // 1-D float tensors
+    std::map<std::string, double> options;
+};
+
 // Base of every quantizer: calls init_from() once, on the first tensor it sees, then quantize().
 class QuantizerImpl : public SiteTransformImpl {
   public:
     torch::Tensor forward(const torch::Tensor & x) override;
     bool initialized() const { return initialized_.item<float>() != 0.0f; }
     virtual Precision precision() const { return {1, 1}; }
+    virtual Deployed deployed() const { return {}; }
+    // The registry name it was made from ("pws", "lsq", ...).
+    const std::string & quantizer_name() const { return name_; }
 
   protected:
     QuantizerImpl();
@@ -61,7 +72,9 @@ class QuantizerImpl : public SiteTransformImpl {
     virtual torch::Tensor quantize(const torch::Tensor & x) = 0;
 
   private:
+    friend SiteTransform make_quantizer(const QuantizerSpec & spec, const SiteInfo & site);
     torch::Tensor initialized_;  // [1], persistent: 0 until the first batch has initialised the scales
+    std::string name_;
 };
 
 // The precision a site's transform gives (full precision when none is installed).

@@ -12,6 +12,15 @@ namespace {
 
 Tensor as_float(const Tensor & mask, const Tensor & like) { return mask.to(like.scalar_type()); }
 
+// The max (or min) GSB thresholds are taken over: the whole tensor, or each sample's slice of it
+// ([B, 1, …], broadcasting against the tensor).
+Tensor group_extreme(const Tensor & x, bool per_sample, bool max) {
+    if (!per_sample) return max ? x.max() : x.min();
+    std::vector<int64_t> dims;
+    for (int64_t d = 1; d < x.dim(); ++d) dims.push_back(d);
+    return max ? x.amax(dims, true) : x.amin(dims, true);
+}
+
 // 1/sqrt(n), or 0 when n is 0 (an empty band contributes no gradient).
 Tensor inv_sqrt_count(const Tensor & count) {
     return torch::where(count > 0, count.clamp_min(1).rsqrt(), torch::zeros_like(count));
@@ -61,9 +70,9 @@ struct ElasticSign : torch::autograd::Function<ElasticSign> {
 };
 
 struct GsbValue : torch::autograd::Function<GsbValue> {
-    static Tensor forward(AutogradContext * ctx, const Tensor & v, const Tensor & alphas_in) {
+    static Tensor forward(AutogradContext * ctx, const Tensor & v, const Tensor & alphas_in, bool per_sample) {
         const Tensor alphas = alphas_in.clamp_min(1e-5);
-        const Tensor vmax = v.max(), vmin = v.min();
+        const Tensor vmax = group_extreme(v, per_sample, true), vmin = group_extreme(v, per_sample, false);
         const Tensor m1 = as_float((v > 0.7 * vmax) | (v < 0.7 * vmin), v);
         const Tensor m2 = as_float((v > 0.9 * vmax) | (v < 0.9 * vmin), v);
         ctx->save_for_backward({v, alphas, m1, m2});
@@ -85,14 +94,14 @@ struct GsbValue : torch::autograd::Function<GsbValue> {
             dv = dv + g * inside;  // up to 3g: as the reference code (§5.3)
             dalpha.push_back(inv_sqrt_count(counts[i]) * ((s * masks[i] - u * inside) * g).sum());
         }
-        return {dv, torch::stack(dalpha)};
+        return {dv, torch::stack(dalpha), Tensor()};
     }
 };
 
 struct GsbAttention : torch::autograd::Function<GsbAttention> {
-    static Tensor forward(AutogradContext * ctx, const Tensor & p, const Tensor & alphas_in) {
+    static Tensor forward(AutogradContext * ctx, const Tensor & p, const Tensor & alphas_in, bool per_sample) {
         const Tensor alphas = alphas_in.clamp_min(1e-5);
-        const Tensor pmax = p.max();
+        const Tensor pmax = group_extreme(p, per_sample, true);
         const Tensor m1 = as_float(p > 0.7 * pmax, p);
         const Tensor m2 = as_float(p > 0.9 * pmax, p);
         ctx->save_for_backward({p, alphas, m1, m2});
@@ -110,7 +119,7 @@ struct GsbAttention : torch::autograd::Function<GsbAttention> {
                           std::sqrt(static_cast<double>(p.numel()));
         const Tensor d2 = inv_sqrt_count(m1.sum()) * (m1 * g).sum();
         const Tensor d3 = inv_sqrt_count(m2.sum()) * (m2 * g).sum();
-        return {dp, torch::stack({d1, d2, d3})};
+        return {dp, torch::stack({d1, d2, d3}), Tensor()};
     }
 };
 
@@ -126,13 +135,16 @@ Tensor bool_clipped(const Tensor & x) {
     // Values 1{x > 0} (0 at x = 0, as BiBERT); gradient through clamp(x, −1, 1), BiBERT's detach form.
     const Tensor values = as_float(x > 0, x);
     const Tensor clipped = x.clamp(-1, 1);
-    return clipped + (values - clipped).detach();
+    return straight_through(values, clipped);
 }
 
-Tensor sign_identity(const Tensor & x) { return x + (sign_pm1(x) - x).detach(); }
+Tensor straight_through(const Tensor & value, const Tensor & surrogate) {
+    return value.detach() + (surrogate - surrogate.detach());
+}
+Tensor sign_identity(const Tensor & x) { return straight_through(sign_pm1(x), x); }
 
-Tensor grad_scale(const Tensor & x, double scale) { return (x - x * scale).detach() + x * scale; }
-Tensor round_pass(const Tensor & x) { return (x.round() - x).detach() + x; }
+Tensor grad_scale(const Tensor & x, double scale) { return straight_through(x, x * scale); }
+Tensor round_pass(const Tensor & x) { return straight_through(x.round(), x); }
 
 Tensor lsq(const Tensor & x, const Tensor & step, const Tensor & zero_point, int64_t qn, int64_t qp) {
     const double g = 1.0 / std::sqrt(static_cast<double>(x.numel()) * static_cast<double>(qp));
@@ -160,23 +172,23 @@ Tensor ternary_twn(const Tensor & w, bool per_row) {
         const Tensor count = per_row ? mask.sum(-1, true) : mask.sum();
         ternary = kept / count.clamp_min(1) * sign_pm1(w) * mask;
     }
-    return w + (ternary - w).detach();
+    return straight_through(ternary, w);
 }
 
 Tensor softmax_aware_binarize(const Tensor & probs, double beta) {
     const Tensor threshold = beta * std::get<0>(probs.detach().max(-1, true));
     const Tensor binary = as_float(probs.detach() >= threshold, probs);
-    return binary + probs - probs.detach();
+    return straight_through(binary, probs);
 }
 
-Tensor gsb_value(const Tensor & v, const Tensor & alphas) {
+Tensor gsb_value(const Tensor & v, const Tensor & alphas, bool per_sample) {
     TORCH_CHECK(alphas.numel() == 3, "gsb_value expects 3 group scales, got ", alphas.sizes());
-    return GsbValue::apply(v, alphas);
+    return GsbValue::apply(v, alphas, per_sample);
 }
 
-Tensor gsb_attention(const Tensor & probs, const Tensor & alphas) {
+Tensor gsb_attention(const Tensor & probs, const Tensor & alphas, bool per_sample) {
     TORCH_CHECK(alphas.numel() == 3, "gsb_attention expects 3 group scales, got ", alphas.sizes());
-    return GsbAttention::apply(probs, alphas);
+    return GsbAttention::apply(probs, alphas, per_sample);
 }
 
 }  // namespace bitvit::quant

@@ -12,6 +12,13 @@ namespace bitvit::quant {
 // (runtime/kernels/bgemm.h): −1 where x < 0, +1 elsewhere — so sign(0) = +1 (torch::sign gives 0).
 torch::Tensor sign_pm1(const torch::Tensor & x);
 
+// The straight-through pattern: forward `value` exactly, backward the gradient of `surrogate`
+// (value.detach() + (surrogate − surrogate.detach())). Every STE here is written this way, because the
+// common form x + (q − x).detach() rounds: its forward value is q only up to an ulp, and a deployed
+// model that computes q exactly would then disagree wherever a later sign() sees that ulp (an
+// attention output of exactly 0, say).
+torch::Tensor straight_through(const torch::Tensor & value, const torch::Tensor & surrogate);
+
 // y = sign(x); dL/dx = g·1{|x| < 1}  — BNN clipped STE (§1.1).
 torch::Tensor sign_clipped(const torch::Tensor & x);
 // y = sign(x); dL/dx = g·(2 − 2|x|)·1{|x| < 1}  — Bi-Real ApproxSign (§1.2).
@@ -55,10 +62,13 @@ torch::Tensor softmax_aware_binarize(const torch::Tensor & probs, double beta);
 // GSB group superposition of the value tensor (§5.3): three signed groups on the bands
 // M1 = |v| beyond 0.7·max/min, M2 beyond 0.9·max/min (max and min over the whole tensor):
 //   v̂ = α1·sign(v) + α2·sign(v⊙M1) + α3·sign(v⊙M2)   (sign(0) = 0 inside the masked groups)
-// with the gradients of §5.3. alphas: [3].
-torch::Tensor gsb_value(const torch::Tensor & v, const torch::Tensor & alphas);
+// with the gradients of §5.3. alphas: [3]. per_sample: max and min over each sample (dimension 0)
+// instead of the whole batch — the evaluation form, so a prediction never depends on which other
+// images share its batch (the reference code only has the batch-wide form; docs/quantization.md).
+torch::Tensor gsb_value(const torch::Tensor & v, const torch::Tensor & alphas, bool per_sample = false);
 // GSB group superposition of attention probabilities (§5.3): Â = α1·round(clamp(P/α1, 0, 1)) + α2·M1 + α3·M2
 // with M1 = 1{P > 0.7·max P}, M2 = 1{P > 0.9·max P}, and the gradients of §5.3. alphas: [3].
-torch::Tensor gsb_attention(const torch::Tensor & probs, const torch::Tensor & alphas);
+// per_sample: as gsb_value.
+torch::Tensor gsb_attention(const torch::Tensor & probs, const torch::Tensor & alphas, bool per_sample = false);
 
 }  // namespace bitvit::quant

@@ -1,0 +1,53 @@
+// The deployed form of the activation quantizers (src/train/quant/quantizers.h): each turns FP32
+// activations into an Operand (operand.h) with the values the trained model's forward pass gives,
+// computed with the same float operations in the same order so thresholds fall the same way.
+//
+//   name               parameters (per channel: [C] at token sites, [H] at per-head sites)   operand
+//   sign, sign_approx  —                                                       ±1 plane
+//   rsign              shift                                                   ±1 plane of x + shift
+//   elastic_signed     shift, alpha [1]                                        α·(±1 plane of x + shift)
+//   elastic_unsigned   shift, alpha [1]                                        α·{0,1}: round(clamp((x+shift)/α, 0, 1))
+//   bool               —                                                       {0,1}: x > 0
+//   sab                option beta                                             {0,1}: p ≥ β·max of its row
+//   lsq                step, [zero_point] (rounded); options qn, qp            int8 codes (f32 if they do not fit)
+//   bivit_act          alpha, zero_point (rounded)                             α·(±1 plane of x/α + z) − α·z
+//   gsb_value          alphas [3]; the sample's max and min of v               three planes (GSB groups)
+//   gsb_attention      alphas [3]; the sample's max of the attention map      three {0,1} planes
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "runtime/operand.h"
+
+namespace bitvit::runtime {
+
+enum class SiteScope {
+    token,     // a [tokens, C] activation entering a linear layer: channel = column
+    per_head,  // one head's [rows, cols] slice of q, k, v or the attention map: channel = the head
+};
+
+struct ActQuantizer {
+    std::string name;                                   // empty: full precision (f32 operand)
+    std::map<std::string, std::vector<float>> params;   // effective values, as exported
+    std::map<std::string, double> options;
+
+    // Whether encode() needs the max / min over the whole sample's tensor at this site (GSB).
+    bool needs_range() const { return name == "gsb_value" || name == "gsb_attention"; }
+
+    // Encodes x [rows, k] (row stride ld). `head` selects per-head parameters (per_head scope);
+    // at token scope parameters index the k columns. range_max/min: see needs_range().
+    Operand encode(const float * x, int64_t rows, int64_t k, int64_t ld, SiteScope scope, int64_t head,
+                   float range_max = 0.0f, float range_min = 0.0f) const;
+
+    // Checks parameters against the site: known name, the tensors it needs with `channels` values
+    // (or 1 where a scalar is expected), finite values, options in range. Throws
+    // std::invalid_argument naming `site`.
+    void validate(const std::string & site, int64_t channels) const;
+};
+
+// The quantizer names the runtime implements.
+const std::vector<std::string> & act_quantizer_names();
+
+}  // namespace bitvit::runtime

@@ -1,0 +1,21 @@
+// FP32 products: the layers every method keeps in full precision (patch embedding, head, FP sites)
+// and binary weights against FP32 activations (W1A32, BiViT's MLP).
+#pragma once
+
+#include <cstdint>
+
+#include "runtime/kernels/plane-gemm.h"
+
+namespace bitvit::runtime {
+
+// C[i][j] = Σ_k a[i][k]·bt[k][j]: A [m, k] row-major, B given transposed as bt [k, n] (row stride n),
+// C row stride ldc. Each C entry sums over k in increasing order.
+void sgemm_ref(int64_t m, int64_t n, int64_t k, const float * a, const float * bt, float * c, int64_t ldc);
+// The same sums, register-blocked over rows and columns.
+void sgemm(int64_t m, int64_t n, int64_t k, const float * a, const float * bt, float * c, int64_t ldc);
+
+// C[i][j] = Σ_k a[i][k]·w_j[k] for a binary plane w (n rows, plane-gemm.h): each value is added,
+// subtracted or skipped as w's bits say — no multiplications, 1 bit of weight per value.
+void f32_plane_gemm_ref(int64_t m, int64_t n, int64_t k, const float * a, PlaneBits w, float * c, int64_t ldc);
+
+}  // namespace bitvit::runtime

@@ -1,0 +1,480 @@
+#include "runtime/model.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <stdexcept>
+#include <thread>
+#include <atomic>
+
+namespace bitvit::runtime {
+
+using format::DType;
+using format::FormatError;
+using nlohmann::json;
+
+namespace {
+
+std::string shape_str(const std::vector<int64_t> & shape) {
+    std::string s = "[";
+    for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+    return s + "]";
+}
+
+// Reads tensors of a container by name with the dtype and shape the architecture requires, and
+// remembers which it read, so tensors nobody asked for can be reported.
+class TensorReader {
+  public:
+    explicit TensorReader(const format::SafetensorsFile & file) : file_(file) {}
+
+    [[noreturn]] void fail(const std::string & problem) const { throw FormatError(file_.origin() + ": " + problem); }
+    bool has(const std::string & name) const { return file_.has(name); }
+
+    template <typename T>
+    std::vector<T> read(const std::string & name, DType dtype, const std::vector<int64_t> & shape) {
+        if (!file_.has(name)) fail("missing tensor '" + name + "'");
+        const format::TensorInfo & info = file_.info(name);
+        if (info.dtype != dtype) {
+            fail("tensor '" + name + "' has dtype " + format::dtype_name(info.dtype) + ", expected " + format::dtype_name(dtype));
+        }
+        if (info.shape != shape) fail("tensor '" + name + "' has shape " + shape_str(info.shape) + ", expected " + shape_str(shape));
+        std::vector<T> out(static_cast<size_t>(info.numel()));
+        std::memcpy(out.data(), file_.data(name), out.size() * sizeof(T));  // little-endian file, little-endian host
+        used_.insert(name);
+        return out;
+    }
+    std::vector<float> f32(const std::string & name, const std::vector<int64_t> & shape) {
+        auto v = read<float>(name, DType::F32, shape);
+        for (float f : v) {
+            if (!std::isfinite(f)) fail("tensor '" + name + "' holds a non-finite value");
+        }
+        return v;
+    }
+    void check_all_used() const {
+        for (const auto & [name, info] : file_.tensors()) {
+            if (!used_.count(name)) fail("unexpected tensor '" + name + "' (not part of this architecture and method)");
+        }
+    }
+
+  private:
+    const format::SafetensorsFile & file_;
+    std::set<std::string> used_;
+};
+
+const json & field(const json & object, const char * key, const std::string & where, TensorReader & r) {
+    if (!object.is_object() || !object.contains(key)) r.fail(where + " lacks '" + key + "'");
+    return object.at(key);
+}
+
+ModelConfig parse_config(const json & a, TensorReader & r) {
+    ModelConfig c;
+    auto integer = [&](const char * key, int64_t lo, int64_t hi) {
+        const json & v = field(a, key, "architecture", r);
+        if (!v.is_number_integer() || v.get<int64_t>() < lo || v.get<int64_t>() > hi) {
+            r.fail("architecture." + std::string(key) + " must be an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+        }
+        return v.get<int64_t>();
+    };
+    auto boolean = [&](const char * key) {
+        const json & v = field(a, key, "architecture", r);
+        if (!v.is_boolean()) r.fail("architecture." + std::string(key) + " must be true or false");
+        return v.get<bool>();
+    };
+    auto number = [&](const char * key, double lo, double hi) {
+        const json & v = field(a, key, "architecture", r);
+        if (!v.is_number() || !(v.get<double>() >= lo && v.get<double>() <= hi)) {
+            r.fail("architecture." + std::string(key) + " must be a number in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+        }
+        return v.get<double>();
+    };
+    const json & name = field(a, "name", "architecture", r);
+    if (!name.is_string()) r.fail("architecture.name must be a string");
+    c.name = name.get<std::string>();
+    c.img_size = integer("img_size", 1, 4096);
+    c.patch_size = integer("patch_size", 1, 4096);
+    c.in_chans = integer("in_chans", 1, 64);
+    c.num_classes = integer("num_classes", 1, 100000);
+    c.embed_dim = integer("embed_dim", 1, 16384);
+    c.depth = integer("depth", 1, 256);
+    c.num_heads = integer("num_heads", 1, 1024);
+    c.mlp_ratio = number("mlp_ratio", 0.01, 64);
+    c.qkv_bias = boolean("qkv_bias");
+    c.distilled = boolean("distilled");
+    c.qk_norm = boolean("qk_norm");
+    c.softmax = boolean("softmax");
+    c.qkv_shift = boolean("qkv_shift");
+    c.attn_bias = boolean("attn_bias");
+    c.mlp_clip = number("mlp_clip", 0, 1e30);
+    const json & act = field(a, "mlp_act", "architecture", r);
+    if (!act.is_string() || (act != "gelu" && act != "relu")) r.fail("architecture.mlp_act must be \"gelu\" or \"relu\"");
+    c.mlp_act = act.get<std::string>();
+    if (c.img_size % c.patch_size != 0) r.fail("architecture: img_size is not a multiple of patch_size");
+    if (c.embed_dim % c.num_heads != 0) r.fail("architecture: embed_dim is not divisible by num_heads");
+    if (c.hidden() < 1) r.fail("architecture: mlp_ratio gives an empty hidden layer");
+    if (c.num_tokens() > 65536) r.fail("architecture: too many tokens");
+    return c;
+}
+
+// The quantizer of one activation site: its metadata entry ({"quantizer", "options"}) and its
+// parameter tensors "<site>.<param>" (1-D F32). Lengths are checked by ActQuantizer::validate.
+ActQuantizer read_act_site(const std::string & site, int64_t channels, const json & sites, TensorReader & r,
+                           const format::SafetensorsFile & file) {
+    ActQuantizer q;
+    if (sites.contains(site)) {
+        const json & entry = sites.at(site);
+        const json & name = field(entry, "quantizer", "sites." + site, r);
+        if (!name.is_string()) r.fail("sites." + site + ".quantizer must be a string");
+        q.name = name.get<std::string>();
+        if (entry.contains("options")) {
+            if (!entry.at("options").is_object()) r.fail("sites." + site + ".options must be an object");
+            for (const auto & [key, value] : entry.at("options").items()) {
+                if (!value.is_number()) r.fail("sites." + site + ".options." + key + " must be a number");
+                q.options[key] = value.get<double>();
+            }
+        }
+    }
+    const std::string prefix = site + ".";
+    for (const auto & [tensor, info] : file.tensors()) {
+        if (tensor.compare(0, prefix.size(), prefix) != 0) continue;
+        const std::string param = tensor.substr(prefix.size());
+        if (param.find('.') != std::string::npos) continue;
+        if (info.shape.size() != 1) r.fail("tensor '" + tensor + "' must be 1-D, has shape " + shape_str(info.shape));
+        q.params[param] = r.f32(tensor, info.shape);
+    }
+    try {
+        q.validate(site, channels);
+    } catch (const std::invalid_argument & e) {
+        r.fail(e.what());
+    }
+    return q;
+}
+
+// A layer's weight in whichever encoding the file holds (docs/format.md):
+//   <w> F32 [out, in...]                      full precision
+//   <w>.sign U64 [out, kw] [+ <w>.mask] + <w>.scale F32 [out]     one binary or ternary plane
+//   <w>.codes I8 [out, in] + <w>.scale F32 [out] [+ <w>.zero_point I32 [out]]   8-bit codes
+Operand read_weight(const std::string & w, int64_t out, int64_t in, const std::vector<int64_t> & fp_shape, TensorReader & r) {
+    Operand op;
+    op.rows = out;
+    op.k = in;
+    if (r.has(w)) {
+        op.values = r.f32(w, fp_shape);
+    } else if (r.has(w + ".sign") || r.has(w + ".mask")) {
+        op.kind = Operand::Kind::planes;
+        Plane p;
+        const std::vector<int64_t> bits_shape = {out, b1_words(in)};
+        if (r.has(w + ".sign")) p.sign = r.read<uint64_t>(w + ".sign", DType::U64, bits_shape);
+        if (r.has(w + ".mask")) p.mask = r.read<uint64_t>(w + ".mask", DType::U64, bits_shape);
+        p.scale = r.f32(w + ".scale", {out});
+        op.planes.push_back(std::move(p));
+    } else if (r.has(w + ".codes")) {
+        op.kind = Operand::Kind::int8;
+        op.codes = r.read<int8_t>(w + ".codes", DType::I8, {out, in});
+        op.scale = r.f32(w + ".scale", {out});
+        op.zero = r.has(w + ".zero_point") ? r.read<int32_t>(w + ".zero_point", DType::I32, {out})
+                                           : std::vector<int32_t>(static_cast<size_t>(out), 0);
+    } else {
+        r.fail("missing weight '" + w + "' (as F32, .sign/.mask bit-planes or .codes)");
+    }
+    try {
+        validate_operand(op, "weight " + w);
+    } catch (const std::invalid_argument & e) {
+        r.fail(e.what());
+    }
+    prepare_weight(op);
+    return op;
+}
+
+Linear read_linear(const std::string & name, int64_t in, int64_t out, bool bias, const json & sites, TensorReader & r,
+                   const format::SafetensorsFile & file, const std::vector<int64_t> & fp_shape = {}) {
+    Linear l;
+    l.weight = read_weight(name + ".weight", out, in, fp_shape.empty() ? std::vector<int64_t>{out, in} : fp_shape, r);
+    if (bias) l.bias = r.f32(name + ".bias", {out});
+    l.input = read_act_site(name + ".input", in, sites, r, file);
+    return l;
+}
+
+LayerNorm read_norm(const std::string & name, int64_t dim, float eps, TensorReader & r) {
+    return LayerNorm{r.f32(name + ".weight", {dim}), r.f32(name + ".bias", {dim}), eps};
+}
+
+void gelu(float * x, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) x[i] = 0.5f * x[i] * (1.0f + std::erf(x[i] * static_cast<float>(M_SQRT1_2)));
+}
+
+// Max and min over a whole tensor (a GSB quantizer's range).
+std::pair<float, float> range_of(const std::vector<float> & v) {
+    const auto [lo, hi] = std::minmax_element(v.begin(), v.end());
+    return {*hi, *lo};
+}
+
+}  // namespace
+
+void LayerNorm::forward(const float * x, int64_t rows, int64_t dim, float * out) const {
+    for (int64_t r = 0; r < rows; ++r) {
+        const float * row = x + r * dim;
+        float mean = 0.0f;
+        for (int64_t i = 0; i < dim; ++i) mean += row[i];
+        mean /= static_cast<float>(dim);
+        float var = 0.0f;
+        for (int64_t i = 0; i < dim; ++i) var += (row[i] - mean) * (row[i] - mean);
+        var /= static_cast<float>(dim);
+        const float inv = 1.0f / std::sqrt(var + eps);
+        for (int64_t i = 0; i < dim; ++i) out[r * dim + i] = (row[i] - mean) * inv * weight[i] + bias[i];
+    }
+}
+
+void Linear::forward(const float * x, int64_t tokens, float * y) const {
+    const Operand in = input.encode(x, tokens, weight.k, weight.k, SiteScope::token, 0);
+    matmul(in, weight, y);
+    if (bias.empty()) return;
+    for (int64_t t = 0; t < tokens; ++t) {
+        for (int64_t o = 0; o < weight.rows; ++o) y[t * weight.rows + o] += bias[o];
+    }
+}
+
+PackedModel PackedModel::load(const std::string & path) {
+    const format::SafetensorsFile file = format::SafetensorsFile::load(path);
+    return from_file(file);
+}
+
+PackedModel PackedModel::from_file(const format::SafetensorsFile & file) {
+    TensorReader r(file);
+    const auto & meta = file.metadata();
+    auto meta_json = [&](const char * key) {
+        const auto it = meta.find(key);
+        if (it == meta.end()) r.fail(std::string("metadata lacks '") + key + "' (is this a bitvit packed model?)");
+        json j = json::parse(it->second, nullptr, false);
+        if (j.is_discarded()) r.fail(std::string("metadata '") + key + "' is not valid JSON");
+        return j;
+    };
+    const auto format_it = meta.find("format");
+    if (format_it == meta.end() || format_it->second != "bitvit-packed") {
+        r.fail("not a bitvit packed model (metadata 'format' is not \"bitvit-packed\")");
+    }
+    const json version = meta_json("format_version");
+    if (!version.is_number_integer() || version.get<int64_t>() != kPackedFormatVersion) {
+        r.fail("format_version " + version.dump() + " is not supported (this runtime reads version " +
+               std::to_string(kPackedFormatVersion) + ")");
+    }
+    PackedModel m;
+    m.config_ = parse_config(meta_json("architecture"), r);
+    const ModelConfig & c = m.config_;
+    const auto method_it = meta.find("method");
+    m.method_ = method_it == meta.end() ? "" : method_it->second;
+    const json sites = meta_json("sites");
+    if (!sites.is_object()) r.fail("metadata 'sites' must be a JSON object");
+    for (const auto & [site, entry] : sites.items()) {
+        if (entry.is_object() && entry.contains("quantizer") && entry.at("quantizer").is_string()) {
+            m.site_quantizers_[site] = entry.at("quantizer").get<std::string>();
+        }
+    }
+    const json pre = meta_json("preprocess");
+    for (const char * key : {"mean", "std"}) {
+        const json & v = field(pre, key, "preprocess", r);
+        if (!v.is_array() || static_cast<int64_t>(v.size()) != c.in_chans) {
+            r.fail(std::string("preprocess.") + key + " must hold one number per input channel");
+        }
+        for (const auto & x : v) {
+            if (!x.is_number() || !std::isfinite(x.get<double>())) r.fail(std::string("preprocess.") + key + " holds a non-number");
+            (std::string(key) == "mean" ? m.mean_ : m.std_).push_back(x.get<float>());
+        }
+    }
+    for (float s : m.std_) {
+        if (!(s > 0.0f)) r.fail("preprocess.std must be positive");
+    }
+
+    const int64_t D = c.embed_dim, H = c.num_heads, N = c.num_tokens(), P = c.patch_size;
+    m.patch_embed_ = read_linear("patch_embed.proj", c.in_chans * P * P, D, true, sites, r, file, {D, c.in_chans, P, P});
+    m.cls_token_ = r.f32("cls_token", {1, 1, D});
+    if (c.distilled) m.dist_token_ = r.f32("dist_token", {1, 1, D});
+    m.pos_embed_ = r.f32("pos_embed", {1, N, D});
+    for (int64_t i = 0; i < c.depth; ++i) {
+        const std::string p = "blocks." + std::to_string(i) + ".";
+        Block b;
+        b.norm1 = read_norm(p + "norm1", D, 1e-6f, r);
+        b.norm2 = read_norm(p + "norm2", D, 1e-6f, r);
+        b.qkv = read_linear(p + "attn.qkv", D, 3 * D, c.qkv_bias, sites, r, file);
+        b.proj = read_linear(p + "attn.proj", D, D, true, sites, r, file);
+        b.fc1 = read_linear(p + "mlp.fc1", D, c.hidden(), true, sites, r, file);
+        b.fc2 = read_linear(p + "mlp.fc2", c.hidden(), D, true, sites, r, file);
+        if (c.qk_norm) {
+            // torch::nn::LayerNorm's default eps, as the training model's norm_q / norm_k.
+            b.norm_q = read_norm(p + "attn.norm_q", c.head_dim(), 1e-5f, r);
+            b.norm_k = read_norm(p + "attn.norm_k", c.head_dim(), 1e-5f, r);
+        }
+        if (c.qkv_shift) {
+            b.shift_q = r.f32(p + "attn.shift_q", {H, 1, c.head_dim()});
+            b.shift_k = r.f32(p + "attn.shift_k", {H, 1, c.head_dim()});
+            b.shift_v = r.f32(p + "attn.shift_v", {H, 1, c.head_dim()});
+        }
+        if (c.attn_bias) b.attn_bias = r.f32(p + "attn.attn_bias", {H, N, N});
+        b.q = read_act_site(p + "attn.q", H, sites, r, file);
+        b.k = read_act_site(p + "attn.k", H, sites, r, file);
+        b.v = read_act_site(p + "attn.v", H, sites, r, file);
+        b.probs = read_act_site(p + "attn.probs", H, sites, r, file);
+        m.blocks_.push_back(std::move(b));
+    }
+    m.norm_ = read_norm("norm", D, 1e-6f, r);
+    m.head_ = read_linear("head", D, c.num_classes, true, sites, r, file);
+    if (c.distilled) m.head_dist_ = read_linear("head_dist", D, c.num_classes, true, sites, r, file);
+    r.check_all_used();
+    for (const auto & [site, quantizer] : m.site_quantizers_) {
+        (void)quantizer;
+        const bool is_weight = site.size() > 7 && site.compare(site.size() - 7, 7, ".weight") == 0;
+        if (is_weight && r.has(site)) r.fail("site " + site + " is quantized but its weight is stored in full precision");
+    }
+    for (const auto & [name, info] : file.tensors()) m.file_bytes_ += static_cast<int64_t>(info.end - info.begin);
+    return m;
+}
+
+void PackedModel::normalize(const uint8_t * pixels, float * image) const {
+    const int64_t plane = config_.img_size * config_.img_size;
+    for (int64_t c = 0; c < config_.in_chans; ++c) {
+        // The training loader's arithmetic (src/train/loader.cpp), so inputs match bit for bit.
+        const float scale = 1.0f / (255.0f * std_[c]);
+        const float shift = -mean_[c] / std_[c];
+        for (int64_t i = 0; i < plane; ++i) image[c * plane + i] = pixels[c * plane + i] * scale + shift;
+    }
+}
+
+void PackedModel::attention(const Block & b, const float * x, float * out) const {
+    const ModelConfig & c = config_;
+    const int64_t D = c.embed_dim, H = c.num_heads, N = c.num_tokens(), d = c.head_dim();
+    std::vector<float> qkv(static_cast<size_t>(N * 3 * D));
+    b.qkv.forward(x, N, qkv.data());
+    // Split into per-head tensors [3][H, N, d] (and vᵀ [H, d, N] for the probs·v product).
+    std::vector<float> q(static_cast<size_t>(H * N * d)), k(q.size()), vt(q.size());
+    for (int64_t h = 0; h < H; ++h) {
+        for (int64_t n = 0; n < N; ++n) {
+            const float * row = qkv.data() + n * 3 * D + h * d;
+            std::copy(row, row + d, q.data() + (h * N + n) * d);
+            std::copy(row + D, row + D + d, k.data() + (h * N + n) * d);
+        }
+        if (c.qk_norm) {
+            b.norm_q.forward(q.data() + h * N * d, N, d, q.data() + h * N * d);
+            b.norm_k.forward(k.data() + h * N * d, N, d, k.data() + h * N * d);
+        }
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t j = 0; j < d; ++j) {
+                float v = qkv[n * 3 * D + 2 * D + h * d + j];
+                if (c.qkv_shift) {
+                    q[(h * N + n) * d + j] += b.shift_q[h * d + j];
+                    k[(h * N + n) * d + j] += b.shift_k[h * d + j];
+                    v += b.shift_v[h * d + j];
+                }
+                vt[(h * d + j) * N + n] = v;
+            }
+        }
+    }
+    const auto [q_max, q_min] = range_of(q);
+    const auto [k_max, k_min] = range_of(k);
+    const auto [v_max, v_min] = range_of(vt);
+    std::vector<float> probs(static_cast<size_t>(H * N * N));
+    const auto scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
+    for (int64_t h = 0; h < H; ++h) {
+        const Operand qh = b.q.encode(q.data() + h * N * d, N, d, d, SiteScope::per_head, h, q_max, q_min);
+        const Operand kh = b.k.encode(k.data() + h * N * d, N, d, d, SiteScope::per_head, h, k_max, k_min);
+        float * scores = probs.data() + h * N * N;
+        matmul(qh, kh, scores);
+        for (int64_t i = 0; i < N; ++i) {
+            float * row = scores + i * N;
+            for (int64_t j = 0; j < N; ++j) row[j] *= scale;
+            if (c.softmax) {
+                const float mx = *std::max_element(row, row + N);
+                float sum = 0.0f;
+                for (int64_t j = 0; j < N; ++j) sum += (row[j] = std::exp(row[j] - mx));
+                for (int64_t j = 0; j < N; ++j) row[j] /= sum;
+            }
+            if (c.attn_bias) {
+                for (int64_t j = 0; j < N; ++j) row[j] += b.attn_bias[(h * N + i) * N + j];
+            }
+        }
+    }
+    const auto [p_max, p_min] = range_of(probs);
+    std::vector<float> merged(static_cast<size_t>(N * D)), head_out(static_cast<size_t>(N * d));
+    for (int64_t h = 0; h < H; ++h) {
+        const Operand ph = b.probs.encode(probs.data() + h * N * N, N, N, N, SiteScope::per_head, h, p_max, p_min);
+        const Operand vh = b.v.encode(vt.data() + h * d * N, d, N, N, SiteScope::per_head, h, v_max, v_min);
+        matmul(ph, vh, head_out.data());
+        for (int64_t n = 0; n < N; ++n) std::copy(head_out.data() + n * d, head_out.data() + (n + 1) * d, merged.data() + n * D + h * d);
+    }
+    b.proj.forward(merged.data(), N, out);
+}
+
+std::vector<float> PackedModel::forward(const float * image) const {
+    const ModelConfig & c = config_;
+    const int64_t D = c.embed_dim, N = c.num_tokens(), P = c.patch_size, G = c.grid(), S = c.img_size;
+    const int64_t patch_len = c.in_chans * P * P, first_patch = c.distilled ? 2 : 1;
+    // im2col in the conv weight's (channel, row, column) order: patches [G·G, C·P·P].
+    std::vector<float> patches(static_cast<size_t>(G * G * patch_len));
+    for (int64_t gy = 0; gy < G; ++gy) {
+        for (int64_t gx = 0; gx < G; ++gx) {
+            float * dst = patches.data() + (gy * G + gx) * patch_len;
+            for (int64_t ch = 0; ch < c.in_chans; ++ch) {
+                for (int64_t y = 0; y < P; ++y) {
+                    const float * src = image + ch * S * S + (gy * P + y) * S + gx * P;
+                    std::copy(src, src + P, dst + (ch * P + y) * P);
+                }
+            }
+        }
+    }
+    std::vector<float> x(static_cast<size_t>(N * D));
+    patch_embed_.forward(patches.data(), G * G, x.data() + first_patch * D);
+    std::copy(cls_token_.begin(), cls_token_.end(), x.begin());
+    if (c.distilled) std::copy(dist_token_.begin(), dist_token_.end(), x.begin() + D);
+    for (size_t i = 0; i < x.size(); ++i) x[i] += pos_embed_[i];
+
+    std::vector<float> normed(x.size()), branch(x.size()), hidden(static_cast<size_t>(N * c.hidden()));
+    for (const Block & b : blocks_) {
+        b.norm1.forward(x.data(), N, D, normed.data());
+        attention(b, normed.data(), branch.data());
+        for (size_t i = 0; i < x.size(); ++i) x[i] += branch[i];
+        b.norm2.forward(x.data(), N, D, normed.data());
+        b.fc1.forward(normed.data(), N, hidden.data());
+        if (c.mlp_act == "relu") {
+            for (float & h : hidden) h = std::max(h, 0.0f);
+        } else {
+            gelu(hidden.data(), static_cast<int64_t>(hidden.size()));
+        }
+        if (c.mlp_clip > 0) {
+            const auto clip = static_cast<float>(c.mlp_clip);
+            for (float & h : hidden) h = std::min(std::max(h, -clip), clip);
+        }
+        b.fc2.forward(hidden.data(), N, branch.data());
+        for (size_t i = 0; i < x.size(); ++i) x[i] += branch[i];
+    }
+    norm_.forward(x.data(), N, D, normed.data());
+    std::vector<float> logits(static_cast<size_t>(c.num_classes));
+    head_.forward(normed.data(), 1, logits.data());
+    if (c.distilled) {
+        std::vector<float> dist(logits.size());
+        head_dist_.forward(normed.data() + D, 1, dist.data());
+        for (size_t i = 0; i < logits.size(); ++i) logits[i] = (logits[i] + dist[i]) / 2;
+    }
+    return logits;
+}
+
+std::vector<std::vector<float>> PackedModel::predict(const uint8_t * pixels, int64_t count, int threads) const {
+    const int64_t image_size = config_.in_chans * config_.img_size * config_.img_size;
+    std::vector<std::vector<float>> logits(static_cast<size_t>(count));
+    std::atomic<int64_t> next{0};
+    auto worker = [&] {
+        std::vector<float> image(static_cast<size_t>(image_size));
+        for (int64_t i = next++; i < count; i = next++) {
+            normalize(pixels + i * image_size, image.data());
+            logits[static_cast<size_t>(i)] = forward(image.data());
+        }
+    };
+    const int n = threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    std::vector<std::thread> pool;
+    for (int t = 1; t < n && t < count; ++t) pool.emplace_back(worker);
+    worker();
+    for (auto & t : pool) t.join();
+    return logits;
+}
+
+}  // namespace bitvit::runtime

@@ -1,0 +1,94 @@
+// A packed DeiT (docs/format.md) loaded for inference: no LibTorch, bit-wise products where the file
+// holds bits. Loading validates everything against the architecture in the file's metadata — the
+// file may be hostile — and repacks weights for this CPU's kernels.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "format/safetensors.h"
+#include "runtime/act-quantizer.h"
+#include "runtime/operand.h"
+
+namespace bitvit::runtime {
+
+// The packed format's version this runtime reads (metadata "format_version").
+constexpr int kPackedFormatVersion = 1;
+
+// The architecture (torch-free mirror of the training side's DeitConfig and BlockVariant).
+struct ModelConfig {
+    std::string name;
+    int64_t img_size = 0, patch_size = 0, in_chans = 0, num_classes = 0, embed_dim = 0, depth = 0, num_heads = 0;
+    double mlp_ratio = 4.0;
+    bool qkv_bias = true, distilled = false;
+    bool qk_norm = false, softmax = true, qkv_shift = false, attn_bias = false;
+    double mlp_clip = 0.0;
+    std::string mlp_act = "gelu";
+
+    int64_t grid() const { return img_size / patch_size; }
+    int64_t num_patches() const { return grid() * grid(); }
+    int64_t num_tokens() const { return num_patches() + (distilled ? 2 : 1); }
+    int64_t head_dim() const { return embed_dim / num_heads; }
+    int64_t hidden() const { return static_cast<int64_t>(embed_dim * mlp_ratio); }
+};
+
+struct LayerNorm {
+    std::vector<float> weight, bias;  // [dim]
+    float eps = 1e-6f;
+    void forward(const float * x, int64_t rows, int64_t dim, float * out) const;  // rows × dim, in place allowed
+};
+
+// y = input_quantizer(x) · weightᵀ + bias: x [tokens, in] -> y [tokens, out].
+struct Linear {
+    Operand weight;            // rows = out, k = in
+    std::vector<float> bias;   // [out] or empty
+    ActQuantizer input;        // the "<layer>.input" site
+    void forward(const float * x, int64_t tokens, float * y) const;
+};
+
+struct Block {
+    LayerNorm norm1, norm2, norm_q, norm_k;  // norm_q/norm_k: qk_norm only (eps 1e-5, over head_dim)
+    Linear qkv, proj, fc1, fc2;
+    std::vector<float> shift_q, shift_k, shift_v;  // [H, 1, d]: qkv_shift only
+    std::vector<float> attn_bias;                  // [H, N, N]: attn_bias only
+    ActQuantizer q, k, v, probs;                   // per-head sites
+};
+
+class PackedModel {
+  public:
+    static PackedModel load(const std::string & path);
+    // Builds the model from a parsed container; errors name file.origin().
+    static PackedModel from_file(const format::SafetensorsFile & file);
+
+    const ModelConfig & config() const { return config_; }
+    const std::string & method() const { return method_; }
+    // Site name -> quantizer name, for every quantized site.
+    const std::map<std::string, std::string> & site_quantizers() const { return site_quantizers_; }
+    int64_t file_bytes() const { return file_bytes_; }
+
+    // Pixels [C, H, W] (uint8) -> normalised floats, as the training loader does.
+    void normalize(const uint8_t * pixels, float * image) const;
+    // image [C, H, W] normalised -> logits [num_classes] ((cls + dist) / 2 when distilled).
+    std::vector<float> forward(const float * image) const;
+    // Logits of `count` images given as pixels [count, C, H, W], one image per task over `threads`
+    // threads (0 = all cores): [count][num_classes].
+    std::vector<std::vector<float>> predict(const uint8_t * pixels, int64_t count, int threads = 0) const;
+
+  private:
+    ModelConfig config_;
+    std::string method_;
+    std::map<std::string, std::string> site_quantizers_;
+    int64_t file_bytes_ = 0;
+    std::vector<float> mean_, std_;
+    Linear patch_embed_;  // im2col patches [P, C·p·p] -> [P, D]
+    std::vector<float> cls_token_, dist_token_, pos_embed_;
+    std::vector<Block> blocks_;
+    LayerNorm norm_;
+    Linear head_, head_dist_;
+
+    void attention(const Block & b, const float * x, float * out) const;  // x [N, D] normed -> out [N, D]
+};
+
+}  // namespace bitvit::runtime

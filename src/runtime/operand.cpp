@@ -1,0 +1,241 @@
+#include "runtime/operand.h"
+
+#include <cmath>
+#include <stdexcept>
+
+#include "runtime/kernels/float-gemm.h"
+#include "runtime/kernels/int8-gemm.h"
+#include "runtime/kernels/plane-gemm.h"
+
+namespace bitvit::runtime {
+
+namespace {
+
+PlaneBits bits_of(const Plane & p) {
+    return {p.sign.empty() ? nullptr : p.sign.data(), p.mask.empty() ? nullptr : p.mask.data()};
+}
+
+bool bit_at(const std::vector<uint64_t> & bits, int64_t kw, int64_t r, int64_t j) {
+    return (bits[r * kw + j / 64] >> (j % 64)) & 1;
+}
+
+// bt [k, n] = transpose of rows × k values.
+std::vector<float> transposed(const std::vector<float> & values, int64_t rows, int64_t k) {
+    std::vector<float> t(values.size());
+    for (int64_t r = 0; r < rows; ++r) {
+        for (int64_t j = 0; j < k; ++j) t[j * rows + r] = values[r * k + j];
+    }
+    return t;
+}
+
+// Σ over planes p of x and q of w: scale_p[i]·scale_q[j]·(plane_p · plane_q), plus the offsets'
+// cross terms (offset · Σ_j of the other side's values).
+void planes_matmul(const Operand & x, const Operand & w, float * out) {
+    const int64_t m = x.rows, n = w.rows, k = x.k;
+    std::vector<int32_t> dots(static_cast<size_t>(m * n));
+    std::fill(out, out + m * n, 0.0f);
+    for (const Plane & px : x.planes) {
+        for (const Plane & pw : w.planes) {
+            const bool xnor = px.mask.empty() && pw.mask.empty();
+            if (xnor && pw.packed.n == n) {
+                bgemm_kernel().gemm(m, px.sign.data(), b1_words(k), pw.packed, dots.data(), n);
+            } else if (xnor) {
+                const PackedB1 packed = repack_b1_panels(pw.sign.data(), n, k, bgemm_kernel().nr);
+                bgemm_kernel().gemm(m, px.sign.data(), b1_words(k), packed, dots.data(), n);
+            } else {
+                plane_gemm_ref(m, n, k, bits_of(px), bits_of(pw), dots.data(), n);
+            }
+            for (int64_t i = 0; i < m; ++i) {
+                for (int64_t j = 0; j < n; ++j) out[i * n + j] += px.scale[i] * pw.scale[j] * static_cast<float>(dots[i * n + j]);
+            }
+        }
+    }
+    // Σ_j value[r][j] of one side without its offset: Σ_p scale_p[r]·rowsum(plane_p).
+    auto plane_sums = [](const Operand & op) {
+        std::vector<float> sums(static_cast<size_t>(op.rows), 0.0f);
+        std::vector<int32_t> row(static_cast<size_t>(op.rows));
+        for (const Plane & p : op.planes) {
+            plane_row_sums(op.rows, op.k, bits_of(p), row.data());
+            for (int64_t r = 0; r < op.rows; ++r) sums[r] += p.scale[r] * static_cast<float>(row[r]);
+        }
+        return sums;
+    };
+    if (!x.offset.empty()) {
+        const std::vector<float> w_sums = plane_sums(w);
+        for (int64_t i = 0; i < m; ++i) {
+            for (int64_t j = 0; j < n; ++j) out[i * n + j] += x.offset[i] * w_sums[j];
+        }
+    }
+    if (!w.offset.empty()) {
+        const std::vector<float> x_sums = plane_sums(x);
+        for (int64_t i = 0; i < m; ++i) {
+            for (int64_t j = 0; j < n; ++j) out[i * n + j] += w.offset[j] * x_sums[i];
+        }
+    }
+    if (!x.offset.empty() && !w.offset.empty()) {
+        for (int64_t i = 0; i < m; ++i) {
+            for (int64_t j = 0; j < n; ++j) out[i * n + j] += static_cast<float>(k) * x.offset[i] * w.offset[j];
+        }
+    }
+}
+
+// Σ_j s_x(c_x − z_x)·s_w(c_w − z_w) = s_x·s_w·(Σ c_x c_w − z_w Σ c_x − z_x Σ c_w + k z_x z_w), exact in int64.
+void int8_matmul(const Operand & x, const Operand & w, float * out) {
+    const int64_t m = x.rows, n = w.rows, k = x.k;
+    std::vector<int32_t> dots(static_cast<size_t>(m * n));
+    int8_gemm_ref(m, n, k, x.codes.data(), w.codes.data(), dots.data(), n);
+    auto code_sums = [](const Operand & op) {
+        std::vector<int64_t> sums(static_cast<size_t>(op.rows), 0);
+        for (int64_t r = 0; r < op.rows; ++r) {
+            for (int64_t j = 0; j < op.k; ++j) sums[r] += op.codes[r * op.k + j];
+        }
+        return sums;
+    };
+    const std::vector<int64_t> sx = code_sums(x), sw = code_sums(w);
+    for (int64_t i = 0; i < m; ++i) {
+        for (int64_t j = 0; j < n; ++j) {
+            const int64_t zx = x.zero[i], zw = w.zero[j];
+            const int64_t exact = dots[i * n + j] - zw * sx[i] - zx * sw[j] + k * zx * zw;
+            out[i * n + j] = x.scale[i] * w.scale[j] * static_cast<float>(exact);
+        }
+    }
+}
+
+void f32_planes_matmul(const Operand & x, const Operand & w, float * out) {
+    const int64_t m = x.rows, n = w.rows, k = x.k;
+    std::vector<float> partial(static_cast<size_t>(m * n));
+    std::fill(out, out + m * n, 0.0f);
+    for (const Plane & pw : w.planes) {
+        f32_plane_gemm_ref(m, n, k, x.values.data(), bits_of(pw), partial.data(), n);
+        for (int64_t i = 0; i < m; ++i) {
+            for (int64_t j = 0; j < n; ++j) out[i * n + j] += pw.scale[j] * partial[i * n + j];
+        }
+    }
+    if (!w.offset.empty()) {
+        for (int64_t i = 0; i < m; ++i) {
+            float row_sum = 0.0f;
+            for (int64_t p = 0; p < k; ++p) row_sum += x.values[i * k + p];
+            for (int64_t j = 0; j < n; ++j) out[i * n + j] += w.offset[j] * row_sum;
+        }
+    }
+}
+
+void f32_matmul(const std::vector<float> & x, const std::vector<float> & w, int64_t m, int64_t n, int64_t k, float * out) {
+    const std::vector<float> wt = transposed(w, n, k);
+    sgemm(m, n, k, x.data(), wt.data(), out, n);
+}
+
+}  // namespace
+
+std::vector<float> Operand::decode() const {
+    std::vector<float> out(static_cast<size_t>(rows * k), 0.0f);
+    switch (kind) {
+        case Kind::f32: return values;
+        case Kind::int8:
+            for (int64_t r = 0; r < rows; ++r) {
+                for (int64_t j = 0; j < k; ++j) out[r * k + j] = scale[r] * static_cast<float>(codes[r * k + j] - zero[r]);
+            }
+            return out;
+        case Kind::planes: {
+            const int64_t kw = b1_words(k);
+            for (int64_t r = 0; r < rows; ++r) {
+                for (int64_t j = 0; j < k; ++j) {
+                    float v = offset.empty() ? 0.0f : offset[r];
+                    for (const Plane & p : planes) {
+                        if (!p.mask.empty() && !bit_at(p.mask, kw, r, j)) continue;
+                        const bool negative = !p.sign.empty() && bit_at(p.sign, kw, r, j);
+                        v += negative ? -p.scale[r] : p.scale[r];
+                    }
+                    out[r * k + j] = v;
+                }
+            }
+            return out;
+        }
+    }
+    return out;
+}
+
+int64_t Operand::encoded_bytes() const {
+    switch (kind) {
+        case Kind::f32: return static_cast<int64_t>(values.size() * sizeof(float));
+        case Kind::int8:
+            return static_cast<int64_t>(codes.size() + scale.size() * sizeof(float) + zero.size() * sizeof(int32_t));
+        case Kind::planes: {
+            int64_t bytes = static_cast<int64_t>(offset.size() * sizeof(float));
+            for (const Plane & p : planes) {
+                bytes += static_cast<int64_t>((p.sign.size() + p.mask.size()) * sizeof(uint64_t) + p.scale.size() * sizeof(float));
+            }
+            return bytes;
+        }
+    }
+    return 0;
+}
+
+void matmul(const Operand & x, const Operand & w, float * out) {
+    if (x.k != w.k) {
+        throw std::invalid_argument("matmul: operands disagree on k (" + std::to_string(x.k) + " vs " + std::to_string(w.k) + ")");
+    }
+    using Kind = Operand::Kind;
+    if (x.kind == Kind::planes && w.kind == Kind::planes) return planes_matmul(x, w, out);
+    if (x.kind == Kind::int8 && w.kind == Kind::int8 && x.k <= kInt8GemmMaxK) return int8_matmul(x, w, out);
+    if (x.kind == Kind::f32 && w.kind == Kind::planes) return f32_planes_matmul(x, w, out);
+    f32_matmul(x.kind == Kind::f32 ? x.values : x.decode(), w.kind == Kind::f32 ? w.values : w.decode(), x.rows, w.rows,
+               x.k, out);
+}
+
+void prepare_weight(Operand & w) {
+    if (w.kind != Operand::Kind::planes) return;
+    for (Plane & p : w.planes) {
+        if (p.mask.empty() && !p.sign.empty()) p.packed = repack_b1_panels(p.sign.data(), w.rows, w.k, bgemm_kernel().nr);
+    }
+}
+
+void validate_operand(const Operand & op, const std::string & what) {
+    auto fail = [&](const std::string & problem) { throw std::invalid_argument(what + ": " + problem); };
+    if (op.rows < 0 || op.k <= 0) fail("bad shape " + std::to_string(op.rows) + " × " + std::to_string(op.k));
+    const auto rows = static_cast<size_t>(op.rows);
+    auto check_finite = [&](const std::vector<float> & v, const char * name) {
+        for (float f : v) {
+            if (!std::isfinite(f)) fail(std::string(name) + " holds a non-finite value");
+        }
+    };
+    switch (op.kind) {
+        case Operand::Kind::f32:
+            if (op.values.size() != rows * static_cast<size_t>(op.k)) fail("value count does not match the shape");
+            check_finite(op.values, "values");
+            return;
+        case Operand::Kind::int8:
+            if (op.codes.size() != rows * static_cast<size_t>(op.k) || op.scale.size() != rows || op.zero.size() != rows) {
+                fail("code, scale or zero-point count does not match the shape");
+            }
+            check_finite(op.scale, "scale");
+            return;
+        case Operand::Kind::planes: {
+            if (op.planes.empty()) fail("no planes");
+            if (!op.offset.empty() && op.offset.size() != rows) fail("offset count does not match the rows");
+            check_finite(op.offset, "offset");
+            const int64_t kw = b1_words(op.k);
+            const uint64_t tail = op.k % 64 == 0 ? ~uint64_t{0} : (uint64_t{1} << (op.k % 64)) - 1;
+            for (const Plane & p : op.planes) {
+                if (p.sign.empty() && p.mask.empty()) fail("a plane has neither sign nor mask bits");
+                if (p.scale.size() != rows) fail("plane scale count does not match the rows");
+                check_finite(p.scale, "plane scale");
+                for (const auto * bits : {&p.sign, &p.mask}) {
+                    if (bits->empty()) continue;
+                    if (bits->size() != rows * static_cast<size_t>(kw)) fail("plane bit count does not match the shape");
+                    for (size_t r = 0; r < rows; ++r) {
+                        if ((*bits)[r * kw + kw - 1] & ~tail) fail("padding bits past k are set");
+                    }
+                }
+                if (!p.sign.empty() && !p.mask.empty()) {
+                    for (size_t i = 0; i < p.sign.size(); ++i) {
+                        if (p.sign[i] & ~p.mask[i]) fail("sign bits set outside the mask");
+                    }
+                }
+            }
+            return;
+        }
+    }
+}
+
+}  // namespace bitvit::runtime

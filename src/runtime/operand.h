@@ -1,0 +1,76 @@
+// The operands of the runtime's matrix products, and the product itself.
+//
+// Every product in a DeiT is C[t][n] = Σ_j X[t][j]·W[n][j] over a shared dimension of length k: a
+// linear layer (X tokens, W weights), q·kᵀ (X = q, W = k of one head) and probs·v (X = probs,
+// W = vᵀ). Each side is one of three encodings:
+//
+//   f32     rows × k floats, row-major.
+//   planes  a sum of binary planes: value[r][j] = offset[r] + Σ_p scale_p[r]·m_p[r][j]·(1 − 2·s_p[r][j])
+//           with sign bits s_p and mask bits m_p canonically packed (kernels/bgemm.h). A plane without
+//           a mask is a ±1 plane (m = 1 everywhere); a plane whose sign bits are all 0 is a {0, 1}
+//           plane; a masked plane with signs is ternary {−1, 0, +1}. This one form covers sign/XNOR/
+//           BWN/PWS weights (one ±1 plane with per-row scales), TWN ternary weights (one masked
+//           plane), SAB and Bool attention ({0, 1}), elastic and ActBi activations (a ±1 plane with
+//           an offset), and GSB's three superposed groups (three planes).
+//   int8    value[r][j] = scale[r]·(code[r][j] − zero[r]) with integer zero points (LSQ / LSQ+ codes,
+//           8-bit and ternary weights for TerViT).
+//
+// Scales and offsets vary per row only: a per-column scale cannot be factored out of a bit-wise dot
+// product, so quantizers with one (per-input-channel LSQ steps) are decoded to f32 instead.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "runtime/kernels/bgemm.h"
+
+namespace bitvit::runtime {
+
+// One binary plane of `rows` × k values. Which bit vectors are present says what it holds:
+//   sign only       ±1                 (1 − 2s)
+//   mask only       {0, 1}             m
+//   sign and mask   {−1, 0, +1}        m·(1 − 2s), sign bits only where the mask is set
+struct Plane {
+    std::vector<uint64_t> sign;  // rows × b1_words(k), canonical (padding bits 0), or empty
+    std::vector<uint64_t> mask;  // same shape, or empty
+    std::vector<float> scale;    // [rows]
+    PackedB1 packed;             // a ±1 weight plane repacked for the XNOR kernel (prepare_weight)
+};
+
+struct Operand {
+    enum class Kind { f32, planes, int8 };
+    Kind kind = Kind::f32;
+    int64_t rows = 0, k = 0;
+    std::vector<float> values;   // f32: rows × k
+    std::vector<Plane> planes;   // planes
+    std::vector<float> offset;   // planes: [rows] or empty (0)
+    std::vector<int8_t> codes;   // int8: rows × k
+    std::vector<float> scale;    // int8: [rows]
+    std::vector<int32_t> zero;   // int8: [rows]
+
+    // The dense values (for fallbacks, tests and verification): rows × k floats.
+    std::vector<float> decode() const;
+    // Bytes the encoded form occupies (packed bits, scales, codes): what a file or cache holds.
+    int64_t encoded_bytes() const;
+};
+
+// Products that run on the bits skip work on decode() and go through kernels:
+//   planes × planes  popcount kernels (XNOR for ±1 × ±1 planes, the general masked form otherwise)
+//   int8 × int8      integer dot products
+//   f32 × planes     sign-select accumulation over the weight bits (W1A32)
+//   f32 × f32        FP32 GEMM
+// Any other pairing decodes the quantized side(s) to f32. Sizes must agree (x.k == w.k).
+//
+// out: x.rows × w.rows floats, row-major.
+void matmul(const Operand & x, const Operand & w, float * out);
+
+// Repacks a weight's ±1 planes into the selected XNOR kernel's panel layout once, so matmul() does not
+// repack them on every call.
+void prepare_weight(Operand & w);
+
+// Checks an operand's internal consistency (vector sizes against rows and k, padding bits zero,
+// sign bits inside masks, finite scales); throws std::invalid_argument naming `what`.
+void validate_operand(const Operand & op, const std::string & what);
+
+}  // namespace bitvit::runtime

@@ -1,0 +1,161 @@
+#include "export.h"
+
+#include <cmath>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <stdexcept>
+
+#include "format/safetensors.h"
+#include "quant/quantizers.h"
+#include "runtime/kernels/bgemm.h"
+#include "runtime/model.h"
+
+namespace bitvit {
+
+using format::DType;
+using nlohmann::json;
+
+namespace {
+
+constexpr const char * kQuantizerMarker = "_quantizer.";
+
+void add_f32(format::SafetensorsWriter & out, const std::string & name, const torch::Tensor & t) {
+    const torch::Tensor c = t.detach().to(torch::kFloat32).contiguous();
+    out.add(name, DType::F32, c.sizes().vec(), c.data_ptr<float>(), static_cast<size_t>(c.numel()) * sizeof(float));
+}
+
+// Canonical bits (runtime/kernels/bgemm.h) of rows × k values: bit set where `set` is true.
+std::vector<uint64_t> pack_bits(const torch::Tensor & set) {
+    const torch::Tensor as_negative = torch::where(set, -1.0f, 1.0f).to(torch::kFloat32).contiguous();
+    const int64_t rows = set.size(0), k = set.size(1);
+    std::vector<uint64_t> bits(static_cast<size_t>(rows * runtime::b1_words(k)));
+    runtime::pack_b1_rows_ref(as_negative.data_ptr<float>(), rows, k, k, bits.data());
+    return bits;
+}
+
+void add_bits(format::SafetensorsWriter & out, const std::string & name, const torch::Tensor & set) {
+    const std::vector<uint64_t> bits = pack_bits(set);
+    out.add(name, DType::U64, {set.size(0), runtime::b1_words(set.size(1))}, bits.data(), bits.size() * sizeof(uint64_t));
+}
+
+// A quantized weight [out, …] as the runtime stores it; `w_hat` is the quantizer's output.
+void add_quantized_weight(format::SafetensorsWriter & out, const std::string & site, quant::QuantizerImpl & q,
+                          const torch::Tensor & w_hat_in) {
+    const torch::Tensor w_hat = w_hat_in.detach().flatten(1).contiguous();  // [out, K]
+    auto fail = [&](const std::string & problem) {
+        throw std::invalid_argument("export: weight site " + site + " (" + q.quantizer_name() + "): " + problem);
+    };
+    const torch::Tensor magnitude = w_hat.abs();
+    const quant::Precision precision = q.precision();
+    if (q.quantizer_name() == "lsq") {
+        const quant::Deployed d = q.deployed();
+        const torch::Tensor step = d.tensors.at("step").flatten();
+        if (d.options.at("qn") < -128 || d.options.at("qp") > 127) fail("codes wider than 8 bits cannot be packed");
+        const torch::Tensor s = (step.numel() == 1 ? step.expand({w_hat.size(0)}) : step).contiguous();
+        torch::Tensor zero = torch::zeros({w_hat.size(0)});
+        if (d.tensors.count("zero_point")) {
+            const torch::Tensor z = d.tensors.at("zero_point").flatten();
+            zero = (z.numel() == 1 ? z.expand({w_hat.size(0)}) : z).contiguous();
+        }
+        // w_hat = (q − z)·s  ->  q = w_hat / s + z, an integer in [qn, qp].
+        const torch::Tensor codes = torch::round(w_hat / s.unsqueeze(1) + zero.unsqueeze(1));
+        if (!torch::allclose((codes - zero.unsqueeze(1)) * s.unsqueeze(1), w_hat, 1e-5, 1e-7)) {
+            fail("output is not step × integer code");
+        }
+        const torch::Tensor codes8 = codes.to(torch::kInt8).contiguous();
+        out.add(site + ".codes", DType::I8, codes8.sizes().vec(), codes8.data_ptr<int8_t>(), static_cast<size_t>(codes8.numel()));
+        add_f32(out, site + ".scale", s);
+        if (d.tensors.count("zero_point")) {
+            const torch::Tensor z32 = zero.to(torch::kInt32).contiguous();
+            out.add(site + ".zero_point", DType::I32, z32.sizes().vec(), z32.data_ptr<int32_t>(),
+                    static_cast<size_t>(z32.numel()) * sizeof(int32_t));
+        }
+        return;
+    }
+    if (precision.groups != 1 || precision.bits > 2) fail("no packed form for this weight quantizer");
+    // Binary (bits 1): every value ±s_row. Ternary (bits 2): every value 0 or ±s_row.
+    const torch::Tensor scale = std::get<0>(magnitude.max(1));
+    const torch::Tensor nonzero = magnitude > 0;
+    const torch::Tensor expected = torch::where(nonzero, scale.unsqueeze(1).expand_as(magnitude), torch::zeros_like(magnitude));
+    if (!torch::equal(magnitude, expected)) fail("row values differ in magnitude");
+    if (precision.bits == 1) {
+        // A zero is only possible in an all-zero row (scale 0): it decodes as 0·(+1).
+        const torch::Tensor zero_rows = scale == 0;
+        if (!torch::equal(nonzero.all(1) | zero_rows, torch::ones_like(zero_rows))) fail("a binary weight has zeros");
+        add_bits(out, site + ".sign", w_hat < 0);
+    } else {
+        add_bits(out, site + ".sign", w_hat < 0);
+        add_bits(out, site + ".mask", nonzero);
+    }
+    add_f32(out, site + ".scale", scale);
+}
+
+json architecture_json(const DeitConfig & c) {
+    const BlockVariant & v = c.variant;
+    return json{{"name", c.name},           {"img_size", c.img_size},   {"patch_size", c.patch_size},
+                {"in_chans", c.in_chans},   {"num_classes", c.num_classes}, {"embed_dim", c.embed_dim},
+                {"depth", c.depth},         {"num_heads", c.num_heads}, {"mlp_ratio", c.mlp_ratio},
+                {"qkv_bias", c.qkv_bias},   {"distilled", c.distilled}, {"qk_norm", v.qk_norm},
+                {"softmax", v.softmax},     {"qkv_shift", v.qkv_shift}, {"attn_bias", v.attn_bias},
+                {"mlp_clip", v.mlp_clip},   {"mlp_act", v.mlp_act}};
+}
+
+}  // namespace
+
+ExportSummary export_packed(Deit & model, const ExportOptions & options, const std::string & path) {
+    torch::NoGradGuard no_grad;
+    model->eval();
+    const DeitConfig & config = model->config();
+    if (static_cast<int64_t>(options.mean.size()) != config.in_chans || static_cast<int64_t>(options.std.size()) != config.in_chans) {
+        throw std::invalid_argument("export: mean and std need one value per input channel (" + std::to_string(config.in_chans) + ")");
+    }
+    format::SafetensorsWriter out;
+    ExportSummary summary;
+    json sites = json::object();
+
+    // Weights and every other tensor of the model, except the quantizers' own state.
+    const std::vector<std::string> site_list = model->site_names();
+    const std::set<std::string> site_names(site_list.begin(), site_list.end());
+    std::map<std::string, torch::Tensor> tensors;
+    for (const auto & p : model->named_parameters()) tensors[p.key()] = p.value();
+    for (const auto & b : model->named_buffers()) tensors[b.key()] = b.value();
+    for (const auto & [name, tensor] : tensors) {
+        if (name.find(kQuantizerMarker) != std::string::npos) continue;
+        summary.fp32_bytes += tensor.numel() * 4;
+        const auto transform =
+            site_names.count(name) ? std::dynamic_pointer_cast<quant::QuantizerImpl>(model->site_transform(name)) : nullptr;
+        if (!transform) {
+            add_f32(out, name, tensor);
+            continue;
+        }
+        add_quantized_weight(out, name, *transform, transform->forward(tensor));
+        sites[name] = json{{"quantizer", transform->quantizer_name()}};
+        ++summary.packed_sites;
+    }
+    // Activation sites: the quantizer's deployed parameters and options.
+    for (const auto & site : site_list) {
+        if (model->site_info(site).kind == SiteKind::weight) continue;
+        const auto q = std::dynamic_pointer_cast<quant::QuantizerImpl>(model->site_transform(site));
+        if (!q) continue;
+        const quant::Deployed d = q->deployed();
+        json entry{{"quantizer", q->quantizer_name()}};
+        if (!d.options.empty()) entry["options"] = d.options;
+        sites[site] = entry;
+        for (const auto & [param, value] : d.tensors) add_f32(out, site + "." + param, value.flatten());
+    }
+
+    out.set_metadata("format", "bitvit-packed");
+    out.set_metadata("format_version", std::to_string(runtime::kPackedFormatVersion));
+    out.set_metadata("architecture", architecture_json(config).dump());
+    out.set_metadata("preprocess", json{{"mean", options.mean}, {"std", options.std}}.dump());
+    out.set_metadata("method", options.method);
+    out.set_metadata("sites", sites.dump());
+    // The runtime must accept what we write: check before the file replaces anything.
+    const std::vector<uint8_t> bytes = out.serialize();
+    summary.file_bytes = static_cast<int64_t>(bytes.size());
+    runtime::PackedModel::from_file(format::SafetensorsFile::parse(bytes, path));
+    out.write(path);
+    return summary;
+}
+
+}  // namespace bitvit

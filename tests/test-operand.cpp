@@ -1,0 +1,236 @@
+// Runtime operands and their products: every encoding's product (bit-wise, integer, W1A32, FP32)
+// against the plain float product of the decoded values, which the test computes itself; the plane
+// kernel bit-exactly against decoded integer sums; validation of malformed operands.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+
+#include "runtime/kernels/float-gemm.h"
+#include "runtime/kernels/int8-gemm.h"
+#include "runtime/kernels/plane-gemm.h"
+#include "runtime/operand.h"
+
+using namespace bitvit::runtime;
+
+namespace {
+
+enum class PlaneKind { pm1, zero_one, ternary };
+
+// A random plane of rows × k values of the given kind, canonical (padding zero, signs inside masks).
+Plane random_plane(PlaneKind kind, int64_t rows, int64_t k, std::mt19937_64 & rng) {
+    const int64_t kw = b1_words(k);
+    Plane p;
+    auto bits = [&] {
+        std::vector<uint64_t> v(static_cast<size_t>(rows * kw));
+        for (int64_t r = 0; r < rows; ++r) {
+            for (int64_t w = 0; w < kw; ++w) {
+                const int64_t valid = std::min<int64_t>(64, k - w * 64);
+                v[r * kw + w] = rng() & (valid == 64 ? ~uint64_t{0} : (uint64_t{1} << valid) - 1);
+            }
+        }
+        return v;
+    };
+    if (kind != PlaneKind::zero_one) p.sign = bits();
+    if (kind != PlaneKind::pm1) p.mask = bits();
+    if (kind == PlaneKind::ternary) {
+        for (size_t i = 0; i < p.sign.size(); ++i) p.sign[i] &= p.mask[i];
+    }
+    std::uniform_real_distribution<float> scale(0.1f, 2.0f);
+    for (int64_t r = 0; r < rows; ++r) p.scale.push_back(scale(rng));
+    return p;
+}
+
+// The value of plane p at (r, j), decoded one bit at a time.
+int plane_value(const Plane & p, int64_t k, int64_t r, int64_t j) {
+    const int64_t kw = b1_words(k);
+    const auto bit = [&](const std::vector<uint64_t> & v) { return (v[r * kw + j / 64] >> (j % 64)) & 1; };
+    if (!p.mask.empty() && !bit(p.mask)) return 0;
+    return !p.sign.empty() && bit(p.sign) ? -1 : 1;
+}
+
+Operand planes_operand(std::vector<Plane> planes, int64_t rows, int64_t k, std::vector<float> offset = {}) {
+    Operand op;
+    op.kind = Operand::Kind::planes;
+    op.rows = rows;
+    op.k = k;
+    op.planes = std::move(planes);
+    op.offset = std::move(offset);
+    return op;
+}
+
+// Σ_j x[i][j]·w[n][j] in double over decoded values.
+std::vector<double> decoded_product(const Operand & x, const Operand & w) {
+    const std::vector<float> a = x.decode(), b = w.decode();
+    std::vector<double> out(static_cast<size_t>(x.rows * w.rows), 0.0);
+    for (int64_t i = 0; i < x.rows; ++i) {
+        for (int64_t n = 0; n < w.rows; ++n) {
+            for (int64_t j = 0; j < x.k; ++j) out[i * w.rows + n] += double{a[i * x.k + j]} * b[n * x.k + j];
+        }
+    }
+    return out;
+}
+
+void expect_product_close(const Operand & x, const Operand & w, const char * what) {
+    std::vector<float> got(static_cast<size_t>(x.rows * w.rows));
+    matmul(x, w, got.data());
+    const std::vector<double> want = decoded_product(x, w);
+    for (size_t i = 0; i < got.size(); ++i) {
+        ASSERT_NEAR(got[i], want[i], 1e-4 * (1 + std::fabs(want[i]) + x.k)) << what << " k=" << x.k << " at " << i;
+    }
+}
+
+constexpr int64_t kOddK[] = {1, 63, 64, 65, 130, 511, 512, 513};
+
+}  // namespace
+
+TEST(PlaneGemm, EveryPlanePairingMatchesDecodedSums) {
+    std::mt19937_64 rng(3);
+    const PlaneKind kinds[] = {PlaneKind::pm1, PlaneKind::zero_one, PlaneKind::ternary};
+    for (int64_t k : kOddK) {
+        for (PlaneKind kx : kinds) {
+            for (PlaneKind kw : kinds) {
+                const int64_t m = 3, n = 5;
+                const Plane x = random_plane(kx, m, k, rng), w = random_plane(kw, n, k, rng);
+                std::vector<int32_t> c(static_cast<size_t>(m * n));
+                PlaneBits xb{x.sign.empty() ? nullptr : x.sign.data(), x.mask.empty() ? nullptr : x.mask.data()};
+                PlaneBits wb{w.sign.empty() ? nullptr : w.sign.data(), w.mask.empty() ? nullptr : w.mask.data()};
+                plane_gemm_ref(m, n, k, xb, wb, c.data(), n);
+                for (int64_t i = 0; i < m; ++i) {
+                    for (int64_t j = 0; j < n; ++j) {
+                        int32_t want = 0;
+                        for (int64_t p = 0; p < k; ++p) want += plane_value(x, k, i, p) * plane_value(w, k, j, p);
+                        ASSERT_EQ(c[i * n + j], want) << "k=" << k << " kinds " << int(kx) << "," << int(kw);
+                    }
+                }
+                std::vector<int32_t> sums(static_cast<size_t>(m));
+                plane_row_sums(m, k, xb, sums.data());
+                for (int64_t i = 0; i < m; ++i) {
+                    int32_t want = 0;
+                    for (int64_t p = 0; p < k; ++p) want += plane_value(x, k, i, p);
+                    ASSERT_EQ(sums[i], want);
+                }
+            }
+        }
+    }
+}
+
+TEST(Matmul, PlanesWithOffsetsAndSeveralPlanesMatchDecodedProduct) {
+    std::mt19937_64 rng(5);
+    std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+    for (int64_t k : kOddK) {
+        // x: three GSB-like planes plus an offset per row; w: one ±1 plane (XNOR path) or a ternary one.
+        Operand x = planes_operand({random_plane(PlaneKind::pm1, 7, k, rng), random_plane(PlaneKind::ternary, 7, k, rng),
+                                    random_plane(PlaneKind::zero_one, 7, k, rng)},
+                                   7, k, {u(rng), u(rng), u(rng), u(rng), u(rng), u(rng), u(rng)});
+        Operand w_pm1 = planes_operand({random_plane(PlaneKind::pm1, 9, k, rng)}, 9, k);
+        std::vector<float> w_offset(9);
+        for (float & o : w_offset) o = u(rng);
+        Operand w_ternary = planes_operand({random_plane(PlaneKind::ternary, 9, k, rng)}, 9, k, w_offset);
+        expect_product_close(x, w_pm1, "planes x pm1 (unprepared)");
+        prepare_weight(w_pm1);
+        expect_product_close(x, w_pm1, "planes x pm1 (prepared)");
+        expect_product_close(x, w_ternary, "planes x ternary with offsets");
+        Operand x_pm1 = planes_operand({random_plane(PlaneKind::pm1, 7, k, rng)}, 7, k);
+        expect_product_close(x_pm1, w_pm1, "pm1 x pm1 (XNOR kernel)");
+    }
+}
+
+TEST(Matmul, Int8FloatAndMixedPairingsMatchDecodedProduct) {
+    std::mt19937_64 rng(7);
+    std::uniform_int_distribution<int> code(-128, 127), zero(-20, 20);
+    std::uniform_real_distribution<float> u(-2.0f, 2.0f), s(0.01f, 0.1f);
+    for (int64_t k : kOddK) {
+        auto int8_operand = [&](int64_t rows) {
+            Operand op;
+            op.kind = Operand::Kind::int8;
+            op.rows = rows;
+            op.k = k;
+            for (int64_t i = 0; i < rows * k; ++i) op.codes.push_back(static_cast<int8_t>(code(rng)));
+            for (int64_t r = 0; r < rows; ++r) {
+                op.scale.push_back(s(rng));
+                op.zero.push_back(zero(rng));
+            }
+            return op;
+        };
+        auto f32_operand = [&](int64_t rows) {
+            Operand op;
+            op.rows = rows;
+            op.k = k;
+            for (int64_t i = 0; i < rows * k; ++i) op.values.push_back(u(rng));
+            return op;
+        };
+        const Operand xi = int8_operand(4), wi = int8_operand(6), xf = f32_operand(4), wf = f32_operand(6);
+        const Operand wp = planes_operand({random_plane(PlaneKind::ternary, 6, k, rng)}, 6, k, {0.1f, -0.2f, 0.3f, 0, 0, 1});
+        expect_product_close(xi, wi, "int8 x int8");
+        expect_product_close(xf, wf, "f32 x f32");
+        expect_product_close(xf, wp, "f32 x planes (W1A32)");
+        expect_product_close(xi, wp, "int8 x planes (decoded)");
+        expect_product_close(planes_operand({random_plane(PlaneKind::pm1, 4, k, rng)}, 4, k), wf, "planes x f32 (decoded)");
+    }
+}
+
+TEST(Matmul, Int8ProductIsExactAtTheExtremes) {
+    // Every code at the most negative value: Σ (−128)·(−128) over k, the largest magnitude there is.
+    const int64_t k = 3072;
+    Operand x, w;
+    for (Operand * op : {&x, &w}) {
+        op->kind = Operand::Kind::int8;
+        op->rows = 1;
+        op->k = k;
+        op->codes.assign(k, -128);
+        op->scale = {1.0f};
+        op->zero = {0};
+    }
+    std::vector<int32_t> c(1);
+    int8_gemm_ref(1, 1, k, x.codes.data(), w.codes.data(), c.data(), 1);
+    EXPECT_EQ(c[0], 128 * 128 * k);
+}
+
+TEST(Sgemm, BlockedMatchesReferenceOnOddShapes) {
+    std::mt19937_64 rng(9);
+    std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+    for (int64_t m : {1, 3, 4, 5, 50}) {
+        for (int64_t n : {1, 63, 64, 65, 192}) {
+            for (int64_t k : {1, 7, 64, 97}) {
+                std::vector<float> a(static_cast<size_t>(m * k)), bt(static_cast<size_t>(k * n));
+                for (float & v : a) v = u(rng);
+                for (float & v : bt) v = u(rng);
+                std::vector<float> want(static_cast<size_t>(m * n)), got(want.size());
+                sgemm_ref(m, n, k, a.data(), bt.data(), want.data(), n);
+                sgemm(m, n, k, a.data(), bt.data(), got.data(), n);
+                for (size_t i = 0; i < want.size(); ++i) ASSERT_NEAR(got[i], want[i], 1e-5f) << m << "x" << n << "x" << k;
+            }
+        }
+    }
+}
+
+TEST(Operand, ValidationNamesWhatIsWrong) {
+    std::mt19937_64 rng(11);
+    const int64_t k = 65;
+    auto expect_rejected = [](const Operand & op, const std::string & needle) {
+        try {
+            validate_operand(op, "weight blocks.0.attn.qkv.weight");
+            FAIL() << "accepted an operand with " << needle;
+        } catch (const std::invalid_argument & e) {
+            EXPECT_NE(std::string(e.what()).find("blocks.0.attn.qkv.weight"), std::string::npos) << e.what();
+            EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+        }
+    };
+    Operand good = planes_operand({random_plane(PlaneKind::ternary, 2, k, rng)}, 2, k);
+    EXPECT_NO_THROW(validate_operand(good, "ok"));
+    Operand padding = good;
+    padding.planes[0].mask[1] |= uint64_t{1} << 5;  // bit 69 of row 0 (k = 65)
+    expect_rejected(padding, "padding");
+    Operand outside = good;
+    outside.planes[0].sign[0] |= ~outside.planes[0].mask[0] & 1;
+    outside.planes[0].mask[0] &= ~uint64_t{1};
+    outside.planes[0].sign[0] |= 1;
+    expect_rejected(outside, "outside the mask");
+    Operand nan_scale = good;
+    nan_scale.planes[0].scale[1] = std::nanf("");
+    expect_rejected(nan_scale, "non-finite");
+    Operand short_bits = good;
+    short_bits.planes[0].sign.pop_back();
+    expect_rejected(short_bits, "bit count");
+}
