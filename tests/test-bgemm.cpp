@@ -38,16 +38,20 @@ int32_t dot_by_decoding(const uint64_t * a, const uint64_t * b, int64_t k) {
     return sum;
 }
 
+// Both products of a tier (XNOR and AND–popcount) against their references, bit-exactly.
 void check_tier(Isa isa, int64_t m, int64_t n, int64_t k, uint64_t seed) {
     std::mt19937_64 rng(seed);
     const auto a = random_bits(m, k, rng);
     const auto b = random_bits(n, k, rng);
-    std::vector<int32_t> expected(static_cast<size_t>(m * n)), got(static_cast<size_t>(m * n), -7777777);
-    b1b1_gemm_ref(m, n, k, a.data(), b.data(), expected.data(), n);
     const BgemmKernel & kernel = bgemm_kernel(isa);
     const PackedB1 packed = repack_b1_panels(b.data(), n, k, kernel.nr);
-    kernel.gemm(m, a.data(), b1_words(k), packed, got.data(), n);
-    ASSERT_EQ(expected, got) << "isa=" << isa_name(isa) << " M=" << m << " N=" << n << " K=" << k << " seed=" << seed;
+    for (const bool xnor : {true, false}) {
+        std::vector<int32_t> expected(static_cast<size_t>(m * n)), got(static_cast<size_t>(m * n), -7777777);
+        (xnor ? b1b1_gemm_ref : and_popcount_gemm_ref)(m, n, k, a.data(), b.data(), expected.data(), n);
+        (xnor ? kernel.gemm : kernel.and_gemm)(m, a.data(), b1_words(k), packed, got.data(), n);
+        ASSERT_EQ(expected, got) << "isa=" << isa_name(isa) << (xnor ? " xnor" : " and") << " M=" << m << " N=" << n
+                                 << " K=" << k << " seed=" << seed;
+    }
 }
 
 }  // namespace
@@ -62,6 +66,23 @@ TEST(Bgemm, ReferenceMatchesDecodedDotProducts) {
         for (int i = 0; i < 3; ++i)
             for (int j = 0; j < 5; ++j)
                 EXPECT_EQ(c[i * 5 + j], dot_by_decoding(&a[i * b1_words(k)], &b[j * b1_words(k)], k)) << "K=" << k;
+    }
+}
+
+TEST(Bgemm, AndPopcountReferenceMatchesDecodedCounts) {
+    std::mt19937_64 rng(2);
+    for (int64_t k : {1, 63, 64, 65, 130}) {
+        const auto a = random_bits(3, k, rng);
+        const auto b = random_bits(4, k, rng);
+        std::vector<int32_t> c(12);
+        and_popcount_gemm_ref(3, 4, k, a.data(), b.data(), c.data(), 4);
+        for (int64_t i = 0; i < 3; ++i) {
+            for (int64_t j = 0; j < 4; ++j) {
+                int32_t both = 0;
+                for (int64_t p = 0; p < k; ++p) both += ((a[i * b1_words(k) + p / 64] & b[j * b1_words(k) + p / 64]) >> (p % 64)) & 1;
+                EXPECT_EQ(c[i * 4 + j], both) << "k=" << k;
+            }
+        }
     }
 }
 

@@ -131,6 +131,7 @@ TEST(Matmul, PlanesWithOffsetsAndSeveralPlanesMatchDecodedProduct) {
         prepare_weight(w_pm1);
         expect_product_close(x, w_pm1, "planes x pm1 (prepared)");
         expect_product_close(x, w_ternary, "planes x ternary with offsets");
+        expect_product_close(x, planes_operand({random_plane(PlaneKind::zero_one, 9, k, rng)}, 9, k), "planes x {0,1}");
         Operand x_pm1 = planes_operand({random_plane(PlaneKind::pm1, 7, k, rng)}, 7, k);
         expect_product_close(x_pm1, w_pm1, "pm1 x pm1 (XNOR kernel)");
     }

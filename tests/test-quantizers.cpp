@@ -157,6 +157,32 @@ TEST(StraightThrough, ForwardValuesAreExactlyTheQuantizedValues) {
     EXPECT_TRUE(torch::equal(wb.abs(), torch::full_like(wb, wb.abs().max().item<float>())));
 }
 
+TEST(QLinear, CodesFirstProductHasTheGradientsOfThePlainProduct) {
+    // QLinear multiplies binary codes first and scales afterwards (the runtime's order); values and
+    // every gradient must equal those of F::linear on the quantized tensors.
+    torch::manual_seed(3);
+    for (const char * input : {"sign", "elastic_signed", "elastic_unsigned", "rsign"}) {
+        QLinear layer(40, 24, true);
+        layer->sites.install("weight", make_quantizer({"pws", {}}, {SiteKind::weight, 24}));
+        layer->sites.install("input", make_quantizer({input, {}}, {SiteKind::token_activation, 40}));
+        const Tensor x = torch::randn({3, 5, 40}).requires_grad_(true);
+        layer->forward(x);  // first-batch initialisation
+        const Tensor y = layer->forward(x);
+        const Tensor g = torch::randn_like(y);
+        std::vector<Tensor> inputs = {x};
+        for (const auto & p : layer->parameters()) inputs.push_back(p);  // weight, bias, PWS scale, α, shifts
+        const auto grads = torch::autograd::grad({(y * g).sum()}, inputs, {}, true, false, true);
+        const Tensor plain = torch::nn::functional::linear(layer->sites.apply("input", x), layer->sites.apply("weight", layer->weight), layer->bias);
+        const auto plain_grads = torch::autograd::grad({(plain * g).sum()}, inputs, {}, false, false, true);
+        expect_close(y.detach(), plain.detach(), 1e-5);
+        ASSERT_GE(grads.size(), 4u);  // x, weight, bias, PWS scale (+ the input quantizer's)
+        for (size_t i = 0; i < grads.size(); ++i) {
+            ASSERT_EQ(grads[i].defined(), plain_grads[i].defined()) << input << " gradient " << i;
+            if (grads[i].defined()) expect_close(grads[i], plain_grads[i], 1e-4);
+        }
+    }
+}
+
 TEST(Gsb, EvaluationThresholdsArePerSample) {
     // In training the bands use the batch's max/min (as the reference); at evaluation each sample's
     // own, so a prediction does not depend on the other images in its batch.

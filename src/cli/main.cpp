@@ -75,7 +75,7 @@ int run_train(const TrainArgs & a) {
         auto data = load_train_test(config);
         std::fprintf(stderr, "training %s on %s: %lld train / %lld test images, %lld epochs -> %s\n",
                      config.model.name.c_str(), config.data.name.c_str(), static_cast<long long>(data.train.size()),
-                     static_cast<long long>(data.test.size()), static_cast<long long>(config.train.epochs),
+                     static_cast<long long>(data.test.size()), static_cast<long long>(config.total_epochs()),
                      a.out.c_str());
         trainer = std::make_unique<Trainer>(config, a.out, std::move(data));
     }

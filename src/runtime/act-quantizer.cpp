@@ -48,27 +48,6 @@ const QuantizerSpec * find_spec(const std::string & name) {
     return nullptr;
 }
 
-// An operand of `planes` empty planes over rows × k, each with the bit vectors asked for.
-struct PlaneBuilder {
-    Operand op;
-    int64_t kw;
-    PlaneBuilder(int64_t rows, int64_t k) : kw(b1_words(k)) {
-        op.kind = Operand::Kind::planes;
-        op.rows = rows;
-        op.k = k;
-    }
-    Plane & add(bool sign, bool mask, float scale) {
-        Plane p;
-        const auto words = static_cast<size_t>(op.rows * kw);
-        if (sign) p.sign.assign(words, 0);
-        if (mask) p.mask.assign(words, 0);
-        p.scale.assign(static_cast<size_t>(op.rows), scale);
-        op.planes.push_back(std::move(p));
-        return op.planes.back();
-    }
-    void set(std::vector<uint64_t> & bits, int64_t r, int64_t j) const { bits[r * kw + j / 64] |= uint64_t{1} << (j % 64); }
-};
-
 }  // namespace
 
 const std::vector<std::string> & act_quantizer_names() {
@@ -138,158 +117,172 @@ void ActQuantizer::validate(const std::string & site, int64_t channels) const {
     if (name == "gsb_value" || name == "gsb_attention") positive("alphas");
 }
 
+namespace {
+
+// A parameter as one call sees it: one value per column (token scope, [C]) or one value for the
+// whole call (a per-head site's head, or a scalar parameter).
+struct ParamView {
+    const float * data = nullptr;
+    bool per_column = false;
+    float operator[](int64_t j) const { return per_column ? data[j] : data[0]; }
+};
+
+// rows × k bits, bit (r, j) = pred(r, j, x[r·ld + j]); each word is built in a register.
+template <typename Pred>
+std::vector<uint64_t> pack_bits(const float * x, int64_t rows, int64_t k, int64_t ld, Pred pred) {
+    const int64_t kw = b1_words(k);
+    std::vector<uint64_t> bits(static_cast<size_t>(rows * kw));
+    for (int64_t r = 0; r < rows; ++r) {
+        const float * row = x + r * ld;
+        for (int64_t w = 0; w < kw; ++w) {
+            const int64_t base = w * 64, n = std::min<int64_t>(64, k - base);
+            uint64_t word = 0;
+            for (int64_t b = 0; b < n; ++b) word |= static_cast<uint64_t>(pred(r, base + b, row[base + b])) << b;
+            bits[static_cast<size_t>(r * kw + w)] = word;
+        }
+    }
+    return bits;
+}
+
+Operand plane_operand(int64_t rows, int64_t k) {
+    Operand op;
+    op.kind = Operand::Kind::planes;
+    op.rows = rows;
+    op.k = k;
+    return op;
+}
+
+void add_plane(Operand & op, std::vector<uint64_t> sign, std::vector<uint64_t> mask, float scale) {
+    op.planes.push_back(Plane{std::move(sign), std::move(mask), std::vector<float>(static_cast<size_t>(op.rows), scale), {}});
+}
+
+Operand f32_operand(int64_t rows, int64_t k) {
+    Operand op;
+    op.rows = rows;
+    op.k = k;
+    op.values.resize(static_cast<size_t>(rows * k));
+    return op;
+}
+
+}  // namespace
+
 Operand ActQuantizer::encode(const float * x, int64_t rows, int64_t k, int64_t ld, SiteScope scope, int64_t head,
                              float range_max, float range_min) const {
-    // The parameter value for column j: per column at token scope, per head otherwise, or the scalar.
-    auto param = [&](const char * key, int64_t j) {
+    auto view = [&](const char * key) {
         const std::vector<float> & p = params.at(key);
-        if (p.size() == 1) return p[0];
-        return p[static_cast<size_t>(scope == SiteScope::token ? j : head)];
+        if (p.size() == 1) return ParamView{p.data(), false};
+        return scope == SiteScope::token ? ParamView{p.data(), true} : ParamView{p.data() + head, false};
     };
-    // Whether a parameter is the same for every column of this call (so it can scale rows).
-    auto uniform = [&](const char * key) { return scope == SiteScope::per_head || params.at(key).size() == 1; };
+    const std::vector<uint64_t> none;
 
     if (name.empty()) {
-        Operand op;
-        op.rows = rows;
-        op.k = k;
-        op.values.resize(static_cast<size_t>(rows * k));
+        Operand op = f32_operand(rows, k);
         for (int64_t r = 0; r < rows; ++r) std::copy(x + r * ld, x + r * ld + k, op.values.begin() + r * k);
         return op;
     }
-    PlaneBuilder b(rows, k);
-    if (name == "sign" || name == "sign_approx" || name == "rsign" || name == "elastic_signed") {
-        const bool shifted = name == "rsign" || name == "elastic_signed";
-        Plane & p = b.add(true, false, name == "elastic_signed" ? params.at("alpha")[0] : 1.0f);
-        for (int64_t r = 0; r < rows; ++r) {
-            for (int64_t j = 0; j < k; ++j) {
-                const float v = shifted ? x[r * ld + j] + param("shift", j) : x[r * ld + j];
-                if (v < 0.0f) b.set(p.sign, r, j);
-            }
-        }
-        return std::move(b.op);
+    Operand op = plane_operand(rows, k);
+    if (name == "sign" || name == "sign_approx") {
+        add_plane(op, pack_bits(x, rows, k, ld, [](int64_t, int64_t, float v) { return v < 0.0f; }), none, 1.0f);
+        return op;
+    }
+    if (name == "rsign" || name == "elastic_signed") {
+        const ParamView shift = view("shift");
+        add_plane(op, pack_bits(x, rows, k, ld, [&](int64_t, int64_t j, float v) { return v + shift[j] < 0.0f; }), none,
+                  name == "elastic_signed" ? params.at("alpha")[0] : 1.0f);
+        return op;
     }
     if (name == "elastic_unsigned") {
+        const ParamView shift = view("shift");
         const float alpha = params.at("alpha")[0];
-        Plane & p = b.add(false, true, alpha);
-        for (int64_t r = 0; r < rows; ++r) {
-            for (int64_t j = 0; j < k; ++j) {
-                // round(clamp(u, 0, 1)) with ties to even is 1 exactly when u > 0.5.
-                if ((x[r * ld + j] + param("shift", j)) / alpha > 0.5f) b.set(p.mask, r, j);
-            }
-        }
-        return std::move(b.op);
+        // round(clamp(u, 0, 1)) with ties to even is 1 exactly when u > 0.5.
+        add_plane(op, none, pack_bits(x, rows, k, ld, [&](int64_t, int64_t j, float v) { return (v + shift[j]) / alpha > 0.5f; }),
+                  alpha);
+        return op;
     }
     if (name == "bool") {
-        Plane & p = b.add(false, true, 1.0f);
-        for (int64_t r = 0; r < rows; ++r) {
-            for (int64_t j = 0; j < k; ++j) {
-                if (x[r * ld + j] > 0.0f) b.set(p.mask, r, j);
-            }
-        }
-        return std::move(b.op);
+        add_plane(op, none, pack_bits(x, rows, k, ld, [](int64_t, int64_t, float v) { return v > 0.0f; }), 1.0f);
+        return op;
     }
     if (name == "sab") {
-        Plane & p = b.add(false, true, 1.0f);
         const auto beta = static_cast<float>(options.at("beta"));
-        for (int64_t r = 0; r < rows; ++r) {
-            const float threshold = beta * *std::max_element(x + r * ld, x + r * ld + k);
-            for (int64_t j = 0; j < k; ++j) {
-                if (x[r * ld + j] >= threshold) b.set(p.mask, r, j);
-            }
-        }
-        return std::move(b.op);
+        std::vector<float> threshold(static_cast<size_t>(rows));
+        for (int64_t r = 0; r < rows; ++r) threshold[r] = beta * *std::max_element(x + r * ld, x + r * ld + k);
+        add_plane(op, none, pack_bits(x, rows, k, ld, [&](int64_t r, int64_t, float v) { return v >= threshold[r]; }), 1.0f);
+        return op;
     }
     if (name == "lsq") {
         const auto qn = static_cast<float>(options.at("qn")), qp = static_cast<float>(options.at("qp"));
         const bool has_zero = params.count("zero_point") != 0;
-        const bool as_int8 = uniform("step") && (!has_zero || uniform("zero_point")) && qn >= -128 && qp <= 127;
-        Operand op;
-        op.rows = rows;
-        op.k = k;
-        op.kind = as_int8 ? Operand::Kind::int8 : Operand::Kind::f32;
-        (as_int8 ? op.codes.resize(static_cast<size_t>(rows * k)) : op.values.resize(static_cast<size_t>(rows * k)));
-        for (int64_t r = 0; r < rows; ++r) {
-            for (int64_t j = 0; j < k; ++j) {
-                const float s = param("step", j), z = has_zero ? param("zero_point", j) : 0.0f;
-                const float u = has_zero ? x[r * ld + j] / s + z : x[r * ld + j] / s;
-                const float q = std::nearbyint(std::min(std::max(u, qn), qp));  // ties to even, as torch.round
-                if (as_int8) {
-                    op.codes[r * k + j] = static_cast<int8_t>(q);
-                } else {
-                    op.values[r * k + j] = (q - z) * s;
-                }
-            }
-        }
-        if (as_int8) {
-            op.scale.assign(static_cast<size_t>(rows), param("step", 0));
-            op.zero.assign(static_cast<size_t>(rows), static_cast<int32_t>(has_zero ? param("zero_point", 0) : 0.0f));
-        }
-        return op;
-    }
-    if (name == "bivit_act") {
-        if (!uniform("alpha")) {
-            // A per-column scale cannot leave the bit-wise product: decode to the FP32 values.
-            Operand op;
-            op.rows = rows;
-            op.k = k;
-            op.values.resize(static_cast<size_t>(rows * k));
+        const ParamView step = view("step");
+        const ParamView zero = has_zero ? view("zero_point") : ParamView{};
+        const bool as_int8 = !step.per_column && !zero.per_column && qn >= -128 && qp <= 127;
+        auto code = [&](int64_t j, float v) {
+            const float u = has_zero ? v / step[j] + zero[j] : v / step[j];
+            return std::nearbyint(std::min(std::max(u, qn), qp));  // ties to even, as torch.round
+        };
+        if (!as_int8) {
+            Operand f = f32_operand(rows, k);
             for (int64_t r = 0; r < rows; ++r) {
                 for (int64_t j = 0; j < k; ++j) {
-                    const float a = param("alpha", j), z = param("zero_point", j);
-                    const float bit = x[r * ld + j] / a + z < 0.0f ? -1.0f : 1.0f;
-                    op.values[r * k + j] = (bit - z) * a;
+                    f.values[r * k + j] = (code(j, x[r * ld + j]) - (has_zero ? zero[j] : 0.0f)) * step[j];
                 }
             }
-            return op;
+            return f;
         }
-        const float a = param("alpha", 0), z = param("zero_point", 0);
-        Plane & p = b.add(true, false, a);
+        Operand q;
+        q.kind = Operand::Kind::int8;
+        q.rows = rows;
+        q.k = k;
+        q.codes.resize(static_cast<size_t>(rows * k));
         for (int64_t r = 0; r < rows; ++r) {
-            for (int64_t j = 0; j < k; ++j) {
-                if (x[r * ld + j] / a + z < 0.0f) b.set(p.sign, r, j);
-            }
+            for (int64_t j = 0; j < k; ++j) q.codes[r * k + j] = static_cast<int8_t>(code(j, x[r * ld + j]));
         }
-        b.op.offset.assign(static_cast<size_t>(rows), -z * a);
-        return std::move(b.op);
+        q.scale.assign(static_cast<size_t>(rows), step[0]);
+        q.zero.assign(static_cast<size_t>(rows), has_zero ? static_cast<int32_t>(zero[0]) : 0);
+        return q;
+    }
+    if (name == "bivit_act") {
+        const ParamView alpha = view("alpha"), zero = view("zero_point");
+        auto negative = [&](int64_t, int64_t j, float v) { return v / alpha[j] + zero[j] < 0.0f; };
+        if (alpha.per_column) {
+            // A per-column scale cannot leave the bit-wise product: decode to the FP32 values.
+            Operand f = f32_operand(rows, k);
+            for (int64_t r = 0; r < rows; ++r) {
+                for (int64_t j = 0; j < k; ++j) {
+                    const float bit = negative(r, j, x[r * ld + j]) ? -1.0f : 1.0f;
+                    f.values[r * k + j] = (bit - zero[j]) * alpha[j];
+                }
+            }
+            return f;
+        }
+        add_plane(op, pack_bits(x, rows, k, ld, negative), none, alpha[0]);
+        op.offset.assign(static_cast<size_t>(rows), -zero[0] * alpha[0]);
+        return op;
     }
     if (name == "gsb_value") {
+        // v̂ = α1·s + α2·s·m1 + α3·s·m2: one ±1 plane and two ternary planes sharing its signs.
         const std::vector<float> & a = params.at("alphas");
         const float hi1 = 0.7f * range_max, lo1 = 0.7f * range_min, hi2 = 0.9f * range_max, lo2 = 0.9f * range_min;
-        b.add(true, false, a[0]);
-        b.add(true, true, a[1]);
-        b.add(true, true, a[2]);
-        Plane *all = &b.op.planes[0], *band1 = &b.op.planes[1], *band2 = &b.op.planes[2];
-        for (int64_t r = 0; r < rows; ++r) {
-            for (int64_t j = 0; j < k; ++j) {
-                const float v = x[r * ld + j];
-                const bool negative = v < 0.0f;
-                if (negative) b.set(all->sign, r, j);
-                for (auto [plane, hi, lo] : {std::tuple{band1, hi1, lo1}, std::tuple{band2, hi2, lo2}}) {
-                    if (v > hi || v < lo) {
-                        b.set(plane->mask, r, j);
-                        if (negative) b.set(plane->sign, r, j);
-                    }
-                }
-            }
+        std::vector<uint64_t> sign = pack_bits(x, rows, k, ld, [](int64_t, int64_t, float v) { return v < 0.0f; });
+        std::vector<uint64_t> band1 = pack_bits(x, rows, k, ld, [&](int64_t, int64_t, float v) { return v > hi1 || v < lo1; });
+        std::vector<uint64_t> band2 = pack_bits(x, rows, k, ld, [&](int64_t, int64_t, float v) { return v > hi2 || v < lo2; });
+        std::vector<uint64_t> sign1(sign.size()), sign2(sign.size());
+        for (size_t i = 0; i < sign.size(); ++i) {
+            sign1[i] = sign[i] & band1[i];
+            sign2[i] = sign[i] & band2[i];
         }
-        return std::move(b.op);
+        add_plane(op, std::move(sign), none, a[0]);
+        add_plane(op, std::move(sign1), std::move(band1), a[1]);
+        add_plane(op, std::move(sign2), std::move(band2), a[2]);
+        return op;
     }
     if (name == "gsb_attention") {
         const std::vector<float> & a = params.at("alphas");
-        const float t1 = 0.7f * range_max, t2 = 0.9f * range_max;
-        b.add(false, true, a[0]);
-        b.add(false, true, a[1]);
-        b.add(false, true, a[2]);
-        for (int64_t r = 0; r < rows; ++r) {
-            for (int64_t j = 0; j < k; ++j) {
-                const float v = x[r * ld + j];
-                if (v / a[0] > 0.5f) b.set(b.op.planes[0].mask, r, j);
-                if (v > t1) b.set(b.op.planes[1].mask, r, j);
-                if (v > t2) b.set(b.op.planes[2].mask, r, j);
-            }
-        }
-        return std::move(b.op);
+        const float t1 = 0.7f * range_max, t2 = 0.9f * range_max, a0 = a[0];
+        add_plane(op, none, pack_bits(x, rows, k, ld, [&](int64_t, int64_t, float v) { return v / a0 > 0.5f; }), a[0]);
+        add_plane(op, none, pack_bits(x, rows, k, ld, [&](int64_t, int64_t, float v) { return v > t1; }), a[1]);
+        add_plane(op, none, pack_bits(x, rows, k, ld, [&](int64_t, int64_t, float v) { return v > t2; }), a[2]);
+        return op;
     }
     throw std::invalid_argument("activation quantizer '" + name + "' is not implemented by the runtime");
 }

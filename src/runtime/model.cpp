@@ -205,11 +205,15 @@ void gelu(float * x, int64_t n) {
     for (int64_t i = 0; i < n; ++i) x[i] = 0.5f * x[i] * (1.0f + std::erf(x[i] * static_cast<float>(M_SQRT1_2)));
 }
 
-// Max and min over a whole tensor (a GSB quantizer's range).
-std::pair<float, float> range_of(const std::vector<float> & v) {
+// Max and min over a whole sample's tensor at a site, for the quantizers that need them (GSB).
+std::pair<float, float> range_for(const ActQuantizer & q, const std::vector<float> & v) {
+    if (!q.needs_range()) return {0.0f, 0.0f};
     const auto [lo, hi] = std::minmax_element(v.begin(), v.end());
     return {*hi, *lo};
 }
+
+// Whether a quantizer's output depends on its input's sign alone (sign(0) = +1, sign(−0) = +1).
+bool sign_only(const ActQuantizer & q) { return q.name == "sign" || q.name == "sign_approx"; }
 
 }  // namespace
 
@@ -370,12 +374,15 @@ void PackedModel::attention(const Block & b, const float * x, float * out) const
             }
         }
     }
-    const auto [q_max, q_min] = range_of(q);
-    const auto [k_max, k_min] = range_of(k);
-    const auto [v_max, v_min] = range_of(vt);
-    std::vector<float> probs(static_cast<size_t>(H * N * N));
+    const auto [q_max, q_min] = range_for(b.q, q);
+    const auto [k_max, k_min] = range_for(b.k, k);
+    const auto [v_max, v_min] = range_for(b.v, vt);
+    // A sign quantizer on softmax probabilities (≥ 0, and sign(0) = +1) outputs +1 whatever q and k
+    // are (the BNN baseline's attention): the scores need not be computed at all.
+    const bool all_positive = c.softmax && !c.attn_bias && sign_only(b.probs);
+    std::vector<float> probs(static_cast<size_t>(H * N * N), 1.0f);
     const auto scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
-    for (int64_t h = 0; h < H; ++h) {
+    for (int64_t h = 0; h < H && !all_positive; ++h) {
         const Operand qh = b.q.encode(q.data() + h * N * d, N, d, d, SiteScope::per_head, h, q_max, q_min);
         const Operand kh = b.k.encode(k.data() + h * N * d, N, d, d, SiteScope::per_head, h, k_max, k_min);
         float * scores = probs.data() + h * N * N;
@@ -394,7 +401,7 @@ void PackedModel::attention(const Block & b, const float * x, float * out) const
             }
         }
     }
-    const auto [p_max, p_min] = range_of(probs);
+    const auto [p_max, p_min] = range_for(b.probs, probs);
     std::vector<float> merged(static_cast<size_t>(N * D)), head_out(static_cast<size_t>(N * d));
     for (int64_t h = 0; h < H; ++h) {
         const Operand ph = b.probs.encode(probs.data() + h * N * N, N, N, N, SiteScope::per_head, h, p_max, p_min);
@@ -435,6 +442,8 @@ std::vector<float> PackedModel::forward(const float * image) const {
         for (size_t i = 0; i < x.size(); ++i) x[i] += branch[i];
         b.norm2.forward(x.data(), N, D, normed.data());
         b.fc1.forward(normed.data(), N, hidden.data());
+        // Not skipped even when fc2 binarizes by sign: GELU underflows to −0 below about −5.5, which
+        // binarizes to +1 (as in LibTorch), unlike the pre-activation's sign.
         if (c.mlp_act == "relu") {
             for (float & h : hidden) h = std::max(h, 0.0f);
         } else {

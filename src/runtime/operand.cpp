@@ -28,6 +28,51 @@ std::vector<float> transposed(const std::vector<float> & values, int64_t rows, i
     return t;
 }
 
+// dots[i][j] = Σ_k px[i][k]·pw[j][k] for one pair of planes, through the fastest kernel for their
+// kinds (plane-gemm.h gives the identities):
+//   ±1 · ±1           XNOR:  k − 2·popcount(sx ^ sw)
+//   {0,1} · ±1        AND:   popcount(mx) − 2·popcount(mx & sw)
+//   {0,1} · {0,1}     AND:   popcount(mx & mw)
+//   {0,1} · ternary   AND:   popcount(mx & mw) − 2·popcount(mx & sw)
+// and the scalar general form for the rest (a ternary or ±1 left side against masks).
+void plane_pair_dots(const Plane & px, const Plane & pw, int64_t m, int64_t n, int64_t k, int32_t * dots) {
+    const BgemmKernel & kernel = bgemm_kernel();
+    const int64_t kw = b1_words(k);
+    auto panels = [&](const std::vector<uint64_t> & bits) { return repack_b1_panels(bits.data(), n, k, kernel.nr); };
+    const bool x_pm1 = px.mask.empty(), x_01 = px.sign.empty();
+    const bool w_pm1 = pw.mask.empty(), w_01 = pw.sign.empty();
+    if (x_pm1 && w_pm1) {
+        if (pw.packed.n == n) {
+            kernel.gemm(m, px.sign.data(), kw, pw.packed, dots, n);
+        } else {
+            kernel.gemm(m, px.sign.data(), kw, panels(pw.sign), dots, n);
+        }
+        return;
+    }
+    if (!x_01) {
+        plane_gemm_ref(m, n, k, bits_of(px), bits_of(pw), dots, n);
+        return;
+    }
+    if (w_01) {
+        kernel.and_gemm(m, px.mask.data(), kw, panels(pw.mask), dots, n);
+        return;
+    }
+    // Σ over the mask's ones of (1 − 2·s): present − 2·negative, with present = popcount(mx) (±1 right
+    // side) or popcount(mx & mw) (ternary right side).
+    std::vector<int32_t> negative(static_cast<size_t>(m * n));
+    kernel.and_gemm(m, px.mask.data(), kw, panels(pw.sign), negative.data(), n);
+    if (w_pm1) {
+        std::vector<int32_t> present(static_cast<size_t>(m));
+        plane_row_sums(m, k, PlaneBits{nullptr, px.mask.data()}, present.data());
+        for (int64_t i = 0; i < m; ++i) {
+            for (int64_t j = 0; j < n; ++j) dots[i * n + j] = present[i] - 2 * negative[i * n + j];
+        }
+    } else {
+        kernel.and_gemm(m, px.mask.data(), kw, panels(pw.mask), dots, n);
+        for (int64_t i = 0; i < m * n; ++i) dots[i] -= 2 * negative[i];
+    }
+}
+
 // Σ over planes p of x and q of w: scale_p[i]·scale_q[j]·(plane_p · plane_q), plus the offsets'
 // cross terms (offset · Σ_j of the other side's values).
 void planes_matmul(const Operand & x, const Operand & w, float * out) {
@@ -36,15 +81,7 @@ void planes_matmul(const Operand & x, const Operand & w, float * out) {
     std::fill(out, out + m * n, 0.0f);
     for (const Plane & px : x.planes) {
         for (const Plane & pw : w.planes) {
-            const bool xnor = px.mask.empty() && pw.mask.empty();
-            if (xnor && pw.packed.n == n) {
-                bgemm_kernel().gemm(m, px.sign.data(), b1_words(k), pw.packed, dots.data(), n);
-            } else if (xnor) {
-                const PackedB1 packed = repack_b1_panels(pw.sign.data(), n, k, bgemm_kernel().nr);
-                bgemm_kernel().gemm(m, px.sign.data(), b1_words(k), packed, dots.data(), n);
-            } else {
-                plane_gemm_ref(m, n, k, bits_of(px), bits_of(pw), dots.data(), n);
-            }
+            plane_pair_dots(px, pw, m, n, k, dots.data());
             for (int64_t i = 0; i < m; ++i) {
                 for (int64_t j = 0; j < n; ++j) out[i * n + j] += px.scale[i] * pw.scale[j] * static_cast<float>(dots[i * n + j]);
             }

@@ -80,7 +80,17 @@ QLinearImpl::QLinearImpl(int64_t in_features, int64_t out_features, bool with_bi
 }
 
 torch::Tensor QLinearImpl::forward(const torch::Tensor & x) {
-    return F::linear(sites.apply("input", x), sites.apply("weight", weight), bias);
+    const torch::Tensor xq = sites.apply("input", x), wq = sites.apply("weight", weight);
+    const SiteTransform xt = sites.installed("input"), wt = sites.installed("weight");
+    const torch::Tensor xs = xt ? xt->code_scale(xq) : torch::Tensor(), ws = wt ? wt->code_scale(wq) : torch::Tensor();
+    if (!xs.defined() || !ws.defined()) return F::linear(xq, wq, bias);
+    // Binary (or ternary) codes on both sides: Σ codes·codes is an exact integer, then × (α·s_row),
+    // then + bias — the runtime's order. Dividing by the detached scales keeps every gradient as
+    // F::linear(xq, wq) gives it. A zero scale (an all-zero row) has codes 0.
+    auto safe = [](const torch::Tensor & s) { return torch::where(s == 0, torch::ones_like(s), s); };
+    const torch::Tensor x_codes = xq / safe(xs), w_codes = wq / safe(ws).unsqueeze(1);
+    const torch::Tensor out = F::linear(x_codes, w_codes) * (xs * ws);
+    return bias.defined() ? out + bias : out;
 }
 
 AttentionImpl::AttentionImpl(int64_t dim, int64_t heads, bool qkv_bias, const BlockVariant & v, int64_t num_tokens)

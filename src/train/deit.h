@@ -28,6 +28,12 @@ namespace bitvit {
 class SiteTransformImpl : public torch::nn::Module {
   public:
     virtual torch::Tensor forward(const torch::Tensor & x) = 0;
+    // When this transform's output is scale · codes with codes in {−1, 0, +1} — one scale per output
+    // row for a weight, one for the whole tensor for an activation — the scale, detached ([out] or a
+    // one-element tensor); undefined otherwise. QLinear then multiplies the codes first (an exact
+    // integer product even in float) and applies the scales afterwards, as the runtime does, so the
+    // two agree bit for bit where a later sign() meets a result of exactly 0.
+    virtual torch::Tensor code_scale(const torch::Tensor & quantized) const { return {}; }
 };
 using SiteTransform = std::shared_ptr<SiteTransformImpl>;
 

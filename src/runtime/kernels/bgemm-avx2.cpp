@@ -15,6 +15,7 @@ struct Avx2Ops {
     static Vec load(const uint64_t * p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i *>(p)); }
     static Vec broadcast(uint64_t w) { return _mm256_set1_epi64x(static_cast<long long>(w)); }
     static Vec xor_(Vec a, Vec b) { return _mm256_xor_si256(a, b); }
+    static Vec and_(Vec a, Vec b) { return _mm256_and_si256(a, b); }
     static Vec add_popcount(Vec acc, Vec x) {
         const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,  //
                                              0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
@@ -25,7 +26,7 @@ struct Avx2Ops {
     }
     static void store_result(int32_t * c, Vec counts, int64_t k, int64_t n) {
         // k − 2·count fits in 32 bits: keep each 64-bit lane's low half, pack the four into 128 bits.
-        const __m256i r = _mm256_sub_epi64(_mm256_set1_epi64x(k), _mm256_slli_epi64(counts, 1));
+        const __m256i r = k < 0 ? counts : _mm256_sub_epi64(_mm256_set1_epi64x(k), _mm256_slli_epi64(counts, 1));
         const __m128i packed = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(r, _mm256_setr_epi32(0, 2, 4, 6, 0, 0, 0, 0)));
         const __m128i mask = _mm_cmpgt_epi32(_mm_set1_epi32(static_cast<int>(n)), _mm_setr_epi32(0, 1, 2, 3));
         _mm_maskstore_epi32(c, mask, packed);
@@ -34,11 +35,12 @@ struct Avx2Ops {
 
 // 4 rows × 8 columns: 8 accumulators + 2 B vectors + constants fit the 16 ymm registers.
 using Tile = BgemmTile<Avx2Ops, 4, 2>;
+using AndTile = BgemmTile<Avx2Ops, 4, 2, BitOp::and_>;
 
 }  // namespace
 
 const BgemmKernel & bgemm_kernel_avx2() {
-    static const BgemmKernel kernel{Isa::avx2, Tile::kMR, Tile::kNR, bgemm_drive<Tile>};
+    static const BgemmKernel kernel{Isa::avx2, Tile::kMR, Tile::kNR, bgemm_drive<Tile>, bgemm_drive<AndTile>};
     return kernel;
 }
 

@@ -16,8 +16,9 @@ struct Avx512Ops {
     static Vec load(const uint64_t * p) { return _mm512_loadu_si512(p); }
     static Vec broadcast(uint64_t w) { return _mm512_set1_epi64(static_cast<long long>(w)); }
     static Vec xor_(Vec a, Vec b) { return _mm512_xor_si512(a, b); }
+    static Vec and_(Vec a, Vec b) { return _mm512_and_si512(a, b); }
     static void store_result(int32_t * c, Vec counts, int64_t k, int64_t n) {
-        const __m512i r = _mm512_sub_epi64(_mm512_set1_epi64(k), _mm512_slli_epi64(counts, 1));
+        const __m512i r = k < 0 ? counts : _mm512_sub_epi64(_mm512_set1_epi64(k), _mm512_slli_epi64(counts, 1));
         _mm256_mask_storeu_epi32(c, static_cast<__mmask8>((1u << n) - 1), _mm512_cvtepi64_epi32(r));
     }
 };

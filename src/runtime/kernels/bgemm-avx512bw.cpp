@@ -24,11 +24,12 @@ struct Avx512BwOps : Avx512Ops {
 
 // 4 rows × 32 columns: 16 accumulators + 4 B vectors + constants and temporaries within 32 zmm.
 using Tile = BgemmTile<Avx512BwOps, 4, 4>;
+using AndTile = BgemmTile<Avx512BwOps, 4, 4, BitOp::and_>;
 
 }  // namespace
 
 const BgemmKernel & bgemm_kernel_avx512bw() {
-    static const BgemmKernel kernel{Isa::avx512bw, Tile::kMR, Tile::kNR, bgemm_drive<Tile>};
+    static const BgemmKernel kernel{Isa::avx512bw, Tile::kMR, Tile::kNR, bgemm_drive<Tile>, bgemm_drive<AndTile>};
     return kernel;
 }
 

@@ -14,11 +14,12 @@ struct Avx512PopcntOps : Avx512Ops {
 
 // 4 rows × 32 columns: 16 accumulators + 4 B vectors + 1 broadcast A word.
 using Tile = BgemmTile<Avx512PopcntOps, 4, 4>;
+using AndTile = BgemmTile<Avx512PopcntOps, 4, 4, BitOp::and_>;
 
 }  // namespace
 
 const BgemmKernel & bgemm_kernel_avx512vpopcntdq() {
-    static const BgemmKernel kernel{Isa::avx512vpopcntdq, Tile::kMR, Tile::kNR, bgemm_drive<Tile>};
+    static const BgemmKernel kernel{Isa::avx512vpopcntdq, Tile::kMR, Tile::kNR, bgemm_drive<Tile>, bgemm_drive<AndTile>};
     return kernel;
 }
 

@@ -2,9 +2,13 @@
 // instantiated by each SIMD tier's translation unit with its own intrinsics (and compile flags).
 //
 // V provides: kLanes (uint64 words per vector), Vec, zero(), load(const uint64_t*),
-// broadcast(uint64_t), xor_(Vec, Vec), add_popcount(Vec acc, Vec x) -> acc + popcount per 64-bit
-// lane, and store_result(int32_t * c, Vec counts, int64_t k, int64_t n): c[l] = k − 2·counts[l] for
-// the first n ≤ kLanes lanes (the epilogue stays in registers: for small K it is a large share).
+// broadcast(uint64_t), xor_(Vec, Vec), and_(Vec, Vec), add_popcount(Vec acc, Vec x) -> acc +
+// popcount per 64-bit lane, and store_result(int32_t * c, Vec counts, int64_t k, int64_t n):
+// c[l] = k − 2·counts[l] for the first n ≤ kLanes lanes (the epilogue stays in registers: for small
+// K it is a large share), with k = −1 meaning "store the counts themselves".
+//
+// Two products share the tile: XNOR (popcount of a ^ b, stored as K − 2·count: ±1 · ±1) and AND
+// (popcount of a & b, stored as is: a {0, 1} plane against ±1 signs or {0, 1} masks).
 #pragma once
 
 #include <algorithm>
@@ -16,7 +20,9 @@ namespace bitvit::runtime {
 // MR rows of A × (NV·V::kLanes) rows of B. Per word index w: NV loads of B, MR broadcasts of A,
 // MR·NV xor + popcount-accumulates into MR·NV vector accumulators held in registers. Lane sums are
 // int64: no overflow for any K.
-template <class V, int MR, int NV>
+enum class BitOp { xnor, and_ };
+
+template <class V, int MR, int NV, BitOp Op = BitOp::xnor>
 struct BgemmTile {
     static constexpr int64_t kMR = MR;
     static constexpr int64_t kNR = NV * V::kLanes;
@@ -33,14 +39,17 @@ struct BgemmTile {
             for (int j = 0; j < NV; ++j) b[j] = V::load(panel + w * kNR + j * V::kLanes);
             for (int i = 0; i < MR; ++i) {
                 const typename V::Vec a = V::broadcast(a_rows[i][w]);
-                for (int j = 0; j < NV; ++j) acc[i][j] = V::add_popcount(acc[i][j], V::xor_(a, b[j]));
+                for (int j = 0; j < NV; ++j) {
+                    const typename V::Vec bits = Op == BitOp::xnor ? V::xor_(a, b[j]) : V::and_(a, b[j]);
+                    acc[i][j] = V::add_popcount(acc[i][j], bits);
+                }
             }
         }
         for (int i = 0; i < MR; ++i) {
             if (i >= mr) break;
             for (int j = 0; j < NV; ++j) {
                 const int64_t lanes = std::min<int64_t>(V::kLanes, nr - j * V::kLanes);
-                if (lanes > 0) V::store_result(c_rows[i] + j * V::kLanes, acc[i][j], k, lanes);
+                if (lanes > 0) V::store_result(c_rows[i] + j * V::kLanes, acc[i][j], Op == BitOp::xnor ? k : -1, lanes);
             }
         }
     }

@@ -31,6 +31,18 @@ void b1b1_gemm_ref(int64_t m, int64_t n, int64_t k, const uint64_t * a, const ui
     }
 }
 
+void and_popcount_gemm_ref(int64_t m, int64_t n, int64_t k, const uint64_t * a, const uint64_t * b, int32_t * c,
+                           int64_t ldc) {
+    const int64_t kw = b1_words(k);
+    for (int64_t i = 0; i < m; ++i) {
+        for (int64_t j = 0; j < n; ++j) {
+            int64_t count = 0;
+            for (int64_t w = 0; w < kw; ++w) count += __builtin_popcountll(a[i * kw + w] & b[j * kw + w]);
+            c[i * ldc + j] = static_cast<int32_t>(count);
+        }
+    }
+}
+
 PackedB1 repack_b1_panels(const uint64_t * b, int64_t n, int64_t k, int64_t nr) {
     const int64_t kw = b1_words(k);
     const int64_t panels = (n + nr - 1) / nr;
@@ -45,24 +57,28 @@ PackedB1 repack_b1_panels(const uint64_t * b, int64_t n, int64_t k, int64_t nr) 
 }
 
 namespace {
-// The scalar tier: the reference loop over the panel layout, so it shares the packing path with the
+// The scalar tier: the reference loops over the panel layout, so it shares the packing path with the
 // SIMD tiers while staying obviously correct.
-void b1b1_gemm_scalar(int64_t m, const uint64_t * a, int64_t lda, const PackedB1 & b, int32_t * c, int64_t ldc) {
+template <bool kXnor>
+void popcount_gemm_scalar(int64_t m, const uint64_t * a, int64_t lda, const PackedB1 & b, int32_t * c, int64_t ldc) {
     const int64_t kw = b1_words(b.k);
     for (int64_t j = 0; j < b.n; ++j) {
         const uint64_t * panel = b.panel(j / b.nr);
         const int64_t lane = j % b.nr;
         for (int64_t i = 0; i < m; ++i) {
-            int64_t differing = 0;
-            for (int64_t w = 0; w < kw; ++w) differing += __builtin_popcountll(a[i * lda + w] ^ panel[w * b.nr + lane]);
-            c[i * ldc + j] = static_cast<int32_t>(b.k - 2 * differing);
+            int64_t count = 0;
+            for (int64_t w = 0; w < kw; ++w) {
+                const uint64_t x = a[i * lda + w], y = panel[w * b.nr + lane];
+                count += __builtin_popcountll(kXnor ? x ^ y : x & y);
+            }
+            c[i * ldc + j] = static_cast<int32_t>(kXnor ? b.k - 2 * count : count);
         }
     }
 }
 }  // namespace
 
 const BgemmKernel & bgemm_kernel(Isa isa) {
-    static const BgemmKernel scalar{Isa::scalar, 1, 1, b1b1_gemm_scalar};
+    static const BgemmKernel scalar{Isa::scalar, 1, 1, popcount_gemm_scalar<true>, popcount_gemm_scalar<false>};
     if (static_cast<int>(isa) > static_cast<int>(best_supported_isa())) {
         throw std::invalid_argument(std::string("bgemm: this CPU cannot run the ") + isa_name(isa) + " tier");
     }

@@ -28,6 +28,10 @@ void pack_b1_rows_ref(const float * x, int64_t rows, int64_t k, int64_t ld, uint
 // Reference: C[m][n] = K − 2·popcount(a[m] ^ b[n]) over canonical a (M × kw) and b (N × kw).
 void b1b1_gemm_ref(int64_t m, int64_t n, int64_t k, const uint64_t * a, const uint64_t * b, int32_t * c,
                    int64_t ldc);
+// Reference AND–popcount: C[m][n] = popcount(a[m] & b[n]) — a {0, 1} plane (SAB / Bool / GSB
+// attention) against sign bits or masks; plane-gemm.h turns the counts into dot products.
+void and_popcount_gemm_ref(int64_t m, int64_t n, int64_t k, const uint64_t * a, const uint64_t * b, int32_t * c,
+                           int64_t ldc);
 
 // B repacked into column panels of `nr` rows of B: panel p holds, for each word index w in [0, kw),
 // the words b[p·nr + j][w] for j in [0, nr) contiguously (rows past N are zero).
@@ -38,12 +42,16 @@ struct PackedB1 {
 };
 PackedB1 repack_b1_panels(const uint64_t * b, int64_t n, int64_t k, int64_t nr);
 
-// One ISA tier's binary GEMM, with the panel width its packed B must have.
+// One ISA tier's binary GEMMs, with the panel width their packed B must have.
 struct BgemmKernel {
     Isa isa;
     int64_t mr, nr;  // rows of A and of B per micro-tile
-    // C[m][n] for m < M, n < B.n; a is canonical (M × b1_words(K) words, row stride lda words).
-    void (*gemm)(int64_t m, const uint64_t * a, int64_t lda, const PackedB1 & b, int32_t * c, int64_t ldc);
+    using Gemm = void (*)(int64_t m, const uint64_t * a, int64_t lda, const PackedB1 & b, int32_t * c, int64_t ldc);
+    // C[m][n] = K − 2·popcount(a[m] ^ b[n]) for m < M, n < B.n; a is canonical (M × b1_words(K)
+    // words, row stride lda words).
+    Gemm gemm;
+    // C[m][n] = popcount(a[m] & b[n]), same layouts.
+    Gemm and_gemm;
 };
 
 // The kernel of a tier (the CPU must support it), and the one selected_isa() picks.

@@ -52,19 +52,26 @@ std::vector<int64_t> per_channel_shape(const Tensor & w) {
 Tensor row_mean(const Tensor & w) { return w.flatten(1).mean(1).view(per_channel_shape(w)); }
 Tensor row_mean_abs(const Tensor & w) { return w.abs().flatten(1).mean(1).view(per_channel_shape(w)); }
 
+// The code scale of a weight whose rows are ±s_row (or 0): s_row = max |row|, shape [out].
+Tensor row_code_scale(const Tensor & q) { return q.detach().abs().flatten(1).amax(1); }
+
 class SignQuantizer : public QuantizerImpl {
   public:
-    explicit SignQuantizer(bool approx) : approx_(approx) {}
+    SignQuantizer(bool approx, bool weight) : approx_(approx), weight_(weight) {}
     Tensor quantize(const Tensor & x) override { return approx_ ? sign_approx(x) : sign_clipped(x); }
+    Tensor code_scale(const Tensor & q) const override {
+        return weight_ ? torch::ones({q.size(0)}, q.options()) : torch::ones({1}, q.options());
+    }
 
   private:
-    bool approx_;
+    bool approx_, weight_;
 };
 
 // BiBERT Bool: attention scores (the probs site of a softmax-free block) to {0, 1}.
 class BoolQuantizer : public QuantizerImpl {
   public:
     Tensor quantize(const Tensor & x) override { return bool_clipped(x); }
+    Tensor code_scale(const Tensor & q) const override { return torch::ones({1}, q.options()); }
 };
 
 // ReActNet RSign: y = sign(x + b_c), b learnable per channel, initialised to 0.
@@ -74,6 +81,7 @@ class RSignQuantizer : public QuantizerImpl {
         shift = register_parameter("shift", torch::zeros({site.channels}));
     }
     Tensor quantize(const Tensor & x) override { return sign_approx(x + per_channel(shift, site_, x)); }
+    Tensor code_scale(const Tensor & q) const override { return torch::ones({1}, q.options()); }
     Deployed deployed() const override { return {{{"shift", shift.detach()}}, {}}; }
     Tensor shift;
 
@@ -102,6 +110,7 @@ class AnalyticWeightBinarizer : public QuantizerImpl {
         }
         return w;
     }
+    Tensor code_scale(const Tensor & q) const override { return row_code_scale(q); }
 
   private:
     WeightScheme scheme_;
@@ -116,6 +125,7 @@ class PwsQuantizer : public QuantizerImpl {
     Tensor quantize(const Tensor & w) override {
         return scale.view(per_channel_shape(w)) * sign_clipped(w - row_mean(w));
     }
+    Tensor code_scale(const Tensor & q) const override { return row_code_scale(q); }
     Tensor scale;
 };
 
@@ -135,6 +145,7 @@ class ElasticQuantizer : public QuantizerImpl {
         return elastic_unsigned(shifted, alpha);
     }
     Deployed deployed() const override { return {{{"shift", shift.detach()}, {"alpha", alpha.detach().clamp_min(1e-5)}}, {}}; }
+    Tensor code_scale(const Tensor &) const override { return alpha.detach().clamp_min(1e-5); }
     Tensor shift, alpha;
 
   private:
@@ -186,6 +197,7 @@ class TwnQuantizer : public QuantizerImpl {
     explicit TwnQuantizer(bool per_row) : per_row_(per_row) {}
     Tensor quantize(const Tensor & w) override { return ternary_twn(w.flatten(1), per_row_).view(w.sizes()); }
     Precision precision() const override { return {2, 1}; }  // {−1, 0, +1} as two bit-planes
+    Tensor code_scale(const Tensor & q) const override { return row_code_scale(q); }
 
   private:
     bool per_row_;
@@ -300,8 +312,10 @@ struct Entry {
 
 const std::vector<Entry> & registry() {
     static const std::vector<Entry> entries = {
-        {"sign", true, true, [](Options &, const SiteInfo &) { return std::make_shared<SignQuantizer>(false); }},
-        {"sign_approx", true, true, [](Options &, const SiteInfo &) { return std::make_shared<SignQuantizer>(true); }},
+        {"sign", true, true,
+         [](Options &, const SiteInfo & s) { return std::make_shared<SignQuantizer>(false, s.kind == SiteKind::weight); }},
+        {"sign_approx", true, true,
+         [](Options &, const SiteInfo & s) { return std::make_shared<SignQuantizer>(true, s.kind == SiteKind::weight); }},
         {"bool", false, true, [](Options &, const SiteInfo &) { return std::make_shared<BoolQuantizer>(); }},
         {"rsign", false, true, [](Options &, const SiteInfo & s) { return std::make_shared<RSignQuantizer>(s); }},
         {"xnor", true, false, [](Options &, const SiteInfo &) { return std::make_shared<AnalyticWeightBinarizer>(WeightScheme::xnor); }},
