@@ -201,8 +201,28 @@ LayerNorm read_norm(const std::string & name, int64_t dim, float eps, TensorRead
     return LayerNorm{r.f32(name + ".weight", {dim}), r.f32(name + ".bias", {dim}), eps};
 }
 
-void gelu(float * x, int64_t n) {
-    for (int64_t i = 0; i < n; ++i) x[i] = 0.5f * x[i] * (1.0f + std::erf(x[i] * static_cast<float>(M_SQRT1_2)));
+float gelu(float x) { return 0.5f * x * (1.0f + std::erf(x * static_cast<float>(M_SQRT1_2))); }
+
+// GELU(x) < 0 exactly for x in (floor, 0): below the floor erf(x/√2) rounds to −1 and GELU gives −0
+// (which binarizes to +1). The floor is found once, by bisection down to adjacent floats.
+float gelu_negative_floor() {
+    static const float floor = [] {
+        float lo = -30.0f, hi = -1.0f;  // gelu(lo) is −0, gelu(hi) < 0
+        while (std::nextafter(lo, hi) != hi) {
+            const float mid = lo + (hi - lo) / 2;
+            if (mid == lo || mid == hi) break;
+            (gelu(mid) < 0.0f ? hi : lo) = mid;
+        }
+        return lo;
+    }();
+    return floor;
+}
+
+// The sign GELU's output would have, without computing it: −1 or +1 (sign(0) = sign(−0) = +1).
+float gelu_sign(float x, float floor) {
+    if (x >= 0.0f || x <= floor) return 1.0f;
+    if (x > -1e-30f) return gelu(x) < 0.0f ? -1.0f : 1.0f;  // tiny x: the product may underflow to −0
+    return -1.0f;
 }
 
 // Max and min over a whole sample's tensor at a site, for the quantizers that need them (GSB).
@@ -442,14 +462,18 @@ std::vector<float> PackedModel::forward(const float * image) const {
         for (size_t i = 0; i < x.size(); ++i) x[i] += branch[i];
         b.norm2.forward(x.data(), N, D, normed.data());
         b.fc1.forward(normed.data(), N, hidden.data());
-        // Not skipped even when fc2 binarizes by sign: GELU underflows to −0 below about −5.5, which
-        // binarizes to +1 (as in LibTorch), unlike the pre-activation's sign.
-        if (c.mlp_act == "relu") {
+        if (sign_only(b.fc2.input)) {
+            // fc2 keeps only the sign of the activation (a clamp to ±clip keeps it too), so GELU is
+            // reduced to its sign — exactly, including its underflow to −0 far below zero — and
+            // ReLU's output is never negative.
+            const float floor = gelu_negative_floor();
+            for (float & h : hidden) h = c.mlp_act == "relu" ? 1.0f : gelu_sign(h, floor);
+        } else if (c.mlp_act == "relu") {
             for (float & h : hidden) h = std::max(h, 0.0f);
         } else {
-            gelu(hidden.data(), static_cast<int64_t>(hidden.size()));
+            for (float & h : hidden) h = gelu(h);
         }
-        if (c.mlp_clip > 0) {
+        if (c.mlp_clip > 0 && !sign_only(b.fc2.input)) {
             const auto clip = static_cast<float>(c.mlp_clip);
             for (float & h : hidden) h = std::min(std::max(h, -clip), clip);
         }
