@@ -1,6 +1,6 @@
 // Binary GEMM against the float paths a user has on this CPU, one thread, on the real layer shapes:
-// each ISA tier of the XNOR–popcount kernel, LibTorch FP32 (OpenBLAS SGEMM) and LibTorch BF16
-// (oneDNN). Every benchmark reports "ops/s" = 2·M·N·K per second, so ratios compare like with like.
+// each ISA tier of the XNOR–popcount kernel (and of AND–popcount, the {0, 1}-attention × binary-V
+// product), LibTorch FP32 (OpenBLAS SGEMM) and LibTorch BF16 (oneDNN). Every benchmark reports "ops/s" = 2·M·N·K per second, so ratios compare like with like.
 //   bench-kernels --benchmark_filter=deit_small
 // scripts/bench-kernels.sh runs it and writes the ratios into docs/results.md.
 #include <benchmark/benchmark.h>
@@ -25,6 +25,8 @@ const Shape kShapes[] = {
     {"deit_tiny/qkv", 197, 576, 192},   {"deit_tiny/fc1", 197, 768, 192},   {"deit_tiny/fc2", 197, 192, 768},
     {"deit_small/qkv", 197, 1152, 384}, {"deit_small/fc1", 197, 1536, 384}, {"deit_small/fc2", 197, 384, 1536},
     {"deit_base/qkv", 197, 2304, 768},  {"deit_base/fc1", 197, 3072, 768},  {"deit_base/fc2", 197, 768, 3072},
+    // One head's attention products (head_dim 64): q·kᵀ and probs·v.
+    {"deit_small/q·kᵀ", 197, 197, 64},  {"deit_small/probs·v", 197, 64, 197},
 };
 
 void set_ops_rate(benchmark::State & state, const Shape & s) {
@@ -32,7 +34,7 @@ void set_ops_rate(benchmark::State & state, const Shape & s) {
                                                  benchmark::Counter::kIsRate);
 }
 
-void binary_gemm(benchmark::State & state, Shape s, Isa isa) {
+void binary_gemm(benchmark::State & state, Shape s, Isa isa, bool xnor) {
     const auto & kernel = bitvit::runtime::bgemm_kernel(isa);
     std::mt19937_64 rng(1);
     const int64_t kw = bitvit::runtime::b1_words(s.k);
@@ -47,7 +49,7 @@ void binary_gemm(benchmark::State & state, Shape s, Isa isa) {
     const auto packed = bitvit::runtime::repack_b1_panels(b.data(), s.n, s.k, kernel.nr);
     std::vector<int32_t> c(static_cast<size_t>(s.m * s.n));
     for (auto _ : state) {
-        kernel.gemm(s.m, a.data(), kw, packed, c.data(), s.n);
+        (xnor ? kernel.gemm : kernel.and_gemm)(s.m, a.data(), kw, packed, c.data(), s.n);
         benchmark::DoNotOptimize(c.data());
         benchmark::ClobberMemory();
     }
@@ -73,9 +75,10 @@ int register_all() {
         benchmark::RegisterBenchmark(("fp32_torch/" + shape).c_str(), float_gemm, s, torch::kFloat)->UseRealTime();
         benchmark::RegisterBenchmark(("bf16_torch/" + shape).c_str(), float_gemm, s, torch::kBFloat16)->UseRealTime();
         for (Isa isa : bitvit::runtime::supported_isas()) {
-            benchmark::RegisterBenchmark((std::string("b1b1_") + bitvit::runtime::isa_name(isa) + "/" + shape).c_str(),
-                                         binary_gemm, s, isa)
-                ->UseRealTime();
+            for (const bool xnor : {true, false}) {
+                const std::string name = std::string(xnor ? "b1b1_" : "and1_") + bitvit::runtime::isa_name(isa) + "/" + shape;
+                benchmark::RegisterBenchmark(name.c_str(), binary_gemm, s, isa, xnor)->UseRealTime();
+            }
         }
     }
     return 0;

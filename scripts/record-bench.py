@@ -33,6 +33,9 @@ def provenance(command):
     return f"Command: `{command}` · commit `{commit}{'+dirty' if dirty else ''}` · CPU: {cpu}, {os.cpu_count()} cores"
 
 
+TIERS = ["scalar", "avx2", "avx512bw", "avx512vpopcntdq"]
+
+
 def kernels_section(command, data):
     rates = {}
     for b in data["benchmarks"]:
@@ -40,16 +43,19 @@ def kernels_section(command, data):
         shape = shape.rsplit("/real_time", 1)[0]
         rates.setdefault(shape, {})[path] = b["ops/s"]
     lines = [provenance(command), "",
-             "| layer (M×N×K) | FP32 (OpenBLAS) GOPS | BF16 (oneDNN) GOPS | " +
-             " | ".join(f"{t} GOPS" for t in ["b1b1_scalar", "b1b1_avx2", "b1b1_avx512bw", "b1b1_avx512vpopcntdq"]) +
-             " | best binary ÷ FP32 | best binary ÷ BF16 |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "XNOR rows are K − 2·popcount(a ^ b) (±1 × ±1); AND rows are popcount(a & b) ({0, 1} × bits).", "",
+             "| layer (M×N×K) | product | FP32 (OpenBLAS) GOPS | BF16 (oneDNN) GOPS | " +
+             " | ".join(f"{t} GOPS" for t in TIERS) + " | best binary ÷ FP32 | best binary ÷ BF16 |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for shape, r in rates.items():
-        tiers = [r.get(t) for t in ["b1b1_scalar", "b1b1_avx2", "b1b1_avx512bw", "b1b1_avx512vpopcntdq"]]
-        best = max(t for t in tiers if t)
-        cells = " | ".join(f"{t / 1e9:.0f}" if t else "—" for t in tiers)
-        lines.append(f"| {shape} | {r['fp32_torch'] / 1e9:.0f} | {r['bf16_torch'] / 1e9:.0f} | {cells} | "
-                     f"{best / r['fp32_torch']:.1f}× | {best / r['bf16_torch']:.1f}× |")
+        for product, prefix in (("XNOR", "b1b1_"), ("AND", "and1_")):
+            tiers = [r.get(prefix + t) for t in TIERS]
+            if not any(tiers):
+                continue
+            best = max(t for t in tiers if t)
+            cells = " | ".join(f"{t / 1e9:.0f}" if t else "—" for t in tiers)
+            lines.append(f"| {shape} | {product} | {r['fp32_torch'] / 1e9:.0f} | {r['bf16_torch'] / 1e9:.0f} | {cells} | "
+                         f"{best / r['fp32_torch']:.1f}× | {best / r['bf16_torch']:.1f}× |")
     return "\n".join(lines)
 
 
