@@ -188,19 +188,22 @@ TEST(Matmul, Int8ProductIsExactAtTheExtremes) {
     EXPECT_EQ(c[0], 128 * 128 * k);
 }
 
-TEST(Sgemm, BlockedMatchesReferenceOnOddShapes) {
+TEST(Sgemm, EveryTierMatchesTheReferenceBitForBit) {
     std::mt19937_64 rng(9);
     std::uniform_real_distribution<float> u(-1.0f, 1.0f);
     for (int64_t m : {1, 3, 4, 5, 50}) {
-        for (int64_t n : {1, 63, 64, 65, 192}) {
+        for (int64_t n : {1, 63, 64, 65, 127, 128, 129, 192}) {
             for (int64_t k : {1, 7, 64, 97}) {
                 std::vector<float> a(static_cast<size_t>(m * k)), bt(static_cast<size_t>(k * n));
                 for (float & v : a) v = u(rng);
                 for (float & v : bt) v = u(rng);
-                std::vector<float> want(static_cast<size_t>(m * n)), got(want.size());
+                std::vector<float> want(static_cast<size_t>(m * n));
                 sgemm_ref(m, n, k, a.data(), bt.data(), want.data(), n);
-                sgemm(m, n, k, a.data(), bt.data(), got.data(), n);
-                for (size_t i = 0; i < want.size(); ++i) ASSERT_NEAR(got[i], want[i], 1e-5f) << m << "x" << n << "x" << k;
+                for (Isa isa : supported_isas()) {
+                    std::vector<float> got(want.size(), -1.0f);
+                    sgemm(isa, m, n, k, a.data(), bt.data(), got.data(), n);
+                    ASSERT_EQ(got, want) << isa_name(isa) << " " << m << "x" << n << "x" << k;
+                }
             }
         }
     }

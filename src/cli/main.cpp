@@ -373,6 +373,7 @@ int main(int argc, char ** argv) {
     bench->add_option("--batch", bo.batches, "Batch sizes")->delimiter(',');
     bench->add_option("--threads", bo.threads, "Thread counts (0 = all cores)")->delimiter(',');
     bench->add_option("--min-seconds", bo.min_seconds, "Minimum time per measurement");
+    bench->add_option("--save-packed", bo.save_packed, "Keep the exported random-weight model in this file");
 
     CLI11_PARSE(app, argc, argv);
     try {

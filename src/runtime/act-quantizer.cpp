@@ -1,5 +1,7 @@
 #include "runtime/act-quantizer.h"
 
+#include <emmintrin.h>
+
 #include <algorithm>
 #include <cmath>
 #include <set>
@@ -144,6 +146,41 @@ std::vector<uint64_t> pack_bits(const float * x, int64_t rows, int64_t k, int64_
     return bits;
 }
 
+enum class Cmp { lt, gt, ge };
+
+// The common predicates, 4 floats per SSE2 compare (baseline x86-64): bit (r, j) = cmp(x + shift[j],
+// threshold[r]) where shift is optional and threshold one value per row. Same float operations as
+// the scalar form, so the same bits.
+template <Cmp C>
+std::vector<uint64_t> pack_compare(const float * x, int64_t rows, int64_t k, int64_t ld, const ParamView * shift,
+                                   const std::vector<float> & threshold) {
+    const int64_t kw = b1_words(k);
+    std::vector<uint64_t> bits(static_cast<size_t>(rows * kw));
+    auto cmp_scalar = [](float v, float t) { return C == Cmp::lt ? v < t : C == Cmp::gt ? v > t : v >= t; };
+    for (int64_t r = 0; r < rows; ++r) {
+        const float * row = x + r * ld;
+        const float t = threshold[threshold.size() == 1 ? 0 : r];
+        const __m128 tv = _mm_set1_ps(t);
+        for (int64_t w = 0; w < kw; ++w) {
+            const int64_t base = w * 64, n = std::min<int64_t>(64, k - base);
+            uint64_t word = 0;
+            int64_t b = 0;
+            for (; b + 4 <= n; b += 4) {
+                __m128 v = _mm_loadu_ps(row + base + b);
+                if (shift) v = _mm_add_ps(v, shift->per_column ? _mm_loadu_ps(shift->data + base + b) : _mm_set1_ps(shift->data[0]));
+                const __m128 m = C == Cmp::lt ? _mm_cmplt_ps(v, tv) : C == Cmp::gt ? _mm_cmpgt_ps(v, tv) : _mm_cmpge_ps(v, tv);
+                word |= static_cast<uint64_t>(_mm_movemask_ps(m)) << b;
+            }
+            for (; b < n; ++b) {
+                const float v = shift ? row[base + b] + (*shift)[base + b] : row[base + b];
+                word |= static_cast<uint64_t>(cmp_scalar(v, t)) << b;
+            }
+            bits[static_cast<size_t>(r * kw + w)] = word;
+        }
+    }
+    return bits;
+}
+
 Operand plane_operand(int64_t rows, int64_t k) {
     Operand op;
     op.kind = Operand::Kind::planes;
@@ -166,6 +203,16 @@ Operand f32_operand(int64_t rows, int64_t k) {
 
 }  // namespace
 
+Operand ActQuantizer::encode_sab_from_scores(const float * scores, int64_t rows, int64_t k, int64_t ld) const {
+    if (name != "sab") throw std::invalid_argument("encode_sab_from_scores needs the sab quantizer, not '" + name + "'");
+    const auto log_beta = static_cast<float>(std::log(options.at("beta")));
+    std::vector<float> threshold(static_cast<size_t>(rows));
+    for (int64_t r = 0; r < rows; ++r) threshold[r] = *std::max_element(scores + r * ld, scores + r * ld + k) + log_beta;
+    Operand op = plane_operand(rows, k);
+    add_plane(op, {}, pack_compare<Cmp::ge>(scores, rows, k, ld, nullptr, threshold), 1.0f);
+    return op;
+}
+
 Operand ActQuantizer::encode(const float * x, int64_t rows, int64_t k, int64_t ld, SiteScope scope, int64_t head,
                              float range_max, float range_min) const {
     auto view = [&](const char * key) {
@@ -181,13 +228,14 @@ Operand ActQuantizer::encode(const float * x, int64_t rows, int64_t k, int64_t l
         return op;
     }
     Operand op = plane_operand(rows, k);
+    const std::vector<float> zero_threshold = {0.0f};
     if (name == "sign" || name == "sign_approx") {
-        add_plane(op, pack_bits(x, rows, k, ld, [](int64_t, int64_t, float v) { return v < 0.0f; }), none, 1.0f);
+        add_plane(op, pack_compare<Cmp::lt>(x, rows, k, ld, nullptr, zero_threshold), none, 1.0f);
         return op;
     }
     if (name == "rsign" || name == "elastic_signed") {
         const ParamView shift = view("shift");
-        add_plane(op, pack_bits(x, rows, k, ld, [&](int64_t, int64_t j, float v) { return v + shift[j] < 0.0f; }), none,
+        add_plane(op, pack_compare<Cmp::lt>(x, rows, k, ld, &shift, zero_threshold), none,
                   name == "elastic_signed" ? params.at("alpha")[0] : 1.0f);
         return op;
     }
@@ -200,14 +248,14 @@ Operand ActQuantizer::encode(const float * x, int64_t rows, int64_t k, int64_t l
         return op;
     }
     if (name == "bool") {
-        add_plane(op, none, pack_bits(x, rows, k, ld, [](int64_t, int64_t, float v) { return v > 0.0f; }), 1.0f);
+        add_plane(op, none, pack_compare<Cmp::gt>(x, rows, k, ld, nullptr, zero_threshold), 1.0f);
         return op;
     }
     if (name == "sab") {
         const auto beta = static_cast<float>(options.at("beta"));
         std::vector<float> threshold(static_cast<size_t>(rows));
         for (int64_t r = 0; r < rows; ++r) threshold[r] = beta * *std::max_element(x + r * ld, x + r * ld + k);
-        add_plane(op, none, pack_bits(x, rows, k, ld, [&](int64_t r, int64_t, float v) { return v >= threshold[r]; }), 1.0f);
+        add_plane(op, none, pack_compare<Cmp::ge>(x, rows, k, ld, nullptr, threshold), 1.0f);
         return op;
     }
     if (name == "lsq") {

@@ -41,6 +41,12 @@ struct ActQuantizer {
     Operand encode(const float * x, int64_t rows, int64_t k, int64_t ld, SiteScope scope, int64_t head,
                    float range_max = 0.0f, float range_min = 0.0f) const;
 
+    // SAB straight from the scaled scores s of one head ([rows, k]) instead of softmax(s): p_j ≥ β·max p
+    // ⇔ exp(s_j − max s) ≥ β ⇔ s_j − max s ≥ ln β, which skips every exp and division. The two forms
+    // differ only within an ulp or two of the threshold, a tie that binary q·kᵀ scores (multiples of
+    // d^-½·2) do not produce. Only for quantizer "sab".
+    Operand encode_sab_from_scores(const float * scores, int64_t rows, int64_t k, int64_t ld) const;
+
     // Checks parameters against the site: known name, the tensors it needs with `channels` values
     // (or 1 where a scalar is expected), finite values, options in range. Throws
     // std::invalid_argument naming `site`.

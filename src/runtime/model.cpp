@@ -219,11 +219,9 @@ float gelu_negative_floor() {
 }
 
 // The sign GELU's output would have, without computing it: −1 or +1 (sign(0) = sign(−0) = +1).
-float gelu_sign(float x, float floor) {
-    if (x >= 0.0f || x <= floor) return 1.0f;
-    if (x > -1e-30f) return gelu(x) < 0.0f ? -1.0f : 1.0f;  // tiny x: the product may underflow to −0
-    return -1.0f;
-}
+// Above the floor 1 + erf(x/√2) is in (0, 1], so gelu(x) < 0 exactly when 0.5·x < 0 (0.5·x only
+// underflows to −0 for the smallest subnormals, and then so does gelu(x)).
+float gelu_sign(float x, float floor) { return (x > floor) & (0.5f * x < 0.0f) ? -1.0f : 1.0f; }
 
 // Max and min over a whole sample's tensor at a site, for the quantizers that need them (GSB).
 std::pair<float, float> range_for(const ActQuantizer & q, const std::vector<float> & v) {
@@ -400,6 +398,8 @@ void PackedModel::attention(const Block & b, const float * x, float * out) const
     // A sign quantizer on softmax probabilities (≥ 0, and sign(0) = +1) outputs +1 whatever q and k
     // are (the BNN baseline's attention): the scores need not be computed at all.
     const bool all_positive = c.softmax && !c.attn_bias && sign_only(b.probs);
+    // SAB needs only which probabilities reach β·max: decided from the scores (act-quantizer.h).
+    const bool sab_from_scores = c.softmax && !c.attn_bias && b.probs.name == "sab";
     std::vector<float> probs(static_cast<size_t>(H * N * N), 1.0f);
     const auto scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
     for (int64_t h = 0; h < H && !all_positive; ++h) {
@@ -410,7 +410,7 @@ void PackedModel::attention(const Block & b, const float * x, float * out) const
         for (int64_t i = 0; i < N; ++i) {
             float * row = scores + i * N;
             for (int64_t j = 0; j < N; ++j) row[j] *= scale;
-            if (c.softmax) {
+            if (c.softmax && !sab_from_scores) {
                 const float mx = *std::max_element(row, row + N);
                 float sum = 0.0f;
                 for (int64_t j = 0; j < N; ++j) sum += (row[j] = std::exp(row[j] - mx));
@@ -424,7 +424,9 @@ void PackedModel::attention(const Block & b, const float * x, float * out) const
     const auto [p_max, p_min] = range_for(b.probs, probs);
     std::vector<float> merged(static_cast<size_t>(N * D)), head_out(static_cast<size_t>(N * d));
     for (int64_t h = 0; h < H; ++h) {
-        const Operand ph = b.probs.encode(probs.data() + h * N * N, N, N, N, SiteScope::per_head, h, p_max, p_min);
+        const float * ph_in = probs.data() + h * N * N;
+        const Operand ph = sab_from_scores ? b.probs.encode_sab_from_scores(ph_in, N, N, N)
+                                           : b.probs.encode(ph_in, N, N, N, SiteScope::per_head, h, p_max, p_min);
         const Operand vh = b.v.encode(vt.data() + h * d * N, d, N, N, SiteScope::per_head, h, v_max, v_min);
         matmul(ph, vh, head_out.data());
         for (int64_t n = 0; n < N; ++n) std::copy(head_out.data() + n * d, head_out.data() + (n + 1) * d, merged.data() + n * D + h * d);
@@ -456,6 +458,7 @@ std::vector<float> PackedModel::forward(const float * image) const {
     for (size_t i = 0; i < x.size(); ++i) x[i] += pos_embed_[i];
 
     std::vector<float> normed(x.size()), branch(x.size()), hidden(static_cast<size_t>(N * c.hidden()));
+    const bool relu = c.mlp_act == "relu";
     for (const Block & b : blocks_) {
         b.norm1.forward(x.data(), N, D, normed.data());
         attention(b, normed.data(), branch.data());
@@ -467,8 +470,12 @@ std::vector<float> PackedModel::forward(const float * image) const {
             // reduced to its sign — exactly, including its underflow to −0 far below zero — and
             // ReLU's output is never negative.
             const float floor = gelu_negative_floor();
-            for (float & h : hidden) h = c.mlp_act == "relu" ? 1.0f : gelu_sign(h, floor);
-        } else if (c.mlp_act == "relu") {
+            if (relu) {
+                std::fill(hidden.begin(), hidden.end(), 1.0f);
+            } else {
+                for (float & h : hidden) h = gelu_sign(h, floor);
+            }
+        } else if (relu) {
             for (float & h : hidden) h = std::max(h, 0.0f);
         } else {
             for (float & h : hidden) h = gelu(h);

@@ -77,14 +77,25 @@ void plane_pair_dots(const Plane & px, const Plane & pw, int64_t m, int64_t n, i
 // cross terms (offset · Σ_j of the other side's values).
 void planes_matmul(const Operand & x, const Operand & w, float * out) {
     const int64_t m = x.rows, n = w.rows, k = x.k;
-    std::vector<int32_t> dots(static_cast<size_t>(m * n));
-    std::fill(out, out + m * n, 0.0f);
+    // Scratch for the integer dots, reused across calls on this thread (no allocation, no zeroing).
+    thread_local std::vector<int32_t> dots;
+    if (dots.size() < static_cast<size_t>(m * n)) dots.resize(static_cast<size_t>(m * n));
+    bool first = true;
     for (const Plane & px : x.planes) {
         for (const Plane & pw : w.planes) {
             plane_pair_dots(px, pw, m, n, k, dots.data());
+            // (scale_x·scale_w)·dot, the order QLinear uses in training; the first pair assigns.
             for (int64_t i = 0; i < m; ++i) {
-                for (int64_t j = 0; j < n; ++j) out[i * n + j] += px.scale[i] * pw.scale[j] * static_cast<float>(dots[i * n + j]);
+                const float sx = px.scale[i];
+                float * o = out + i * n;
+                const int32_t * d = dots.data() + i * n;
+                if (first) {
+                    for (int64_t j = 0; j < n; ++j) o[j] = sx * pw.scale[j] * static_cast<float>(d[j]);
+                } else {
+                    for (int64_t j = 0; j < n; ++j) o[j] += sx * pw.scale[j] * static_cast<float>(d[j]);
+                }
             }
+            first = false;
         }
     }
     // Σ_j value[r][j] of one side without its offset: Σ_p scale_p[r]·rowsum(plane_p).

@@ -46,7 +46,9 @@ ModelBenchReport bench_models(const ModelBenchOptions & o) {
     report.model = config.model.name;
 
     std::string packed_path = o.packed;
-    const auto tmp = std::filesystem::temp_directory_path() / ("bitvit-bench-" + std::to_string(::getpid()) + ".safetensors");
+    const auto tmp = o.save_packed.empty()
+                         ? std::filesystem::temp_directory_path() / ("bitvit-bench-" + std::to_string(::getpid()) + ".safetensors")
+                         : std::filesystem::path(o.save_packed);
     if (packed_path.empty()) {
         Deit quantized = build_stage_model(config, shape, config.stages.size() - 1);
         {
@@ -61,7 +63,7 @@ ModelBenchReport bench_models(const ModelBenchOptions & o) {
         packed_path = tmp.string();
     }
     const runtime::PackedModel packed = runtime::PackedModel::load(packed_path);
-    if (packed_path == tmp.string()) std::filesystem::remove(tmp);
+    if (packed_path == tmp.string() && o.save_packed.empty()) std::filesystem::remove(tmp);
     report.method = packed.method();
     report.packed_bytes = packed.file_bytes();
     const runtime::ModelConfig & c = packed.config();

@@ -13,6 +13,7 @@ struct ModelBenchOptions {
     std::string recipe;           // quantizers of the runtime model: the recipe's last stage
     std::string model;            // architecture (overrides the recipe's), e.g. deit_small_patch16_224
     std::string packed;           // optional: time this packed file instead of exporting one
+    std::string save_packed;      // optional: keep the exported random-weight model here
     std::vector<int64_t> batches = {1, 16};
     std::vector<int> threads = {1, 0};  // 0 = all cores
     double min_seconds = 1.0;     // per measurement

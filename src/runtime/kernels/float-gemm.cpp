@@ -1,8 +1,12 @@
 #include "runtime/kernels/float-gemm.h"
 
 #include <algorithm>
+#include <stdexcept>
+#include <string>
 
+#include "runtime/cpu-features.h"
 #include "runtime/kernels/bgemm.h"
+#include "runtime/kernels/float-gemm-blocked.h"
 
 namespace bitvit::runtime {
 
@@ -16,25 +20,21 @@ void sgemm_ref(int64_t m, int64_t n, int64_t k, const float * a, const float * b
     }
 }
 
-void sgemm(int64_t m, int64_t n, int64_t k, const float * a, const float * bt, float * c, int64_t ldc) {
-    // A 4-row × 64-column block of C lives in registers/L1 while k streams through; the inner loop over
-    // columns is contiguous in bt and C, so the compiler vectorises it without reordering any sum.
-    constexpr int64_t kRows = 4, kCols = 64;
-    for (int64_t i0 = 0; i0 < m; i0 += kRows) {
-        const int64_t rows = std::min(kRows, m - i0);
-        for (int64_t j0 = 0; j0 < n; j0 += kCols) {
-            const int64_t cols = std::min(kCols, n - j0);
-            float acc[kRows][kCols] = {};
-            for (int64_t p = 0; p < k; ++p) {
-                const float * b_row = bt + p * n + j0;
-                for (int64_t r = 0; r < rows; ++r) {
-                    const float av = a[(i0 + r) * k + p];
-                    for (int64_t j = 0; j < cols; ++j) acc[r][j] += av * b_row[j];
-                }
-            }
-            for (int64_t r = 0; r < rows; ++r) std::copy(acc[r], acc[r] + cols, c + (i0 + r) * ldc + j0);
-        }
+void sgemm(Isa isa, int64_t m, int64_t n, int64_t k, const float * a, const float * bt, float * c, int64_t ldc) {
+    if (static_cast<int>(isa) > static_cast<int>(best_supported_isa())) {
+        throw std::invalid_argument(std::string("sgemm: this CPU cannot run the ") + isa_name(isa) + " tier");
     }
+    switch (isa) {
+        case Isa::scalar: return sgemm_blocked<4, 64>(m, n, k, a, bt, c, ldc);
+        case Isa::avx2: return sgemm_avx2(m, n, k, a, bt, c, ldc);
+        case Isa::avx512bw:
+        case Isa::avx512vpopcntdq: return sgemm_avx512(m, n, k, a, bt, c, ldc);
+    }
+}
+
+void sgemm(int64_t m, int64_t n, int64_t k, const float * a, const float * bt, float * c, int64_t ldc) {
+    static const Isa isa = selected_isa();
+    sgemm(isa, m, n, k, a, bt, c, ldc);
 }
 
 void f32_plane_gemm_ref(int64_t m, int64_t n, int64_t k, const float * a, PlaneBits w, float * c, int64_t ldc) {

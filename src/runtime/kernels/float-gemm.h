@@ -4,6 +4,7 @@
 
 #include <cstdint>
 
+#include "runtime/cpu-features.h"
 #include "runtime/kernels/plane-gemm.h"
 
 namespace bitvit::runtime {
@@ -11,8 +12,10 @@ namespace bitvit::runtime {
 // C[i][j] = Σ_k a[i][k]·bt[k][j]: A [m, k] row-major, B given transposed as bt [k, n] (row stride n),
 // C row stride ldc. Each C entry sums over k in increasing order.
 void sgemm_ref(int64_t m, int64_t n, int64_t k, const float * a, const float * bt, float * c, int64_t ldc);
-// The same sums, register-blocked over rows and columns.
+// The same sums (bit for bit), register-blocked, vectorised for the selected ISA tier (or `isa`,
+// which the CPU must support: AVX-512BW and VPOPCNTDQ share the 512-bit float path).
 void sgemm(int64_t m, int64_t n, int64_t k, const float * a, const float * bt, float * c, int64_t ldc);
+void sgemm(Isa isa, int64_t m, int64_t n, int64_t k, const float * a, const float * bt, float * c, int64_t ldc);
 
 // C[i][j] = Σ_k a[i][k]·w_j[k] for a binary plane w (n rows, plane-gemm.h): each value is added,
 // subtracted or skipped as w's bits say — no multiplications, 1 bit of weight per value.
