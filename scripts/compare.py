@@ -2,6 +2,9 @@
 """The comparison table: every shipped recipe trained from the same full-precision teacher on
 Fashion-MNIST, on the full training set and on a stratified 10 % subset (GSB's small-data regime),
 then test accuracy, packed size and OPs written into docs/results.md with the command and commit.
+Every trained model is also exported to a packed file and run in the bit-wise runtime on the same
+test images (`bitvit verify`): the table shows the file's size and the runtime's top-1 agreement
+with LibTorch and its accuracy.
 
     scripts/compare.py --profile smoke   # minutes: nano model, tiny subsets (checks the pipeline)
     scripts/compare.py --profile quick   # shortened schedules (train.epoch_scale), see PROFILES
@@ -86,6 +89,19 @@ def ops_of(checkpoint):
     return float(ops) * 1e3, float(size)
 
 
+def deploy(run_dir, profile):
+    """Exports a run's model, checks the runtime against LibTorch on the test set, and returns
+    (file MB, top-1 agreement %, runtime accuracy %)."""
+    checkpoint = os.path.join(run_dir, "checkpoint.pt")
+    packed = run_dir + ".safetensors"
+    sh([BITVIT, "export", checkpoint, "-o", packed])
+    verify = [BITVIT, "verify", checkpoint, packed] + (["--subset", "500"] if profile == "smoke" else [])
+    out = sh(verify)
+    agreement = float(re.search(r"top-1 agreement: ([0-9.]+)%", out).group(1))
+    runtime_acc = float(re.search(r"runtime ([0-9.]+)%", out).group(1))
+    return os.path.getsize(packed) / 1e6, agreement, runtime_acc
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", choices=sorted(PROFILES), default="quick")
@@ -105,7 +121,8 @@ def main():
     rows = []
     fp_metrics = finished_epochs(teacher)[-1]
     fp_ops, fp_size = ops_of(teacher_ckpt)
-    rows.append(("fp", train_images(teacher), fp_metrics["test_acc"], fp_size, fp_ops, "recipes/fp.toml"))
+    rows.append(("fp", train_images(teacher), fp_metrics["test_acc"], fp_size, fp_ops,
+                 deploy(teacher, args.profile), "recipes/fp.toml"))
     for recipe in args.recipes:
         for regime in ("full", "subset"):
             run_dir = os.path.join(base, f"{recipe}-{regime}")
@@ -113,19 +130,21 @@ def main():
                 profile["common"] + profile[regime]
             metrics = train(run_dir, cmd)
             ops, size = ops_of(os.path.join(run_dir, "checkpoint.pt"))
-            rows.append((recipe, train_images(run_dir), metrics[-1]["test_acc"], size, ops, " ".join(
-                os.path.relpath(a, ROOT) if a.startswith(ROOT) else a for a in cmd)))
+            rows.append((recipe, train_images(run_dir), metrics[-1]["test_acc"], size, ops, deploy(run_dir, args.profile),
+                         " ".join(os.path.relpath(a, ROOT) if a.startswith(ROOT) else a for a in cmd)))
 
     commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     lines = [f"Command: `scripts/compare.py --profile {args.profile}` · commit `{commit}` · "
              f"teacher `{os.path.relpath(teacher_ckpt, ROOT)}` · test accuracy on the "
              f"{'500-image test subset' if args.profile == 'smoke' else 'full 10,000-image test set'}", "",
-             "| recipe | training set | test acc | Δ vs FP | packed MB | OPs (M) | bitvit train arguments |",
-             "|---|---|---|---|---|---|---|"]
+             "| recipe | training set | test acc | Δ vs FP | packed MB (accounting) | file MB | OPs (M) | "
+             "runtime agreement | runtime acc | bitvit train arguments |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     fp_acc = rows[0][2]
-    for recipe, regime, acc, size, ops, cmd in rows:
+    for recipe, regime, acc, size, ops, (file_mb, agreement, runtime_acc), cmd in rows:
         lines.append(f"| {recipe} | {regime} | {100 * acc:.2f} % | "
-                     f"{100 * (acc - fp_acc):+.2f} | {size:.3f} | {ops:.2f} | `{cmd}` |")
+                     f"{100 * (acc - fp_acc):+.2f} | {size:.3f} | {file_mb:.3f} | {ops:.2f} | {agreement:.2f} % | "
+                     f"{runtime_acc:.2f} % | `{cmd}` |")
     print("\n".join(lines))
     if args.profile == "smoke":
         return 0  # a pipeline check: its numbers do not belong in the results

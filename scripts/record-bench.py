@@ -4,6 +4,7 @@ marked section of docs/results.md (replacing the previous figures of that benchm
 
     scripts/record-bench.py kernels   # binary GEMM tiers vs LibTorch FP32 / BF16, one thread
     scripts/record-bench.py train     # training throughput of the small FP DeiTs, batch 128
+    scripts/record-bench.py models    # whole W1A1 models: runtime vs LibTorch FP32 / BF16 (bitvit bench)
 """
 import json
 import os
@@ -67,6 +68,30 @@ def train_section(command, data):
     return "\n".join(lines)
 
 
+# (architecture, batches) of the whole-model benchmark, all with BiViT's fully binary recipe.
+MODEL_RUNS = [("deit_micro_patch4_28", "1,64"), ("deit_tiny_patch16_224", "1,16"), ("deit_small_patch16_224", "1,16")]
+
+
+def models_section():
+    """Runs `bitvit bench` per architecture and tabulates its rows (the CLI prints the ratios)."""
+    commands, rows = [], []
+    for model, batches in MODEL_RUNS:
+        cmd = [os.path.join(ROOT, "build", "bitvit"), "bench", "--recipe", "recipes/bivit-w1a1.toml", "--model", model,
+               "--batch", batches, "--threads", "1,0", "--min-seconds", "2"]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT).stdout
+        commands.append(" ".join(["build/bitvit"] + cmd[1:]))
+        size = re.search(r"packed file: ([0-9.]+) MB, FP32 parameters: ([0-9.]+) MB \(([0-9.]+)x smaller\)", out)
+        for line in out.splitlines():
+            m = re.match(r"(runtime \(\S+\)|libtorch fp32|libtorch bf16)\s+(\d+)\s+(\d+)\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)x\s+([0-9.]+)x", line)
+            if m:
+                rows.append(f"| {model} | {m[1]} | {m[2]} | {m[3]} | {float(m[4]):.2f} | {float(m[5]):.1f} | "
+                            f"{m[6]}× | {m[7]}× | {size[1]} / {size[2]} MB ({size[3]}×) |")
+    lines = [provenance(commands[0] + " (and --model " + ", ".join(m for m, _ in MODEL_RUNS[1:]) + ")"), "",
+             "| model | engine | batch | threads | ms/batch | images/s | vs FP32 | vs BF16 | file / FP32 size |",
+             "|---|---|---|---|---|---|---|---|---|"] + rows
+    return "\n".join(lines)
+
+
 def write_section(key, body):
     begin, end = f"<!-- bench:{key}:begin -->", f"<!-- bench:{key}:end -->"
     text = open(RESULTS).read() if os.path.exists(RESULTS) else "# Results\n"
@@ -86,6 +111,8 @@ if __name__ == "__main__":
     elif which == "train":
         command, data = run("bench-train", ["--benchmark_min_time=5"])
         write_section("train", train_section(command, data))
+    elif which == "models":
+        write_section("models", models_section())
     else:
-        sys.exit(f"unknown benchmark '{which}' (kernels, train)")
+        sys.exit(f"unknown benchmark '{which}' (kernels, train, models)")
     print(f"wrote the {which} figures into {os.path.relpath(RESULTS, ROOT)}")

@@ -103,5 +103,6 @@ TEST(ActQuantizer, ValidationNamesTheSiteAndTheProblem) {
     rejects(make("sab", {}, {{"beta", 1.5}}), 3, "beta");
     rejects(make("sab"), 3, "needs option 'beta'");
     rejects(make("lsq", {{"step", {1.0f}}}, {{"qn", 5}, {"qp", 2}}), 3, "qn < qp");
+    rejects(make("bivit_act", {{"alpha", {1, 1, 1}}, {"zero_point", {0.5f, 0, 0}}}), 3, "integers");
     EXPECT_NO_THROW(make("gsb_value", {{"alphas", {1, 1, 1}}}).validate("s", 3));
 }

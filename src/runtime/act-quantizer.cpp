@@ -116,6 +116,12 @@ void ActQuantizer::validate(const std::string & site, int64_t channels) const {
         positive("step");
     }
     if (name == "elastic_signed" || name == "elastic_unsigned" || name == "bivit_act") positive("alpha");
+    // Zero points are integers (rounded at export) of a size an int32 holds.
+    if (params.count("zero_point")) {
+        for (float z : params.at("zero_point")) {
+            if (z != std::nearbyint(z) || std::fabs(z) > 65536.0f) fail("zero_point values must be integers within ±65536");
+        }
+    }
     if (name == "gsb_value" || name == "gsb_attention") positive("alphas");
 }
 
@@ -283,7 +289,10 @@ Operand ActQuantizer::encode(const float * x, int64_t rows, int64_t k, int64_t l
         q.k = k;
         q.codes.resize(static_cast<size_t>(rows * k));
         for (int64_t r = 0; r < rows; ++r) {
-            for (int64_t j = 0; j < k; ++j) q.codes[r * k + j] = static_cast<int8_t>(code(j, x[r * ld + j]));
+            for (int64_t j = 0; j < k; ++j) {
+                const float c = code(j, x[r * ld + j]);
+                q.codes[r * k + j] = static_cast<int8_t>(std::isnan(c) ? 0.0f : c);  // NaN input: code 0, not UB
+            }
         }
         q.scale.assign(static_cast<size_t>(rows), step[0]);
         q.zero.assign(static_cast<size_t>(rows), has_zero ? static_cast<int32_t>(zero[0]) : 0);

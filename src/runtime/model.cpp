@@ -42,7 +42,7 @@ class TensorReader {
         }
         if (info.shape != shape) fail("tensor '" + name + "' has shape " + shape_str(info.shape) + ", expected " + shape_str(shape));
         std::vector<T> out(static_cast<size_t>(info.numel()));
-        std::memcpy(out.data(), file_.data(name), out.size() * sizeof(T));  // little-endian file, little-endian host
+        if (!out.empty()) std::memcpy(out.data(), file_.data(name), out.size() * sizeof(T));  // little-endian file and host
         used_.insert(name);
         return out;
     }
