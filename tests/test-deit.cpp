@@ -173,3 +173,30 @@ TEST(Deit, BlockVariantsAddTheirParametersAndChangeTheForward) {
     c.variant.mlp_act = "tanh";
     EXPECT_THROW(Deit{c}, std::invalid_argument);
 }
+
+TEST(Deit, RpreluValuesGradientsAndParameters) {
+    // y = (x + γ) if x + γ ≥ 0 else β·(x + γ), then + ζ; per channel of the last dimension.
+    const auto x = torch::tensor({{-2.0f, 0.5f, -0.25f}}).requires_grad_(true);
+    const auto shift = torch::tensor({1.0f, -1.0f, 0.25f}).requires_grad_(true);
+    const auto slope = torch::tensor({0.25f, 0.5f, 0.1f}).requires_grad_(true);
+    const auto bias = torch::tensor({0.0f, 1.0f, -1.0f}).requires_grad_(true);
+    const auto y = rprelu(x, shift, slope, bias);
+    // x + γ = −1, −0.5, 0 -> −0.25, −0.25 + 1, 0 − 1.
+    EXPECT_TRUE(torch::allclose(y, torch::tensor({{-0.25f, 0.75f, -1.0f}})));
+    y.sum().backward();
+    // dy/dx = dy/dγ = 1 on the non-negative side, β below; dy/dβ = x + γ below, 0 above; dy/dζ = 1.
+    EXPECT_TRUE(torch::allclose(x.grad(), torch::tensor({{0.25f, 0.5f, 1.0f}})));
+    EXPECT_TRUE(torch::allclose(shift.grad(), torch::tensor({0.25f, 0.5f, 1.0f})));
+    EXPECT_TRUE(torch::allclose(slope.grad(), torch::tensor({-1.0f, -0.5f, 0.0f})));
+    EXPECT_TRUE(torch::allclose(bias.grad(), torch::ones({3})));
+
+    auto config = deit_config("deit_nano_patch7_28");
+    config.variant.mlp_act = "rprelu";
+    Deit model(config);
+    const auto names = parameter_names(*model);
+    for (const char * n : {"blocks.0.mlp.act_shift", "blocks.0.mlp.act_slope", "blocks.3.mlp.act_bias"}) {
+        EXPECT_TRUE(names.count(n)) << n;
+        EXPECT_TRUE(is_method_tensor(n)) << n;  // a model without them (the FP teacher) still loads into it
+    }
+    EXPECT_TRUE(torch::allclose(model->blocks[0]->as<Block>()->mlp->act_slope, torch::full({256}, 0.25)));
+}

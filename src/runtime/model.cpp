@@ -109,7 +109,9 @@ ModelConfig parse_config(const json & a, TensorReader & r) {
     c.attn_bias = boolean("attn_bias");
     c.mlp_clip = number("mlp_clip", 0, 1e30);
     const json & act = field(a, "mlp_act", "architecture", r);
-    if (!act.is_string() || (act != "gelu" && act != "relu")) r.fail("architecture.mlp_act must be \"gelu\" or \"relu\"");
+    if (!act.is_string() || (act != "gelu" && act != "relu" && act != "rprelu")) {
+        r.fail("architecture.mlp_act must be \"gelu\", \"relu\" or \"rprelu\"");
+    }
     c.mlp_act = act.get<std::string>();
     if (c.img_size % c.patch_size != 0) r.fail("architecture: img_size is not a multiple of patch_size");
     if (c.embed_dim % c.num_heads != 0) r.fail("architecture: embed_dim is not divisible by num_heads");
@@ -334,6 +336,11 @@ PackedModel PackedModel::from_file(const format::SafetensorsFile & file) {
             b.shift_v = r.f32(p + "attn.shift_v", {H, 1, c.head_dim()});
         }
         if (c.attn_bias) b.attn_bias = r.f32(p + "attn.attn_bias", {H, N, N});
+        if (c.mlp_act == "rprelu") {
+            b.act_shift = r.f32(p + "mlp.act_shift", {c.hidden()});
+            b.act_slope = r.f32(p + "mlp.act_slope", {c.hidden()});
+            b.act_bias = r.f32(p + "mlp.act_bias", {c.hidden()});
+        }
         b.q = read_act_site(p + "attn.q", H, sites, r, file);
         b.k = read_act_site(p + "attn.k", H, sites, r, file);
         b.v = read_act_site(p + "attn.v", H, sites, r, file);
@@ -458,29 +465,35 @@ std::vector<float> PackedModel::forward(const float * image) const {
     for (size_t i = 0; i < x.size(); ++i) x[i] += pos_embed_[i];
 
     std::vector<float> normed(x.size()), branch(x.size()), hidden(static_cast<size_t>(N * c.hidden()));
-    const bool relu = c.mlp_act == "relu";
+    const bool relu = c.mlp_act == "relu", rprelu = c.mlp_act == "rprelu";
+    const int64_t hidden_dim = c.hidden();
     for (const Block & b : blocks_) {
         b.norm1.forward(x.data(), N, D, normed.data());
         attention(b, normed.data(), branch.data());
         for (size_t i = 0; i < x.size(); ++i) x[i] += branch[i];
         b.norm2.forward(x.data(), N, D, normed.data());
         b.fc1.forward(normed.data(), N, hidden.data());
-        if (sign_only(b.fc2.input)) {
-            // fc2 keeps only the sign of the activation (a clamp to ±clip keeps it too), so GELU is
-            // reduced to its sign — exactly, including its underflow to −0 far below zero — and
-            // ReLU's output is never negative.
+        // fc2 keeps only the sign of a GELU or ReLU activation when its input quantizer is sign (a
+        // clamp to ±clip keeps the sign too): GELU is reduced to its sign — exactly, including its
+        // underflow to −0 far below zero — and ReLU's output is never negative.
+        const bool only_sign = sign_only(b.fc2.input) && !rprelu;
+        if (only_sign && relu) {
+            std::fill(hidden.begin(), hidden.end(), 1.0f);
+        } else if (only_sign) {
             const float floor = gelu_negative_floor();
-            if (relu) {
-                std::fill(hidden.begin(), hidden.end(), 1.0f);
-            } else {
-                for (float & h : hidden) h = gelu_sign(h, floor);
+            for (float & h : hidden) h = gelu_sign(h, floor);
+        } else if (rprelu) {
+            for (int64_t i = 0; i < N * hidden_dim; ++i) {
+                const int64_t ch = i % hidden_dim;
+                const float shifted = hidden[i] + b.act_shift[ch];
+                hidden[i] = (shifted >= 0.0f ? shifted : shifted * b.act_slope[ch]) + b.act_bias[ch];
             }
         } else if (relu) {
             for (float & h : hidden) h = std::max(h, 0.0f);
         } else {
             for (float & h : hidden) h = gelu(h);
         }
-        if (c.mlp_clip > 0 && !sign_only(b.fc2.input)) {
+        if (c.mlp_clip > 0 && !only_sign) {
             const auto clip = static_cast<float>(c.mlp_clip);
             for (float & h : hidden) h = std::min(std::max(h, -clip), clip);
         }

@@ -53,6 +53,7 @@ struct Block {
     Linear qkv, proj, fc1, fc2;
     std::vector<float> shift_q, shift_k, shift_v;  // [H, 1, d]: qkv_shift only
     std::vector<float> attn_bias;                  // [H, N, N]: attn_bias only
+    std::vector<float> act_shift, act_slope, act_bias;  // [hidden] RPReLU γ, β, ζ: mlp_act = "rprelu" only
     ActQuantizer q, k, v, probs;                   // per-head sites
 };
 

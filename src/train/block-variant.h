@@ -12,7 +12,7 @@ struct BlockVariant {
     bool qkv_shift = false;        // learnable [H, 1, d] shifts added to q, k, v before their sites (GSB)
     bool attn_bias = false;        // learnable [H, N, N] added to the attention probabilities (GSB)
     double mlp_clip = 0.0;         // clamp the MLP hidden activation to ±mlp_clip; 0 = off (Bi-ViT, GSB: 10)
-    std::string mlp_act = "gelu";  // gelu | relu (BiT: ReLU keeps fc2's input non-negative)
+    std::string mlp_act = "gelu";  // gelu | relu (BiT: ReLU keeps fc2's input non-negative) | rprelu (ReActNet)
 
     bool operator==(const BlockVariant & o) const {
         return qk_norm == o.qk_norm && softmax == o.softmax && qkv_shift == o.qkv_shift && attn_bias == o.attn_bias &&

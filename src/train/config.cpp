@@ -153,7 +153,8 @@ void read_variant(SectionReader & r, BlockVariant & v) {
     r.read("mlp_clip", v.mlp_clip);
     r.read("mlp_act", v.mlp_act);
     r.check(std::isfinite(v.mlp_clip) && v.mlp_clip >= 0, "mlp_clip", "must be >= 0 (0 = off)");
-    r.check(v.mlp_act == "gelu" || v.mlp_act == "relu", "mlp_act", "must be \"gelu\" or \"relu\"");
+    r.check(v.mlp_act == "gelu" || v.mlp_act == "relu" || v.mlp_act == "rprelu", "mlp_act",
+            "must be \"gelu\", \"relu\" or \"rprelu\"");
 }
 
 toml::table variant_table(const BlockVariant & v) {

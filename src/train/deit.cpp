@@ -153,11 +153,26 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor & x) {
 MlpImpl::MlpImpl(int64_t dim, int64_t hidden, const BlockVariant & v) : variant(v) {
     fc1 = register_module("fc1", QLinear(dim, hidden, true));
     fc2 = register_module("fc2", QLinear(hidden, dim, true));
+    if (variant.mlp_act == "rprelu") {
+        act_shift = register_parameter("act_shift", torch::zeros({hidden}));
+        act_slope = register_parameter("act_slope", torch::full({hidden}, 0.25));  // nn.PReLU's initial slope
+        act_bias = register_parameter("act_bias", torch::zeros({hidden}));
+    }
+}
+
+torch::Tensor rprelu(const torch::Tensor & x, const torch::Tensor & shift, const torch::Tensor & slope,
+                     const torch::Tensor & bias) {
+    const torch::Tensor shifted = x + shift;
+    return torch::where(shifted >= 0, shifted, shifted * slope) + bias;
 }
 
 torch::Tensor MlpImpl::forward(const torch::Tensor & x) {
     auto h = fc1(x);
-    h = variant.mlp_act == "relu" ? torch::relu(h) : F::gelu(h);
+    if (variant.mlp_act == "rprelu") {
+        h = rprelu(h, act_shift, act_slope, act_bias);
+    } else {
+        h = variant.mlp_act == "relu" ? torch::relu(h) : F::gelu(h);
+    }
     if (variant.mlp_clip > 0) h = h.clamp(-variant.mlp_clip, variant.mlp_clip);
     return fc2(h);
 }
@@ -201,7 +216,9 @@ void DeitConfig::validate() const {
     if (embed_dim % num_heads != 0) fail("embed_dim must be divisible by num_heads");
     if (!(mlp_ratio > 0.0)) fail("mlp_ratio must be positive");
     if (!(drop_path >= 0.0 && drop_path < 1.0)) fail("drop_path must be in [0, 1)");
-    if (variant.mlp_act != "gelu" && variant.mlp_act != "relu") fail("mlp_act must be gelu or relu");
+    if (variant.mlp_act != "gelu" && variant.mlp_act != "relu" && variant.mlp_act != "rprelu") {
+        fail("mlp_act must be gelu, relu or rprelu");
+    }
     if (!(variant.mlp_clip >= 0.0)) fail("mlp_clip must be >= 0");
 }
 
@@ -377,7 +394,8 @@ SiteInfo DeitImpl::site_info(const std::string & site) {
 }
 
 bool is_method_tensor(const std::string & name) {
-    for (const char * marker : {"_quantizer.", ".norm_q.", ".norm_k.", ".shift_q", ".shift_k", ".shift_v", ".attn_bias"}) {
+    for (const char * marker :
+         {"_quantizer.", ".norm_q.", ".norm_k.", ".shift_q", ".shift_k", ".shift_v", ".attn_bias", ".mlp.act_"}) {
         if (name.find(marker) != std::string::npos) return true;
     }
     return false;

@@ -109,12 +109,18 @@ class AttentionImpl : public torch::nn::Module {
 };
 TORCH_MODULE(Attention);
 
-// fc1 -> GELU (or ReLU) -> [clip] -> fc2, hidden width = mlp_ratio * dim.
+// ReActNet's RPReLU, per channel c of the last dimension: y = PReLU_β(x + γ) + ζ, i.e.
+// (x + γ_c) if x + γ_c ≥ 0 else β_c·(x + γ_c), then + ζ_c (methods.md §1.2).
+torch::Tensor rprelu(const torch::Tensor & x, const torch::Tensor & shift, const torch::Tensor & slope,
+                     const torch::Tensor & bias);
+
+// fc1 -> GELU (or ReLU, or RPReLU) -> [clip] -> fc2, hidden width = mlp_ratio * dim.
 class MlpImpl : public torch::nn::Module {
   public:
     MlpImpl(int64_t dim, int64_t hidden, const BlockVariant & variant);
     torch::Tensor forward(const torch::Tensor & x);
     QLinear fc1{nullptr}, fc2{nullptr};
+    torch::Tensor act_shift, act_slope, act_bias;  // [hidden] γ, β, ζ of RPReLU (mlp_act = "rprelu" only)
     BlockVariant variant;
 };
 TORCH_MODULE(Mlp);
