@@ -9,6 +9,7 @@
 #include <iostream>
 
 #include "runtime/cpu-features.h"
+#include "cli/runtime-commands.h"
 #include "runtime/model.h"
 #include "train/bench.h"
 #include "train/checkpoint.h"
@@ -206,56 +207,11 @@ int run_export(const std::string & checkpoint, const std::string & out, std::str
     return 0;
 }
 
-// Images for the runtime commands: a named data set split, or an IDX image file (with its labels if
-// given).
-data::ImageDataset runtime_images(const std::string & input, const std::string & labels, const std::string & data_name,
-                                  const std::string & split, int64_t subset) {
-    data::ImageDataset images;
-    if (!input.empty()) {
-        if (labels.empty()) throw std::invalid_argument("an IDX image file needs --labels (its IDX label file)");
-        images = data::read_idx(input, labels);
-    } else {
-        images = data::load_dataset(data::DatasetSpec{data_name, "", 0, 1}, split == "train" ? data::Split::train : data::Split::test);
-    }
-    if (subset > 0) images = data::select(images, data::stratified_subset(images.labels, images.num_classes(), subset, 0));
-    return images;
-}
-
-void check_image_shape(const runtime::PackedModel & model, const data::ImageDataset & images) {
-    const auto & c = model.config();
-    if (images.channels != c.in_chans || images.height != c.img_size || images.width != c.img_size) {
-        throw std::invalid_argument("images are " + std::to_string(images.channels) + "×" + std::to_string(images.height) +
-                                    "×" + std::to_string(images.width) + " but the model takes " + std::to_string(c.in_chans) +
-                                    "×" + std::to_string(c.img_size) + "×" + std::to_string(c.img_size));
-    }
-}
-
-int run_runtime(const std::string & model_path, const data::ImageDataset & images, int threads, int64_t show) {
-    const runtime::PackedModel model = runtime::PackedModel::load(model_path);
-    check_image_shape(model, images);
-    const auto start = std::chrono::steady_clock::now();
-    const auto logits = model.predict(images.pixels.data(), images.size(), threads);
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    int64_t correct = 0;
-    for (int64_t i = 0; i < images.size(); ++i) {
-        const auto & l = logits[static_cast<size_t>(i)];
-        const auto top = std::max_element(l.begin(), l.end()) - l.begin();
-        correct += top == images.labels[static_cast<size_t>(i)];
-        if (i < show) std::printf("%lld: class %lld (label %d)\n", static_cast<long long>(i), static_cast<long long>(top),
-                                  images.labels[static_cast<size_t>(i)]);
-    }
-    std::printf("model: %s (%s, %s), %.3f MB, ISA %s\n", model_path.c_str(), model.config().name.c_str(),
-                model.method().c_str(), model.file_bytes() / 1e6, runtime::isa_name(runtime::selected_isa()));
-    std::printf("images: %lld\naccuracy: %.2f%%\ntime: %.3f s (%.1f images/s)\n", static_cast<long long>(images.size()),
-                100.0 * correct / std::max<int64_t>(1, images.size()), seconds, images.size() / seconds);
-    return 0;
-}
-
 int run_verify(const std::string & checkpoint, const std::string & model_path, const data::ImageDataset & images,
                int threads) {
     LoadedModel loaded = load_model(checkpoint);
     const runtime::PackedModel packed = runtime::PackedModel::load(model_path);
-    check_image_shape(packed, images);
+    cli::check_image_shape(packed, images);
     const VerifyReport r = verify_packed(loaded.model, packed, images, make_preprocess(loaded.state.config.data), 250, threads);
     std::printf("images: %lld\ntop-1 agreement: %.2f%% (%lld differ)\nmax |logit difference|: %.3g\n",
                 static_cast<long long>(r.count), 100 * r.agreement(), static_cast<long long>(r.count - r.agree),
@@ -382,8 +338,8 @@ int main(int argc, char ** argv) {
         if (*ops) return run_ops(ops_target, ops_arch, ops_stage, ops_classes, ops_per_block);
         if (*bench) return run_bench(bo);
         if (*exp) return run_export(ex_ckpt, ex_out, ex_method);
-        if (*run) return run_runtime(rt_model, runtime_images(rt_input, rt_labels, rt_data, rt_split, rt_subset), rt_threads, rt_show);
-        if (*ver) return run_verify(rt_ckpt, rt_model, runtime_images(rt_input, rt_labels, rt_data, rt_split, rt_subset), rt_threads);
+        if (*run) return cli::run_packed(rt_model, cli::runtime_images(rt_input, rt_labels, rt_data, rt_split, rt_subset), rt_threads, rt_show);
+        if (*ver) return run_verify(rt_ckpt, rt_model, cli::runtime_images(rt_input, rt_labels, rt_data, rt_split, rt_subset), rt_threads);
         if (*info) {
             if (list) {
                 for (const auto & n : deit_config_names()) std::printf("%s\n", n.c_str());

@@ -1,0 +1,114 @@
+#include "cli/runtime-commands.h"
+
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <map>
+#include <random>
+#include <stdexcept>
+#include <thread>
+
+namespace bitvit::cli {
+
+data::ImageDataset runtime_images(const std::string & input, const std::string & labels, const std::string & data_name,
+                                  const std::string & split, int64_t subset) {
+    data::ImageDataset images;
+    if (!input.empty()) {
+        if (labels.empty()) throw std::invalid_argument("an IDX image file needs --labels (its IDX label file)");
+        images = data::read_idx(input, labels);
+    } else {
+        images = data::load_dataset(data::DatasetSpec{data_name, "", 0, 1}, split == "train" ? data::Split::train : data::Split::test);
+    }
+    if (subset > 0) images = data::select(images, data::stratified_subset(images.labels, images.num_classes(), subset, 0));
+    return images;
+}
+
+void check_image_shape(const runtime::PackedModel & model, const data::ImageDataset & images) {
+    const auto & c = model.config();
+    if (images.channels != c.in_chans || images.height != c.img_size || images.width != c.img_size) {
+        throw std::invalid_argument("images are " + std::to_string(images.channels) + "×" + std::to_string(images.height) +
+                                    "×" + std::to_string(images.width) + " but the model takes " + std::to_string(c.in_chans) +
+                                    "×" + std::to_string(c.img_size) + "×" + std::to_string(c.img_size));
+    }
+}
+
+int run_packed(const std::string & model_path, const data::ImageDataset & images, int threads, int64_t show) {
+    const runtime::PackedModel model = runtime::PackedModel::load(model_path);
+    check_image_shape(model, images);
+    const auto start = std::chrono::steady_clock::now();
+    const auto logits = model.predict(images.pixels.data(), images.size(), threads);
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    int64_t correct = 0;
+    for (int64_t i = 0; i < images.size(); ++i) {
+        const auto & l = logits[static_cast<size_t>(i)];
+        const auto top = std::max_element(l.begin(), l.end()) - l.begin();
+        correct += top == images.labels[static_cast<size_t>(i)];
+        if (i < show) std::printf("%lld: class %lld (label %d)\n", static_cast<long long>(i), static_cast<long long>(top),
+                                  images.labels[static_cast<size_t>(i)]);
+    }
+    std::printf("model: %s (%s, %s), %.3f MB, ISA %s\n", model_path.c_str(), model.config().name.c_str(),
+                model.method().c_str(), model.file_bytes() / 1e6, runtime::isa_name(runtime::selected_isa()));
+    std::printf("images: %lld\naccuracy: %.2f%%\ntime: %.3f s (%.1f images/s)\n", static_cast<long long>(images.size()),
+                100.0 * correct / std::max<int64_t>(1, images.size()), seconds, images.size() / seconds);
+    return 0;
+}
+
+
+int bench_packed(const std::string & model_path, const std::vector<int64_t> & batches, const std::vector<int> & threads,
+                 double min_seconds) {
+    const runtime::PackedModel model = runtime::PackedModel::load(model_path);
+    const auto & c = model.config();
+    std::printf("model: %s (%s, %s), %.3f MB, ISA %s\n", model_path.c_str(), c.name.c_str(), model.method().c_str(),
+                model.file_bytes() / 1e6, runtime::isa_name(runtime::selected_isa()));
+    std::printf("%6s %8s %12s %12s\n", "batch", "threads", "ms/batch", "images/s");
+    std::mt19937_64 rng(0);
+    for (const int64_t batch : batches) {
+        std::vector<uint8_t> pixels(static_cast<size_t>(batch * c.in_chans * c.img_size * c.img_size));
+        for (uint8_t & p : pixels) p = static_cast<uint8_t>(rng());
+        for (const int requested : threads) {
+            const int n = requested > 0 ? requested : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+            model.predict(pixels.data(), batch, n);  // warm-up
+            std::vector<double> times;
+            const auto start = std::chrono::steady_clock::now();
+            while (times.size() < 3 || std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() < min_seconds) {
+                const auto t0 = std::chrono::steady_clock::now();
+                model.predict(pixels.data(), batch, n);
+                times.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+            }
+            std::nth_element(times.begin(), times.begin() + times.size() / 2, times.end());
+            const double ms = times[times.size() / 2];
+            std::printf("%6lld %8d %12.3f %12.1f\n", static_cast<long long>(batch), n, ms, batch * 1000.0 / ms);
+        }
+    }
+    rusage usage{};
+    getrusage(RUSAGE_SELF, &usage);
+    std::printf("peak resident memory: %.1f MB\n", usage.ru_maxrss / 1024.0);  // ru_maxrss is in KiB on Linux
+    return 0;
+}
+
+int info_packed(const std::string & model_path) {
+    const runtime::PackedModel model = runtime::PackedModel::load(model_path);
+    const auto & c = model.config();
+    std::printf("model: %s, method %s, file %.3f MB\n", c.name.c_str(), model.method().c_str(), model.file_bytes() / 1e6);
+    std::printf("input %lld×%lld×%lld, patch %lld, %lld tokens; dim %lld, depth %lld, heads %lld, hidden %lld, classes %lld\n",
+                static_cast<long long>(c.in_chans), static_cast<long long>(c.img_size), static_cast<long long>(c.img_size),
+                static_cast<long long>(c.patch_size), static_cast<long long>(c.num_tokens()), static_cast<long long>(c.embed_dim),
+                static_cast<long long>(c.depth), static_cast<long long>(c.num_heads), static_cast<long long>(c.hidden()),
+                static_cast<long long>(c.num_classes));
+    // Quantized sites, grouped by their name within a block.
+    std::map<std::string, std::map<std::string, int>> by_site;
+    for (const auto & [site, quantizer] : model.site_quantizers()) {
+        std::string key = site;
+        if (key.rfind("blocks.", 0) == 0) key = "blocks.*" + key.substr(key.find('.', 7));
+        ++by_site[key][quantizer];
+    }
+    std::printf("quantized sites:\n");
+    for (const auto & [site, quantizers] : by_site) {
+        for (const auto & [quantizer, count] : quantizers) std::printf("  %-28s %-18s x%d\n", site.c_str(), quantizer.c_str(), count);
+    }
+    return 0;
+}
+
+}  // namespace bitvit::cli
