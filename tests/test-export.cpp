@@ -138,6 +138,17 @@ TEST_F(PackedFormat, RoundTripComputesWhatLibTorchComputes) {
     }
 }
 
+TEST_F(PackedFormat, ThreadsSplitTheWorkWithoutChangingABit) {
+    const auto packed = runtime::PackedModel::load(path());
+    torch::manual_seed(2);
+    const torch::Tensor pixels = torch::randint(0, 256, {5, 1, 28, 28}, torch::kUInt8).contiguous();
+    const auto one = packed.predict(pixels.data_ptr<uint8_t>(), 5, 1);    // one thread
+    const auto split = packed.predict(pixels.data_ptr<uint8_t>(), 5, 8);  // each image over 8 threads
+    const auto images = packed.predict(pixels.data_ptr<uint8_t>(), 5, 3); // images over 3 threads
+    EXPECT_EQ(one, split);
+    EXPECT_EQ(one, images);
+}
+
 TEST_F(PackedFormat, WeightsArePackedAsTheirQuantizersPromise) {
     const auto file = format::SafetensorsFile::load(path());
     // PWS: one ±1 plane, 64 inputs -> one word per row; TWN ternary: sign and mask; LSQ: int8 codes.

@@ -1,5 +1,7 @@
 #include "runtime/model.h"
 
+#include "runtime/parallel.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -251,13 +253,17 @@ void LayerNorm::forward(const float * x, int64_t rows, int64_t dim, float * out)
     }
 }
 
-void Linear::forward(const float * x, int64_t tokens, float * y) const {
-    const Operand in = input.encode(x, tokens, weight.k, weight.k, SiteScope::token, 0);
-    matmul(in, weight, y);
-    if (bias.empty()) return;
-    for (int64_t t = 0; t < tokens; ++t) {
-        for (int64_t o = 0; o < weight.rows; ++o) y[t * weight.rows + o] += bias[o];
-    }
+void Linear::forward(const float * x, int64_t tokens, float * y, int threads) const {
+    // Token quantizers act row by row, so chunks of tokens are independent products.
+    parallel_for(tokens, threads, [&](int64_t t0, int64_t t1) {
+        const Operand in = input.encode(x + t0 * weight.k, t1 - t0, weight.k, weight.k, SiteScope::token, 0);
+        float * y_chunk = y + t0 * weight.rows;
+        matmul(in, weight, y_chunk);
+        if (bias.empty()) return;
+        for (int64_t t = 0; t < t1 - t0; ++t) {
+            for (int64_t o = 0; o < weight.rows; ++o) y_chunk[t * weight.rows + o] += bias[o];
+        }
+    });
 }
 
 PackedModel PackedModel::load(const std::string & path) {
@@ -370,11 +376,11 @@ void PackedModel::normalize(const uint8_t * pixels, float * image) const {
     }
 }
 
-void PackedModel::attention(const Block & b, const float * x, float * out) const {
+void PackedModel::attention(const Block & b, const float * x, float * out, int threads) const {
     const ModelConfig & c = config_;
     const int64_t D = c.embed_dim, H = c.num_heads, N = c.num_tokens(), d = c.head_dim();
     std::vector<float> qkv(static_cast<size_t>(N * 3 * D));
-    b.qkv.forward(x, N, qkv.data());
+    b.qkv.forward(x, N, qkv.data(), threads);
     // Split into per-head tensors [3][H, N, d] (and vᵀ [H, d, N] for the probs·v product).
     std::vector<float> q(static_cast<size_t>(H * N * d)), k(q.size()), vt(q.size());
     for (int64_t h = 0; h < H; ++h) {
@@ -409,7 +415,8 @@ void PackedModel::attention(const Block & b, const float * x, float * out) const
     const bool sab_from_scores = c.softmax && !c.attn_bias && b.probs.name == "sab";
     std::vector<float> probs(static_cast<size_t>(H * N * N), 1.0f);
     const auto scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
-    for (int64_t h = 0; h < H && !all_positive; ++h) {
+    if (!all_positive) parallel_for(H, threads, [&](int64_t h0, int64_t h1) {
+    for (int64_t h = h0; h < h1; ++h) {
         const Operand qh = b.q.encode(q.data() + h * N * d, N, d, d, SiteScope::per_head, h, q_max, q_min);
         const Operand kh = b.k.encode(k.data() + h * N * d, N, d, d, SiteScope::per_head, h, k_max, k_min);
         float * scores = probs.data() + h * N * N;
@@ -428,9 +435,12 @@ void PackedModel::attention(const Block & b, const float * x, float * out) const
             }
         }
     }
+    });
     const auto [p_max, p_min] = range_for(b.probs, probs);
-    std::vector<float> merged(static_cast<size_t>(N * D)), head_out(static_cast<size_t>(N * d));
-    for (int64_t h = 0; h < H; ++h) {
+    std::vector<float> merged(static_cast<size_t>(N * D));
+    parallel_for(H, threads, [&](int64_t h0, int64_t h1) {
+    std::vector<float> head_out(static_cast<size_t>(N * d));
+    for (int64_t h = h0; h < h1; ++h) {
         const float * ph_in = probs.data() + h * N * N;
         const Operand ph = sab_from_scores ? b.probs.encode_sab_from_scores(ph_in, N, N, N)
                                            : b.probs.encode(ph_in, N, N, N, SiteScope::per_head, h, p_max, p_min);
@@ -438,10 +448,11 @@ void PackedModel::attention(const Block & b, const float * x, float * out) const
         matmul(ph, vh, head_out.data());
         for (int64_t n = 0; n < N; ++n) std::copy(head_out.data() + n * d, head_out.data() + (n + 1) * d, merged.data() + n * D + h * d);
     }
-    b.proj.forward(merged.data(), N, out);
+    });
+    b.proj.forward(merged.data(), N, out, threads);
 }
 
-std::vector<float> PackedModel::forward(const float * image) const {
+std::vector<float> PackedModel::forward(const float * image, int threads) const {
     const ModelConfig & c = config_;
     const int64_t D = c.embed_dim, N = c.num_tokens(), P = c.patch_size, G = c.grid(), S = c.img_size;
     const int64_t patch_len = c.in_chans * P * P, first_patch = c.distilled ? 2 : 1;
@@ -459,7 +470,7 @@ std::vector<float> PackedModel::forward(const float * image) const {
         }
     }
     std::vector<float> x(static_cast<size_t>(N * D));
-    patch_embed_.forward(patches.data(), G * G, x.data() + first_patch * D);
+    patch_embed_.forward(patches.data(), G * G, x.data() + first_patch * D, threads);
     std::copy(cls_token_.begin(), cls_token_.end(), x.begin());
     if (c.distilled) std::copy(dist_token_.begin(), dist_token_.end(), x.begin() + D);
     for (size_t i = 0; i < x.size(); ++i) x[i] += pos_embed_[i];
@@ -469,10 +480,10 @@ std::vector<float> PackedModel::forward(const float * image) const {
     const int64_t hidden_dim = c.hidden();
     for (const Block & b : blocks_) {
         b.norm1.forward(x.data(), N, D, normed.data());
-        attention(b, normed.data(), branch.data());
+        attention(b, normed.data(), branch.data(), threads);
         for (size_t i = 0; i < x.size(); ++i) x[i] += branch[i];
         b.norm2.forward(x.data(), N, D, normed.data());
-        b.fc1.forward(normed.data(), N, hidden.data());
+        b.fc1.forward(normed.data(), N, hidden.data(), threads);
         // fc2 keeps only the sign of a GELU or ReLU activation when its input quantizer is sign (a
         // clamp to ±clip keeps the sign too): GELU is reduced to its sign — exactly, including its
         // underflow to −0 far below zero — and ReLU's output is never negative.
@@ -497,7 +508,7 @@ std::vector<float> PackedModel::forward(const float * image) const {
             const auto clip = static_cast<float>(c.mlp_clip);
             for (float & h : hidden) h = std::min(std::max(h, -clip), clip);
         }
-        b.fc2.forward(hidden.data(), N, branch.data());
+        b.fc2.forward(hidden.data(), N, branch.data(), threads);
         for (size_t i = 0; i < x.size(); ++i) x[i] += branch[i];
     }
     norm_.forward(x.data(), N, D, normed.data());
@@ -523,8 +534,17 @@ std::vector<std::vector<float>> PackedModel::predict(const uint8_t * pixels, int
         }
     };
     const int n = threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    if (count < n) {
+        // Fewer images than threads (batch 1): split each image's tokens and heads instead.
+        std::vector<float> image(static_cast<size_t>(image_size));
+        for (int64_t i = 0; i < count; ++i) {
+            normalize(pixels + i * image_size, image.data());
+            logits[static_cast<size_t>(i)] = forward(image.data(), n);
+        }
+        return logits;
+    }
     std::vector<std::thread> pool;
-    for (int t = 1; t < n && t < count; ++t) pool.emplace_back(worker);
+    for (int t = 1; t < n; ++t) pool.emplace_back(worker);
     worker();
     for (auto & t : pool) t.join();
     return logits;

@@ -40,12 +40,13 @@ struct LayerNorm {
     void forward(const float * x, int64_t rows, int64_t dim, float * out) const;  // rows × dim, in place allowed
 };
 
-// y = input_quantizer(x) · weightᵀ + bias: x [tokens, in] -> y [tokens, out].
+// y = input_quantizer(x) · weightᵀ + bias: x [tokens, in] -> y [tokens, out], tokens split over
+// `threads` threads.
 struct Linear {
     Operand weight;            // rows = out, k = in
     std::vector<float> bias;   // [out] or empty
     ActQuantizer input;        // the "<layer>.input" site
-    void forward(const float * x, int64_t tokens, float * y) const;
+    void forward(const float * x, int64_t tokens, float * y, int threads = 1) const;
 };
 
 struct Block {
@@ -71,10 +72,12 @@ class PackedModel {
 
     // Pixels [C, H, W] (uint8) -> normalised floats, as the training loader does.
     void normalize(const uint8_t * pixels, float * image) const;
-    // image [C, H, W] normalised -> logits [num_classes] ((cls + dist) / 2 when distilled).
-    std::vector<float> forward(const float * image) const;
-    // Logits of `count` images given as pixels [count, C, H, W], one image per task over `threads`
-    // threads (0 = all cores): [count][num_classes].
+    // image [C, H, W] normalised -> logits [num_classes] ((cls + dist) / 2 when distilled), with
+    // tokens and heads split over `threads` threads.
+    std::vector<float> forward(const float * image, int threads = 1) const;
+    // Logits of `count` images given as pixels [count, C, H, W] over `threads` threads (0 = all
+    // cores): one image per thread when there are at least as many images as threads, otherwise
+    // each image's work split over all of them: [count][num_classes].
     std::vector<std::vector<float>> predict(const uint8_t * pixels, int64_t count, int threads = 0) const;
 
   private:
@@ -89,7 +92,7 @@ class PackedModel {
     LayerNorm norm_;
     Linear head_, head_dist_;
 
-    void attention(const Block & b, const float * x, float * out) const;  // x [N, D] normed -> out [N, D]
+    void attention(const Block & b, const float * x, float * out, int threads) const;  // x [N, D] normed -> [N, D]
 };
 
 }  // namespace bitvit::runtime
