@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "format/safetensors.h"
+#include "fuzz-driver.h"
 #include "runtime/model.h"
 
 using namespace bitvit;
@@ -222,12 +223,7 @@ void mutate(File & f, std::mt19937_64 & rng) {
 }  // namespace
 
 int main(int argc, char ** argv) {
-    double seconds = 10;
-    uint64_t seed = 1;
-    for (int i = 1; i + 1 < argc; i += 2) {
-        if (std::string(argv[i]) == "--seconds") seconds = std::stod(argv[i + 1]);
-        if (std::string(argv[i]) == "--seed") seed = std::stoull(argv[i + 1]);
-    }
+    const auto [seconds, seed] = bitvit::fuzz::parse_driver_args(argc, argv);
     std::mt19937_64 rng(seed);
     const File base = seed_model();
     if (!run_one(base.serialize(), rng)) {

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "format/safetensors.h"
+#include "fuzz-driver.h"
 
 using namespace bitvit::format;
 
@@ -75,12 +76,7 @@ void mutate(std::vector<uint8_t> & d, std::mt19937_64 & rng) {
 }  // namespace
 
 int main(int argc, char ** argv) {
-    double seconds = 10;
-    uint64_t seed = 1;
-    for (int i = 1; i + 1 < argc; i += 2) {
-        if (std::string(argv[i]) == "--seconds") seconds = std::stod(argv[i + 1]);
-        if (std::string(argv[i]) == "--seed") seed = std::stoull(argv[i + 1]);
-    }
+    const auto [seconds, seed] = bitvit::fuzz::parse_driver_args(argc, argv);
     std::mt19937_64 rng(seed);
     const auto corpus = seeds();
     const auto stop = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);

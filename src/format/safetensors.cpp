@@ -211,9 +211,10 @@ std::vector<uint8_t> SafetensorsWriter::serialize() const {
     std::string text = header.dump();
     // Pad with spaces so the data starts 8-byte aligned (allowed by the format).
     while ((8 + text.size()) % 8 != 0) text.push_back(' ');
-    std::vector<uint8_t> out(8);
-    uint64_t n = text.size();
-    for (int i = 0; i < 8; ++i) out[static_cast<size_t>(i)] = static_cast<uint8_t>(n >> (8 * i));
+    std::vector<uint8_t> out;
+    out.reserve(8 + text.size() + offset);
+    const uint64_t n = text.size();
+    for (int i = 0; i < 8; ++i) out.push_back(static_cast<uint8_t>(n >> (8 * i)));
     out.insert(out.end(), text.begin(), text.end());
     for (const auto & e : entries_) out.insert(out.end(), e.bytes.begin(), e.bytes.end());
     return out;

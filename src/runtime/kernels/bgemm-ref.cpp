@@ -19,28 +19,31 @@ void pack_b1_rows_ref(const float * x, int64_t rows, int64_t k, int64_t ld, uint
     }
 }
 
-void b1b1_gemm_ref(int64_t m, int64_t n, int64_t k, const uint64_t * a, const uint64_t * b, int32_t * c,
-                   int64_t ldc) {
-    const int64_t kw = b1_words(k);
-    for (int64_t i = 0; i < m; ++i) {
-        for (int64_t j = 0; j < n; ++j) {
-            int64_t differing = 0;
-            for (int64_t w = 0; w < kw; ++w) differing += __builtin_popcountll(a[i * kw + w] ^ b[j * kw + w]);
-            c[i * ldc + j] = static_cast<int32_t>(k - 2 * differing);
-        }
-    }
-}
-
-void and_popcount_gemm_ref(int64_t m, int64_t n, int64_t k, const uint64_t * a, const uint64_t * b, int32_t * c,
-                           int64_t ldc) {
+namespace {
+// The references' one loop: popcount of a[i] ^ b[j] (stored as K − 2·count) or of a[i] & b[j].
+template <bool kXnor>
+void popcount_gemm_ref(int64_t m, int64_t n, int64_t k, const uint64_t * a, const uint64_t * b, int32_t * c, int64_t ldc) {
     const int64_t kw = b1_words(k);
     for (int64_t i = 0; i < m; ++i) {
         for (int64_t j = 0; j < n; ++j) {
             int64_t count = 0;
-            for (int64_t w = 0; w < kw; ++w) count += __builtin_popcountll(a[i * kw + w] & b[j * kw + w]);
-            c[i * ldc + j] = static_cast<int32_t>(count);
+            for (int64_t w = 0; w < kw; ++w) {
+                count += __builtin_popcountll(kXnor ? a[i * kw + w] ^ b[j * kw + w] : a[i * kw + w] & b[j * kw + w]);
+            }
+            c[i * ldc + j] = static_cast<int32_t>(kXnor ? k - 2 * count : count);
         }
     }
+}
+}  // namespace
+
+void b1b1_gemm_ref(int64_t m, int64_t n, int64_t k, const uint64_t * a, const uint64_t * b, int32_t * c,
+                   int64_t ldc) {
+    popcount_gemm_ref<true>(m, n, k, a, b, c, ldc);
+}
+
+void and_popcount_gemm_ref(int64_t m, int64_t n, int64_t k, const uint64_t * a, const uint64_t * b, int32_t * c,
+                           int64_t ldc) {
+    popcount_gemm_ref<false>(m, n, k, a, b, c, ldc);
 }
 
 PackedB1 repack_b1_panels(const uint64_t * b, int64_t n, int64_t k, int64_t nr) {
