@@ -357,8 +357,8 @@ PackedModel PackedModel::from_file(const format::SafetensorsFile & file) {
     m.head_ = read_linear("head", D, c.num_classes, true, sites, r, file);
     if (c.distilled) m.head_dist_ = read_linear("head_dist", D, c.num_classes, true, sites, r, file);
     r.check_all_used();
-    for (const auto & [site, quantizer] : m.site_quantizers_) {
-        (void)quantizer;
+    for (const auto & entry : m.site_quantizers_) {
+        const std::string & site = entry.first;
         const bool is_weight = site.size() > 7 && site.compare(site.size() - 7, 7, ".weight") == 0;
         if (is_weight && r.has(site)) r.fail("site " + site + " is quantized but its weight is stored in full precision");
     }

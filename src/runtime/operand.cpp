@@ -168,9 +168,13 @@ void f32_planes_matmul(const Operand & x, const Operand & w, float * out) {
     }
 }
 
-void f32_matmul(const std::vector<float> & x, const std::vector<float> & w, int64_t m, int64_t n, int64_t k, float * out) {
-    const std::vector<float> wt = transposed(w, n, k);
-    sgemm(m, n, k, x.data(), wt.data(), out, n);
+// x [m, k] · w [n, k]ᵀ; a prepared f32 weight brings its transpose, anything else is transposed here.
+void f32_matmul(const Operand & x, const Operand & w, float * out) {
+    const std::vector<float> xv = x.kind == Operand::Kind::f32 ? std::vector<float>() : x.decode();
+    const float * a = x.kind == Operand::Kind::f32 ? x.values.data() : xv.data();
+    if (w.kind == Operand::Kind::f32 && !w.values_t.empty()) return sgemm(x.rows, w.rows, x.k, a, w.values_t.data(), out, w.rows);
+    const std::vector<float> wt = transposed(w.kind == Operand::Kind::f32 ? w.values : w.decode(), w.rows, w.k);
+    sgemm(x.rows, w.rows, x.k, a, wt.data(), out, w.rows);
 }
 
 }  // namespace
@@ -203,22 +207,6 @@ std::vector<float> Operand::decode() const {
     return out;
 }
 
-int64_t Operand::encoded_bytes() const {
-    switch (kind) {
-        case Kind::f32: return static_cast<int64_t>(values.size() * sizeof(float));
-        case Kind::int8:
-            return static_cast<int64_t>(codes.size() + scale.size() * sizeof(float) + zero.size() * sizeof(int32_t));
-        case Kind::planes: {
-            int64_t bytes = static_cast<int64_t>(offset.size() * sizeof(float));
-            for (const Plane & p : planes) {
-                bytes += static_cast<int64_t>((p.sign.size() + p.mask.size()) * sizeof(uint64_t) + p.scale.size() * sizeof(float));
-            }
-            return bytes;
-        }
-    }
-    return 0;
-}
-
 void matmul(const Operand & x, const Operand & w, float * out) {
     if (x.k != w.k) {
         throw std::invalid_argument("matmul: operands disagree on k (" + std::to_string(x.k) + " vs " + std::to_string(w.k) + ")");
@@ -227,11 +215,11 @@ void matmul(const Operand & x, const Operand & w, float * out) {
     if (x.kind == Kind::planes && w.kind == Kind::planes) return planes_matmul(x, w, out);
     if (x.kind == Kind::int8 && w.kind == Kind::int8 && x.k <= kInt8GemmMaxK) return int8_matmul(x, w, out);
     if (x.kind == Kind::f32 && w.kind == Kind::planes) return f32_planes_matmul(x, w, out);
-    f32_matmul(x.kind == Kind::f32 ? x.values : x.decode(), w.kind == Kind::f32 ? w.values : w.decode(), x.rows, w.rows,
-               x.k, out);
+    f32_matmul(x, w, out);
 }
 
 void prepare_weight(Operand & w) {
+    if (w.kind == Operand::Kind::f32) w.values_t = transposed(w.values, w.rows, w.k);
     if (w.kind != Operand::Kind::planes) return;
     for (Plane & p : w.planes) {
         if (p.mask.empty() && !p.sign.empty()) p.packed = repack_b1_panels(p.sign.data(), w.rows, w.k, bgemm_kernel().nr);

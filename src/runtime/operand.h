@@ -43,6 +43,7 @@ struct Operand {
     Kind kind = Kind::f32;
     int64_t rows = 0, k = 0;
     std::vector<float> values;   // f32: rows × k
+    std::vector<float> values_t; // f32 weight: values transposed [k, rows] for the FP32 GEMM (prepare_weight)
     std::vector<Plane> planes;   // planes
     std::vector<float> offset;   // planes: [rows] or empty (0)
     std::vector<int8_t> codes;   // int8: rows × k
@@ -51,8 +52,6 @@ struct Operand {
 
     // The dense values (for fallbacks, tests and verification): rows × k floats.
     std::vector<float> decode() const;
-    // Bytes the encoded form occupies (packed bits, scales, codes): what a file or cache holds.
-    int64_t encoded_bytes() const;
 };
 
 // Products that run on the bits skip work on decode() and go through kernels:
@@ -65,8 +64,8 @@ struct Operand {
 // out: x.rows × w.rows floats, row-major.
 void matmul(const Operand & x, const Operand & w, float * out);
 
-// Repacks a weight's ±1 planes into the selected XNOR kernel's panel layout once, so matmul() does not
-// repack them on every call.
+// Repacks a weight once for its kernel — ±1 planes into the XNOR kernel's panels, an f32 weight
+// transposed for the FP32 GEMM — so matmul() does not redo it on every call.
 void prepare_weight(Operand & w);
 
 // Checks an operand's internal consistency (vector sizes against rows and k, padding bits zero,
