@@ -36,8 +36,8 @@ PROFILES = {
     "quick": {
         "teacher": None,
         "common": ["--set", "train.data_parallel=2"],
-        "full": ["--set", "train.epoch_scale=0.1"],
-        "subset": ["--set", "train.epoch_scale=0.5", "--train-subset", "6000"],
+        "full": ["--set", "train.epoch_scale=0.05"],
+        "subset": ["--set", "train.epoch_scale=0.3", "--train-subset", "6000"],
     },
     "full": {
         "teacher": None,
