@@ -9,8 +9,11 @@ with LibTorch and its accuracy.
     scripts/compare.py --profile smoke   # minutes: nano model, tiny subsets (checks the pipeline)
     scripts/compare.py --profile quick   # shortened schedules (train.epoch_scale), see PROFILES
     scripts/compare.py --profile full    # the recipes as shipped
+    scripts/compare.py --profile quick --ablations   # then the seed methods' ablations (subset regime)
 
-Runs are resumable: a finished run is reused, an interrupted one resumed (run it again after a kill).
+Each ablation is its seed recipe with exactly one change (ABLATIONS), written as a derived recipe into
+the run directory and trained in the subset regime of the same profile; its row is compared with the
+seed recipe's own subset row. Runs are resumable: a finished run is reused, an interrupted one resumed (run it again after a kill).
 """
 import argparse
 import json
@@ -18,6 +21,7 @@ import os
 import re
 import subprocess
 import sys
+import tomllib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BITVIT = os.path.join(ROOT, "build", "bitvit")
@@ -46,6 +50,84 @@ PROFILES = {
         "subset": ["--train-subset", "6000"],
     },
 }
+
+
+def bibert_attention(recipe):
+    """Every stage's attention map becomes BiBERT's softmax-free Bool(scores): 1{q·kᵀ/√d > 0}."""
+    for stage in recipe["stage"]:
+        stage.setdefault("model", {})["softmax"] = False
+        stage["quantizers"]["attn.probs"] = "bool"
+
+
+def replace_quantizer(old, new):
+    """Swaps every site quantized by `old` to `new`, in every stage."""
+    def change(recipe):
+        for stage in recipe["stage"]:
+            for site, q in stage["quantizers"].items():
+                if q == old:
+                    stage["quantizers"][site] = new
+    return change
+
+
+def last_stage_only(recipe):
+    """One stage with the final stage's quantizers, as long as all stages together, started from FP."""
+    stages = recipe["stage"]
+    merged = dict(stages[-1], name="one-stage", init="fp", epochs=sum(s["epochs"] for s in stages))
+    recipe["stage"] = [merged]
+
+
+def set_distill(key, value):
+    def change(recipe):
+        for stage in recipe["stage"]:
+            stage["distill"][key] = value
+    return change
+
+
+# The seed methods' own claims, each as (name, seed recipe, the one change, what the change tests).
+ABLATIONS = [
+    ("bivit-bool-attention", "bivit", bibert_attention,
+     "SAB (1{P ≥ 0.25·max_row P}) → BiBERT's softmax-free Bool attention (1{scores > 0})"),
+    ("bivit-fixed-scale", "bivit", replace_quantizer("pws", "row_centred"),
+     "PWS → fixed scales (same row-centred sign, scale mean_row\\|W\\| detached)"),
+    ("bivit-one-stage", "bivit", last_stage_only,
+     "cross-layer (attention, then MLP) → one stage binarizing both, same total epochs"),
+    ("tervit-direct", "tervit", last_stage_only,
+     "progressive (8-bit, then ternary) → ternary from FP directly, same total epochs"),
+    ("bi-vit-no-rank", "bi-vit", set_distill("rank", 0.0),
+     "ranking-aware attention distillation on → off"),
+]
+
+
+def toml_value(v):
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)  # TOML basic strings use JSON's escapes
+    if isinstance(v, list):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{json.dumps(k)} = {toml_value(x)}" for k, x in v.items()) + " }"
+    raise TypeError(f"cannot write {v!r} as TOML")
+
+
+def toml_text(recipe):
+    """Writes a parsed recipe back as TOML: top-level tables, then [[stage]] with their sub-tables."""
+    out = []
+    def table(header, body):
+        out.append(header)
+        out.extend(f"{json.dumps(k)} = {toml_value(v)}" for k, v in body.items())
+        out.append("")
+    for section, body in recipe.items():
+        if section != "stage":
+            table(f"[{section}]", body)
+    for stage in recipe.get("stage", []):
+        table("[[stage]]", {k: v for k, v in stage.items() if not isinstance(v, dict)})
+        for sub, body in stage.items():
+            if isinstance(body, dict):
+                table(f"[stage.{sub}]", body)
+    return "\n".join(out)
 
 
 def sh(args, log=None):
@@ -102,39 +184,44 @@ def deploy(run_dir, profile):
     return os.path.getsize(packed) / 1e6, agreement, runtime_acc
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--profile", choices=sorted(PROFILES), default="quick")
-    parser.add_argument("--recipes", nargs="*", default=RECIPES)
-    args = parser.parse_args()
-    profile = PROFILES[args.profile]
-    base = os.path.join(ROOT, "runs", "compare-" + args.profile)
+def train_row(base, name, recipe_path, teacher_ckpt, regime_args):
+    """Trains (or reuses) one run and returns its table fields."""
+    run_dir = os.path.join(base, name)
+    cmd = ["--recipe", recipe_path, "--fp-checkpoint", teacher_ckpt] + regime_args
+    metrics = train(run_dir, cmd)
+    ops, size = ops_of(os.path.join(run_dir, "checkpoint.pt"))
+    return run_dir, metrics[-1]["test_acc"], size, ops, \
+        " ".join(os.path.relpath(a, ROOT) if a.startswith(ROOT) else a for a in cmd)
 
-    if profile["teacher"] is None:
-        teacher = os.path.join(ROOT, "runs", "fp")  # the shipped FP recipe's run: trained or resumed to the end
-        train(teacher, ["--recipe", os.path.join(ROOT, "recipes", "fp.toml")])
+
+def splice_results(marker, title, lines):
+    """Replaces the block between this marker's comments in docs/results.md (appends it the first time)."""
+    begin, end = f"<!-- {marker}:begin -->", f"<!-- {marker}:end -->"
+    text = open(RESULTS).read()
+    block = begin + "\n" + "\n".join(lines) + "\n" + end
+    if begin in text:
+        text = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: block, text, flags=re.S)
     else:
-        teacher = os.path.join(base, "fp")
-        train(teacher, ["--recipe", os.path.join(ROOT, "recipes", "fp.toml")] + profile["teacher"])
-    teacher_ckpt = os.path.join(teacher, "checkpoint.pt")
+        text = text.rstrip("\n") + f"\n\n## {title}\n\n{block}\n"
+    open(RESULTS, "w").write(text)
 
-    rows = []
-    fp_metrics = finished_epochs(teacher)[-1]
+
+def commit_id():
+    return subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+
+
+def comparison_table(args, profile, base, teacher):
+    teacher_ckpt = os.path.join(teacher, "checkpoint.pt")
     fp_ops, fp_size = ops_of(teacher_ckpt)
-    rows.append(("fp", train_images(teacher), fp_metrics["test_acc"], fp_size, fp_ops,
-                 deploy(teacher, args.profile), "recipes/fp.toml"))
+    rows = [("fp", train_images(teacher), finished_epochs(teacher)[-1]["test_acc"], fp_size, fp_ops,
+             deploy(teacher, args.profile), "recipes/fp.toml")]
     for recipe in args.recipes:
         for regime in ("full", "subset"):
-            run_dir = os.path.join(base, f"{recipe}-{regime}")
-            cmd = ["--recipe", os.path.join(ROOT, "recipes", recipe + ".toml"), "--fp-checkpoint", teacher_ckpt] + \
-                profile["common"] + profile[regime]
-            metrics = train(run_dir, cmd)
-            ops, size = ops_of(os.path.join(run_dir, "checkpoint.pt"))
-            rows.append((recipe, train_images(run_dir), metrics[-1]["test_acc"], size, ops, deploy(run_dir, args.profile),
-                         " ".join(os.path.relpath(a, ROOT) if a.startswith(ROOT) else a for a in cmd)))
+            run_dir, acc, size, ops, cmd = train_row(base, f"{recipe}-{regime}", os.path.join(ROOT, "recipes", recipe + ".toml"),
+                                                     teacher_ckpt, profile["common"] + profile[regime])
+            rows.append((recipe, train_images(run_dir), acc, size, ops, deploy(run_dir, args.profile), cmd))
 
-    commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    lines = [f"Command: `scripts/compare.py --profile {args.profile}` · commit `{commit}` · "
+    lines = [f"Command: `scripts/compare.py --profile {args.profile}` · commit `{commit_id()}` · "
              f"teacher `{os.path.relpath(teacher_ckpt, ROOT)}` · test accuracy on the "
              f"{'500-image test subset' if args.profile == 'smoke' else 'full 10,000-image test set'}", "",
              "| recipe | training set | test acc | Δ vs FP | packed MB (accounting) | file MB | OPs (M) | "
@@ -145,17 +232,59 @@ def main():
         lines.append(f"| {recipe} | {regime} | {100 * acc:.2f} % | "
                      f"{100 * (acc - fp_acc):+.2f} | {size:.3f} | {file_mb:.3f} | {ops:.2f} | {agreement:.2f} % | "
                      f"{runtime_acc:.2f} % | `{cmd}` |")
-    print("\n".join(lines))
-    if args.profile == "smoke":
-        return 0  # a pipeline check: its numbers do not belong in the results
-    begin, end = f"<!-- compare:{args.profile}:begin -->", f"<!-- compare:{args.profile}:end -->"
-    text = open(RESULTS).read()
-    block = begin + "\n" + "\n".join(lines) + "\n" + end
-    if begin in text:
-        text = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: block, text, flags=re.S)
+    return lines
+
+
+def ablation_table(args, profile, base, teacher):
+    teacher_ckpt = os.path.join(teacher, "checkpoint.pt")
+    regime = profile["common"] + profile["subset"]
+    lines = [f"Command: `scripts/compare.py --profile {args.profile} --ablations` · commit `{commit_id()}` · "
+             f"teacher `{os.path.relpath(teacher_ckpt, ROOT)}` · subset regime (`{' '.join(regime)}`), one seed; "
+             "each derived recipe is the seed recipe with the one change named, stored as `runs/compare-"
+             f"{args.profile}/<ablation>.toml`", "",
+             "| ablation | seed recipe | change | seed acc | ablated acc | Δ | ablated OPs (M) |",
+             "|---|---|---|---|---|---|---|"]
+    for name, seed, change, what in ABLATIONS:
+        _, seed_acc, _, _, _ = train_row(base, f"{seed}-subset", os.path.join(ROOT, "recipes", seed + ".toml"),
+                                         teacher_ckpt, regime)
+        with open(os.path.join(ROOT, "recipes", seed + ".toml"), "rb") as f:
+            recipe = tomllib.load(f)
+        change(recipe)
+        derived = os.path.join(base, name + ".toml")
+        os.makedirs(base, exist_ok=True)
+        with open(derived, "w") as f:
+            f.write(f"# recipes/{seed}.toml with one change: {what}\n\n" + toml_text(recipe))
+        _, acc, _, ops, _ = train_row(base, name, derived, teacher_ckpt, regime)
+        lines.append(f"| {name} | {seed} | {what} | {100 * seed_acc:.2f} % | {100 * acc:.2f} % | "
+                     f"{100 * (acc - seed_acc):+.2f} | {ops:.2f} |")
+    return lines
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="quick")
+    parser.add_argument("--recipes", nargs="*", default=RECIPES)
+    parser.add_argument("--ablations", action="store_true", help="run the ablation table instead of the comparison")
+    args = parser.parse_args()
+    profile = PROFILES[args.profile]
+    base = os.path.join(ROOT, "runs", "compare-" + args.profile)
+
+    if profile["teacher"] is None:
+        teacher = os.path.join(ROOT, "runs", "fp")  # the shipped FP recipe's run: trained or resumed to the end
+        train(teacher, ["--recipe", os.path.join(ROOT, "recipes", "fp.toml")])
     else:
-        text = text.rstrip("\n") + f"\n\n## Comparison table, profile {args.profile}\n\n{block}\n"
-    open(RESULTS, "w").write(text)
+        teacher = os.path.join(base, "fp")
+        train(teacher, ["--recipe", os.path.join(ROOT, "recipes", "fp.toml")] + profile["teacher"])
+
+    if args.ablations:
+        lines = ablation_table(args, profile, base, teacher)
+        marker, title = f"compare:{args.profile}:ablations", f"Ablations, profile {args.profile}"
+    else:
+        lines = comparison_table(args, profile, base, teacher)
+        marker, title = f"compare:{args.profile}", f"Comparison table, profile {args.profile}"
+    print("\n".join(lines))
+    if args.profile != "smoke":  # a smoke run checks the pipeline: its numbers do not belong in the results
+        splice_results(marker, title, lines)
     return 0
 
 
