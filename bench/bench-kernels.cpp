@@ -1,6 +1,7 @@
 // Binary GEMM against the float paths a user has on this CPU, one thread, on the real layer shapes:
 // each ISA tier of the XNOR–popcount kernel (and of AND–popcount, the {0, 1}-attention × binary-V
-// product), LibTorch FP32 (OpenBLAS SGEMM) and LibTorch BF16 (oneDNN). Every benchmark reports "ops/s" = 2·M·N·K per second, so ratios compare like with like.
+// product), each int8 kernel variant with ternary weights (TerViT's W2A8 product), LibTorch FP32
+// (OpenBLAS SGEMM) and LibTorch BF16 (oneDNN). Every benchmark reports "ops/s" = 2·M·N·K per second, so ratios compare like with like.
 //   bench-kernels --benchmark_filter=deit_small
 // scripts/bench-kernels.sh runs it and writes the ratios into docs/results.md.
 #include <benchmark/benchmark.h>
@@ -9,6 +10,7 @@
 #include <random>
 
 #include "runtime/kernels/bgemm.h"
+#include "runtime/kernels/int8-gemm.h"
 #include "train/trainer.h"
 
 namespace {
@@ -56,6 +58,23 @@ void binary_gemm(benchmark::State & state, Shape s, Isa isa, bool xnor) {
     set_ops_rate(state, s);
 }
 
+// Ternary weights {−1, 0, +1} (as int8 codes) × int8 activation codes: TerViT's deployed product.
+void ternary_int8_gemm(benchmark::State & state, Shape s, const bitvit::runtime::Int8Kernel * kernel) {
+    std::mt19937_64 rng(1);
+    std::uniform_int_distribution<int> activation(-128, 127), ternary(-1, 1);
+    std::vector<int8_t> a(static_cast<size_t>(s.m * s.k)), b(static_cast<size_t>(s.n * s.k));
+    for (auto & v : a) v = static_cast<int8_t>(activation(rng));
+    for (auto & v : b) v = static_cast<int8_t>(ternary(rng));
+    const auto packed = bitvit::runtime::repack_i8_panels(b.data(), s.n, s.k);
+    std::vector<int32_t> c(static_cast<size_t>(s.m * s.n));
+    for (auto _ : state) {
+        kernel->gemm(s.m, a.data(), s.k, packed, c.data(), s.n);
+        benchmark::DoNotOptimize(c.data());
+        benchmark::ClobberMemory();
+    }
+    set_ops_rate(state, s);
+}
+
 void float_gemm(benchmark::State & state, Shape s, torch::ScalarType dtype) {
     bitvit::set_compute_threads(1);
     torch::manual_seed(0);
@@ -79,6 +98,10 @@ int register_all() {
                 const std::string name = std::string(xnor ? "b1b1_" : "and1_") + bitvit::runtime::isa_name(isa) + "/" + shape;
                 benchmark::RegisterBenchmark(name.c_str(), binary_gemm, s, isa, xnor)->UseRealTime();
             }
+        }
+        for (const auto * kernel : bitvit::runtime::int8_kernels()) {
+            const std::string name = std::string("t2i8_") + kernel->name + "/" + shape;
+            benchmark::RegisterBenchmark(name.c_str(), ternary_int8_gemm, s, kernel)->UseRealTime();
         }
     }
     return 0;

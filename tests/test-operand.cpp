@@ -167,12 +167,19 @@ TEST(Matmul, Int8FloatAndMixedPairingsMatchDecodedProduct) {
         expect_product_close(xf, wf, "f32 x f32");
         expect_product_close(xf, wp, "f32 x planes (W1A32)");
         expect_product_close(xi, wp, "int8 x planes (decoded)");
+        for (const PlaneKind kind : {PlaneKind::ternary, PlaneKind::pm1}) {  // TerViT: one plane, no offset
+            Operand w1 = planes_operand({random_plane(kind, 6, k, rng)}, 6, k);
+            prepare_weight(w1, /*int8_inputs=*/true);
+            ASSERT_FALSE(w1.codes_packed.bytes.empty());
+            expect_product_close(xi, w1, "int8 x one plane (int8 kernel)");
+        }
         expect_product_close(planes_operand({random_plane(PlaneKind::pm1, 4, k, rng)}, 4, k), wf, "planes x f32 (decoded)");
     }
 }
 
 TEST(Matmul, Int8ProductIsExactAtTheExtremes) {
-    // Every code at the most negative value: Σ (−128)·(−128) over k, the largest magnitude there is.
+    // Every code at the most negative value: Σ (−128)·(−128) over k, the largest magnitude there is,
+    // through matmul and the selected int8 kernel.
     const int64_t k = 3072;
     Operand x, w;
     for (Operand * op : {&x, &w}) {
@@ -183,9 +190,10 @@ TEST(Matmul, Int8ProductIsExactAtTheExtremes) {
         op->scale = {1.0f};
         op->zero = {0};
     }
-    std::vector<int32_t> c(1);
-    int8_gemm_ref(1, 1, k, x.codes.data(), w.codes.data(), c.data(), 1);
-    EXPECT_EQ(c[0], 128 * 128 * k);
+    prepare_weight(w);
+    float c = 0.0f;
+    matmul(x, w, &c);
+    EXPECT_EQ(c, 128.0f * 128.0f * static_cast<float>(k));  // 3·2^24: exact in float
 }
 
 TEST(Sgemm, EveryTierMatchesTheReferenceBitForBit) {

@@ -219,6 +219,13 @@ Operand ActQuantizer::encode_sab_from_scores(const float * scores, int64_t rows,
     return op;
 }
 
+bool ActQuantizer::encodes_int8() const {
+    if (name != "lsq") return false;
+    const auto zero = params.find("zero_point");
+    return params.at("step").size() == 1 && (zero == params.end() || zero->second.size() == 1) &&
+           options.at("qn") >= -128 && options.at("qp") <= 127;
+}
+
 Operand ActQuantizer::encode(const float * x, int64_t rows, int64_t k, int64_t ld, SiteScope scope, int64_t head,
                              float range_max, float range_min) const {
     auto view = [&](const char * key) {

@@ -36,6 +36,10 @@ struct ActQuantizer {
     // Whether encode() needs the max / min over the whole sample's tensor at this site (GSB).
     bool needs_range() const { return name == "gsb_value" || name == "gsb_attention"; }
 
+    // Whether encode() at token scope gives int8 codes (LSQ with one step and zero point for the
+    // tensor, codes within [−128, 127]): a linear layer then keeps an int8 form of its weight.
+    bool encodes_int8() const;
+
     // Encodes x [rows, k] (row stride ld). `head` selects per-head parameters (per_head scope);
     // at token scope parameters index the k columns. range_max/min: see needs_range().
     Operand encode(const float * x, int64_t rows, int64_t k, int64_t ld, SiteScope scope, int64_t head,

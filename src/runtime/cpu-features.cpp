@@ -49,9 +49,11 @@ CpuFeatures detect() {
         const bool avx512bw = (leaf7.ebx >> 30) & 1;
         const bool avx512vl = (leaf7.ebx >> 31) & 1;
         const bool vpopcntdq = (leaf7.ecx >> 14) & 1;
+        const bool vnni = (leaf7.ecx >> 11) & 1;
         f.avx2 = avx2 && fma && bmi2 && os_ymm;
         f.avx512bw = f.avx2 && avx512f && avx512bw && avx512vl && os_zmm;
         f.avx512vpopcntdq = f.avx512bw && vpopcntdq;
+        f.avx512vnni = f.avx512bw && vnni;
     }
     if (cpuid(0x80000000u, 0).eax >= 0x80000004u) {
         char brand[49] = {};

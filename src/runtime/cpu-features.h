@@ -19,6 +19,7 @@ struct CpuFeatures {
     bool avx2 = false;             // AVX2 + FMA + BMI2, and the OS saves YMM state
     bool avx512bw = false;         // AVX-512 F/BW/VL, and the OS saves ZMM and opmask state
     bool avx512vpopcntdq = false;  // VPOPCNTDQ on top of avx512bw
+    bool avx512vnni = false;       // VNNI (VPDPBUSD) on top of avx512bw: the int8 kernel's extension
     std::string brand;             // "AMD EPYC ..." from CPUID leaves 0x80000002..4
 };
 

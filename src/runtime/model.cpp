@@ -160,7 +160,9 @@ ActQuantizer read_act_site(const std::string & site, int64_t channels, const jso
 //   <w> F32 [out, in...]                      full precision
 //   <w>.sign U64 [out, kw] [+ <w>.mask] + <w>.scale F32 [out]     one binary or ternary plane
 //   <w>.codes I8 [out, in] + <w>.scale F32 [out] [+ <w>.zero_point I32 [out]]   8-bit codes
-Operand read_weight(const std::string & w, int64_t out, int64_t in, const std::vector<int64_t> & fp_shape, TensorReader & r) {
+// int8_inputs: the layer's input quantizer gives int8 codes (prepare_weight).
+Operand read_weight(const std::string & w, int64_t out, int64_t in, const std::vector<int64_t> & fp_shape, TensorReader & r,
+                    bool int8_inputs = false) {
     Operand op;
     op.rows = out;
     op.k = in;
@@ -188,16 +190,17 @@ Operand read_weight(const std::string & w, int64_t out, int64_t in, const std::v
     } catch (const std::invalid_argument & e) {
         r.fail(e.what());
     }
-    prepare_weight(op);
+    prepare_weight(op, int8_inputs);
     return op;
 }
 
 Linear read_linear(const std::string & name, int64_t in, int64_t out, bool bias, const json & sites, TensorReader & r,
                    const format::SafetensorsFile & file, const std::vector<int64_t> & fp_shape = {}) {
     Linear l;
-    l.weight = read_weight(name + ".weight", out, in, fp_shape.empty() ? std::vector<int64_t>{out, in} : fp_shape, r);
-    if (bias) l.bias = r.f32(name + ".bias", {out});
     l.input = read_act_site(name + ".input", in, sites, r, file);
+    l.weight = read_weight(name + ".weight", out, in, fp_shape.empty() ? std::vector<int64_t>{out, in} : fp_shape, r,
+                           l.input.encodes_int8());
+    if (bias) l.bias = r.f32(name + ".bias", {out});
     return l;
 }
 

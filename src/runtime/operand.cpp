@@ -127,24 +127,42 @@ void planes_matmul(const Operand & x, const Operand & w, float * out) {
     }
 }
 
-// Σ_j s_x(c_x − z_x)·s_w(c_w − z_w) = s_x·s_w·(Σ c_x c_w − z_w Σ c_x − z_x Σ c_w + k z_x z_w), exact in int64.
+// A one-plane weight without offset as int8 codes m·(1 − 2s) ∈ {−1, 0, +1}: rows × k.
+std::vector<int8_t> plane_codes(const Operand & w) {
+    const Plane & p = w.planes[0];
+    const int64_t kw = b1_words(w.k);
+    std::vector<int8_t> codes(static_cast<size_t>(w.rows * w.k));
+    for (int64_t r = 0; r < w.rows; ++r) {
+        for (int64_t j = 0; j < w.k; ++j) {
+            const bool on = p.mask.empty() || bit_at(p.mask, kw, r, j);
+            const bool negative = !p.sign.empty() && bit_at(p.sign, kw, r, j);
+            codes[r * w.k + j] = on ? (negative ? -1 : 1) : 0;
+        }
+    }
+    return codes;
+}
+
+bool is_single_plane(const Operand & w) { return w.kind == Operand::Kind::planes && w.planes.size() == 1 && w.offset.empty(); }
+
+// Σ_j s_x(c_x − z_x)·s_w(c_w − z_w) = s_x·s_w·(Σ c_x c_w − z_w Σ c_x − z_x Σ c_w + k z_x z_w), exact in
+// int64. w: int8 codes, or a single plane (zero point 0) whose codes prepare_weight packed.
 void int8_matmul(const Operand & x, const Operand & w, float * out) {
     const int64_t m = x.rows, n = w.rows, k = x.k;
-    std::vector<int32_t> dots(static_cast<size_t>(m * n));
-    int8_gemm_ref(m, n, k, x.codes.data(), w.codes.data(), dots.data(), n);
-    auto code_sums = [](const Operand & op) {
-        std::vector<int64_t> sums(static_cast<size_t>(op.rows), 0);
-        for (int64_t r = 0; r < op.rows; ++r) {
-            for (int64_t j = 0; j < op.k; ++j) sums[r] += op.codes[r * op.k + j];
-        }
-        return sums;
-    };
-    const std::vector<int64_t> sx = code_sums(x), sw = code_sums(w);
+    const PackedI8 transient = w.codes_packed.bytes.empty() ? repack_i8_panels(w.codes.data(), n, k) : PackedI8{};
+    const PackedI8 & wp = w.codes_packed.bytes.empty() ? transient : w.codes_packed;
+    const bool plane = w.kind == Operand::Kind::planes;
+    const float * w_scale = plane ? w.planes[0].scale.data() : w.scale.data();
+    thread_local std::vector<int32_t> dots;
+    dots.resize(static_cast<size_t>(m * n));
+    int8_kernel().gemm(m, x.codes.data(), k, wp, dots.data(), n);
     for (int64_t i = 0; i < m; ++i) {
+        int64_t sx = 0;
+        for (int64_t j = 0; j < k; ++j) sx += x.codes[i * k + j];
+        const int64_t zx = x.zero[i];
         for (int64_t j = 0; j < n; ++j) {
-            const int64_t zx = x.zero[i], zw = w.zero[j];
-            const int64_t exact = dots[i * n + j] - zw * sx[i] - zx * sw[j] + k * zx * zw;
-            out[i * n + j] = x.scale[i] * w.scale[j] * static_cast<float>(exact);
+            const int64_t zw = plane ? 0 : w.zero[j];
+            const int64_t exact = dots[i * n + j] - zw * sx - zx * wp.row_sums[j] + k * zx * zw;
+            out[i * n + j] = x.scale[i] * w_scale[j] * static_cast<float>(exact);
         }
     }
 }
@@ -213,13 +231,18 @@ void matmul(const Operand & x, const Operand & w, float * out) {
     }
     using Kind = Operand::Kind;
     if (x.kind == Kind::planes && w.kind == Kind::planes) return planes_matmul(x, w, out);
-    if (x.kind == Kind::int8 && w.kind == Kind::int8 && x.k <= kInt8GemmMaxK) return int8_matmul(x, w, out);
+    if (x.kind == Kind::int8 && x.k <= kInt8GemmMaxK &&
+        (w.kind == Kind::int8 || (is_single_plane(w) && !w.codes_packed.bytes.empty()))) {
+        return int8_matmul(x, w, out);
+    }
     if (x.kind == Kind::f32 && w.kind == Kind::planes) return f32_planes_matmul(x, w, out);
     f32_matmul(x, w, out);
 }
 
-void prepare_weight(Operand & w) {
+void prepare_weight(Operand & w, bool int8_inputs) {
     if (w.kind == Operand::Kind::f32) w.values_t = transposed(w.values, w.rows, w.k);
+    if (w.kind == Operand::Kind::int8) w.codes_packed = repack_i8_panels(w.codes.data(), w.rows, w.k);
+    if (int8_inputs && is_single_plane(w)) w.codes_packed = repack_i8_panels(plane_codes(w).data(), w.rows, w.k);
     if (w.kind != Operand::Kind::planes) return;
     for (Plane & p : w.planes) {
         if (p.mask.empty() && !p.sign.empty()) p.packed = repack_b1_panels(p.sign.data(), w.rows, w.k, bgemm_kernel().nr);

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "runtime/kernels/bgemm.h"
+#include "runtime/kernels/int8-gemm.h"
 
 namespace bitvit::runtime {
 
@@ -49,6 +50,8 @@ struct Operand {
     std::vector<int8_t> codes;   // int8: rows × k
     std::vector<float> scale;    // int8: [rows]
     std::vector<int32_t> zero;   // int8: [rows]
+    PackedI8 codes_packed;       // int8 weight, or one-plane weight as codes {−1, 0, +1}, repacked for
+                                 // the int8 kernel (prepare_weight); empty when not prepared
 
     // The dense values (for fallbacks, tests and verification): rows × k floats.
     std::vector<float> decode() const;
@@ -56,7 +59,9 @@ struct Operand {
 
 // Products that run on the bits skip work on decode() and go through kernels:
 //   planes × planes  popcount kernels (XNOR for ±1 × ±1 planes, the general masked form otherwise)
-//   int8 × int8      integer dot products
+//   int8 × int8      integer dot products (the int8 kernel: VNNI, AVX2 or portable)
+//   int8 × one plane integer dot products against the plane's codes {−1, 0, +1} (TerViT's ternary
+//                    weights), when prepare_weight built them
 //   f32 × planes     sign-select accumulation over the weight bits (W1A32)
 //   f32 × f32        FP32 GEMM
 // Any other pairing decodes the quantized side(s) to f32. Sizes must agree (x.k == w.k).
@@ -65,8 +70,10 @@ struct Operand {
 void matmul(const Operand & x, const Operand & w, float * out);
 
 // Repacks a weight once for its kernel — ±1 planes into the XNOR kernel's panels, an f32 weight
-// transposed for the FP32 GEMM — so matmul() does not redo it on every call.
-void prepare_weight(Operand & w);
+// transposed for the FP32 GEMM, int8 codes into the int8 kernel's panels — so matmul() does not redo
+// it on every call. With int8_inputs (the layer's input quantizer gives int8 codes), a weight of one
+// plane without offset (binary or ternary) is also kept as int8 codes {−1, 0, +1} for the int8 kernel.
+void prepare_weight(Operand & w, bool int8_inputs = false);
 
 // Checks an operand's internal consistency (vector sizes against rows and k, padding bits zero,
 // sign bits inside masks, finite scales); throws std::invalid_argument naming `what`.
