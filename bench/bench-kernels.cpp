@@ -10,6 +10,7 @@
 #include <random>
 
 #include "runtime/kernels/bgemm.h"
+#include "runtime/kernels/float-gemm.h"
 #include "runtime/kernels/int8-gemm.h"
 #include "train/trainer.h"
 
@@ -29,6 +30,8 @@ const Shape kShapes[] = {
     {"deit_base/qkv", 197, 2304, 768},  {"deit_base/fc1", 197, 3072, 768},  {"deit_base/fc2", 197, 768, 3072},
     // One head's attention products (head_dim 64): q·kᵀ and probs·v.
     {"deit_small/q·kᵀ", 197, 197, 64},  {"deit_small/probs·v", 197, 64, 197},
+    // The patch embedding (16×16×3 patches → 384), a full-precision layer in every method.
+    {"deit_small/patch_embed", 196, 384, 768},
 };
 
 void set_ops_rate(benchmark::State & state, const Shape & s) {
@@ -75,6 +78,21 @@ void ternary_int8_gemm(benchmark::State & state, Shape s, const bitvit::runtime:
     set_ops_rate(state, s);
 }
 
+// The runtime's own FP32 GEMM (bit-exact with its reference) per tier, for the layers kept in FP32.
+void runtime_float_gemm(benchmark::State & state, Shape s, Isa isa) {
+    std::mt19937_64 rng(1);
+    std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+    std::vector<float> a(static_cast<size_t>(s.m * s.k)), bt(static_cast<size_t>(s.k * s.n)), c(static_cast<size_t>(s.m * s.n));
+    for (auto & v : a) v = u(rng);
+    for (auto & v : bt) v = u(rng);
+    for (auto _ : state) {
+        bitvit::runtime::sgemm(isa, s.m, s.n, s.k, a.data(), bt.data(), c.data(), s.n);
+        benchmark::DoNotOptimize(c.data());
+        benchmark::ClobberMemory();
+    }
+    set_ops_rate(state, s);
+}
+
 void float_gemm(benchmark::State & state, Shape s, torch::ScalarType dtype) {
     bitvit::set_compute_threads(1);
     torch::manual_seed(0);
@@ -98,6 +116,11 @@ int register_all() {
                 const std::string name = std::string(xnor ? "b1b1_" : "and1_") + bitvit::runtime::isa_name(isa) + "/" + shape;
                 benchmark::RegisterBenchmark(name.c_str(), binary_gemm, s, isa, xnor)->UseRealTime();
             }
+        }
+        for (Isa isa : bitvit::runtime::supported_isas()) {
+            if (isa == Isa::avx512vpopcntdq) continue;  // the same FP32 code as avx512bw
+            const std::string name = std::string("f32_") + bitvit::runtime::isa_name(isa) + "/" + shape;
+            benchmark::RegisterBenchmark(name.c_str(), runtime_float_gemm, s, isa)->UseRealTime();
         }
         for (const auto * kernel : bitvit::runtime::int8_kernels()) {
             const std::string name = std::string("t2i8_") + kernel->name + "/" + shape;

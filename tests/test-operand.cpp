@@ -199,7 +199,7 @@ TEST(Matmul, Int8ProductIsExactAtTheExtremes) {
 TEST(Sgemm, EveryTierMatchesTheReferenceBitForBit) {
     std::mt19937_64 rng(9);
     std::uniform_real_distribution<float> u(-1.0f, 1.0f);
-    for (int64_t m : {1, 3, 4, 5, 50}) {
+    for (int64_t m : {1, 3, 4, 5, 6, 7, 50}) {
         for (int64_t n : {1, 63, 64, 65, 127, 128, 129, 192}) {
             for (int64_t k : {1, 7, 64, 97}) {
                 std::vector<float> a(static_cast<size_t>(m * k)), bt(static_cast<size_t>(k * n));
