@@ -2,7 +2,7 @@
 """Runs a Google Benchmark program and writes its figures, with the command, commit and CPU, into a
 marked section of docs/results.md (replacing the previous figures of that benchmark).
 
-    scripts/record-bench.py kernels   # binary GEMM tiers vs LibTorch FP32 / BF16, one thread
+    scripts/record-bench.py kernels   # binary, ternary×int8 and FP32 kernels vs LibTorch FP32 / BF16, one thread
     scripts/record-bench.py train     # training throughput of the small FP DeiTs, batch 128
     scripts/record-bench.py models    # whole W1A1 models: runtime vs LibTorch FP32 / BF16 (bitvit bench)
 """
@@ -43,6 +43,8 @@ def kernels_section(command, data):
         path, shape = b["name"].split("/", 1)
         shape = shape.rsplit("/real_time", 1)[0]
         rates.setdefault(shape, {})[path] = b["ops/s"]
+    int8_variants = sorted({p[len("t2i8_"):] for r in rates.values() for p in r if p.startswith("t2i8_")})
+    f32_tiers = [t for t in TIERS if any("f32_" + t in r for r in rates.values())]
     lines = [provenance(command), "",
              "XNOR rows are K − 2·popcount(a ^ b) (±1 × ±1); AND rows are popcount(a & b) ({0, 1} × bits).", "",
              "| layer (M×N×K) | product | FP32 (OpenBLAS) GOPS | BF16 (oneDNN) GOPS | " +
@@ -57,6 +59,20 @@ def kernels_section(command, data):
             cells = " | ".join(f"{t / 1e9:.0f}" if t else "—" for t in tiers)
             lines.append(f"| {shape} | {product} | {r['fp32_torch'] / 1e9:.0f} | {r['bf16_torch'] / 1e9:.0f} | {cells} | "
                          f"{best / r['fp32_torch']:.1f}× | {best / r['bf16_torch']:.1f}× |")
+    lines += ["", "Ternary weights × int8 activations (TerViT's W2A8 product) on the int8 kernel variants, and the "
+              "runtime's own FP32 GEMM tiers (bit-exact with their reference: no FMA contraction):", "",
+              "| layer (M×N×K) | FP32 (OpenBLAS) GOPS | BF16 (oneDNN) GOPS | " +
+              " | ".join(f"ternary×int8 {v} GOPS" for v in int8_variants) + " | best ternary×int8 ÷ FP32 | " +
+              " | ".join(f"runtime FP32 {t} GOPS" for t in f32_tiers) + " |",
+              "|---" * (5 + len(int8_variants) + len(f32_tiers)) + "|"]
+    for shape, r in rates.items():
+        int8 = [r.get("t2i8_" + v) for v in int8_variants]
+        if not any(int8):
+            continue
+        best = max(v for v in int8 if v)
+        lines.append(f"| {shape} | {r['fp32_torch'] / 1e9:.0f} | {r['bf16_torch'] / 1e9:.0f} | " +
+                     " | ".join(f"{v / 1e9:.0f}" if v else "—" for v in int8) + f" | {best / r['fp32_torch']:.1f}× | " +
+                     " | ".join(f"{r['f32_' + t] / 1e9:.0f}" if r.get("f32_" + t) else "—" for t in f32_tiers) + " |")
     return "\n".join(lines)
 
 
