@@ -187,6 +187,22 @@ std::vector<uint64_t> pack_compare(const float * x, int64_t rows, int64_t k, int
     return bits;
 }
 
+// max_j x[j] over n ≥ 1 finite values, four lanes at a time: max is exact in any order, so this is
+// std::max_element's value without its serial, branching loop.
+float row_max(const float * x, int64_t n) {
+    int64_t j = 0;
+    float best = x[0];
+    if (n >= 4) {
+        __m128 lanes = _mm_loadu_ps(x);
+        for (j = 4; j + 4 <= n; j += 4) lanes = _mm_max_ps(lanes, _mm_loadu_ps(x + j));
+        alignas(16) float four[4];
+        _mm_store_ps(four, lanes);
+        best = std::max(std::max(four[0], four[1]), std::max(four[2], four[3]));
+    }
+    for (; j < n; ++j) best = std::max(best, x[j]);
+    return best;
+}
+
 Operand plane_operand(int64_t rows, int64_t k) {
     Operand op;
     op.kind = Operand::Kind::planes;
@@ -213,7 +229,7 @@ Operand ActQuantizer::encode_sab_from_scores(const float * scores, int64_t rows,
     if (name != "sab") throw std::invalid_argument("encode_sab_from_scores needs the sab quantizer, not '" + name + "'");
     const auto log_beta = static_cast<float>(std::log(options.at("beta")));
     std::vector<float> threshold(static_cast<size_t>(rows));
-    for (int64_t r = 0; r < rows; ++r) threshold[r] = *std::max_element(scores + r * ld, scores + r * ld + k) + log_beta;
+    for (int64_t r = 0; r < rows; ++r) threshold[r] = row_max(scores + r * ld, k) + log_beta;
     Operand op = plane_operand(rows, k);
     add_plane(op, {}, pack_compare<Cmp::ge>(scores, rows, k, ld, nullptr, threshold), 1.0f);
     return op;
@@ -267,7 +283,7 @@ Operand ActQuantizer::encode(const float * x, int64_t rows, int64_t k, int64_t l
     if (name == "sab") {
         const auto beta = static_cast<float>(options.at("beta"));
         std::vector<float> threshold(static_cast<size_t>(rows));
-        for (int64_t r = 0; r < rows; ++r) threshold[r] = beta * *std::max_element(x + r * ld, x + r * ld + k);
+        for (int64_t r = 0; r < rows; ++r) threshold[r] = beta * row_max(x + r * ld, k);
         add_plane(op, none, pack_compare<Cmp::ge>(x, rows, k, ld, nullptr, threshold), 1.0f);
         return op;
     }
