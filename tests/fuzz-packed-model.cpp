@@ -3,7 +3,7 @@
 // hang or touch memory it does not own.
 //
 // The seed is a tiny DeiT written here tensor by tensor, with every weight encoding (±1 plane,
-// ternary plane, int8 codes, F32) and most activation quantizers, so a mutation lands in the
+// ternary plane, int8 codes, F32 and F16 storage) and most activation quantizers, so a mutation lands in the
 // runtime's parsing and validation rather than in the JSON syntax only. Mutations are structural
 // (drop a tensor, change its dtype or shape, write NaN/huge values into it, edit a metadata number
 // or name) or byte-level. ctest runs this under AddressSanitizer and UBSan for a bounded time.
@@ -61,12 +61,21 @@ Tensor f32(std::vector<int64_t> shape, std::mt19937_64 & rng) {
     return make(DType::F32, std::move(shape), v);
 }
 
+// Random finite F16 values in ±[2^-5, 2^6): the half-storage path of format version 2.
+Tensor f16(std::vector<int64_t> shape, std::mt19937_64 & rng) {
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    std::vector<uint16_t> v(static_cast<size_t>(n));
+    for (uint16_t & h : v) h = static_cast<uint16_t>((rng() % 2) << 15 | (10 + rng() % 11) << 10 | (rng() % 1024));
+    return make(DType::F16, std::move(shape), v);
+}
+
 // A DeiT on 4×4×1 images: 2×2 patches (4 + cls tokens), dim 4, one block, 2 heads, hidden 8, 3 classes.
 File seed_model() {
     std::mt19937_64 rng(7);
     File f;
     f.metadata["format"] = "bitvit-packed";
-    f.metadata["format_version"] = "1";
+    f.metadata["format_version"] = "2";  // F16 tensors below
     f.metadata["method"] = "fuzz";
     f.metadata["architecture"] = json{{"name", "fuzz"},     {"img_size", 4},      {"patch_size", 2},  {"in_chans", 1},
                                       {"num_classes", 3},   {"embed_dim", 4},     {"depth", 1},       {"num_heads", 2},
@@ -91,7 +100,7 @@ File seed_model() {
     t["patch_embed.proj.weight"] = f32({4, 1, 2, 2}, rng);
     t["patch_embed.proj.bias"] = f32({4}, rng);
     t["cls_token"] = f32({1, 1, 4}, rng);
-    t["pos_embed"] = f32({1, 5, 4}, rng);
+    t["pos_embed"] = f16({1, 5, 4}, rng);
     for (const char * n : {"blocks.0.norm1", "blocks.0.norm2", "norm"}) {
         t[std::string(n) + ".weight"] = f32({4}, rng);
         t[std::string(n) + ".bias"] = f32({4}, rng);
@@ -120,7 +129,7 @@ File seed_model() {
     t["blocks.0.mlp.fc2.bias"] = f32({4}, rng);
     t["blocks.0.mlp.fc2.input.alpha"] = make<float>(DType::F32, {8}, std::vector<float>(8, 1.5f));
     t["blocks.0.mlp.fc2.input.zero_point"] = make<float>(DType::F32, {8}, std::vector<float>(8, 0.0f));
-    t["head.weight"] = f32({3, 4}, rng);
+    t["head.weight"] = f16({3, 4}, rng);
     t["head.bias"] = f32({3}, rng);
     return f;
 }

@@ -138,6 +138,53 @@ TEST_F(PackedFormat, RoundTripComputesWhatLibTorchComputes) {
     }
 }
 
+TEST_F(PackedFormat, HalfStorageHalvesTheFloatsAndStaysClose) {
+    const std::string half_path = (dir_ / "nano-half.safetensors").string();
+    export_packed(model_, ExportOptions{"test", {0.2860}, {0.3530}, /*half_storage=*/true}, half_path);
+    const auto file = format::SafetensorsFile::load(half_path);
+    EXPECT_EQ(file.metadata().at("format_version"), "2");
+    EXPECT_EQ(file.info("pos_embed").dtype, DType::F16);
+    EXPECT_EQ(file.info("head.weight").dtype, DType::F16);
+    EXPECT_EQ(file.info("blocks.0.attn.qkv.weight.scale").dtype, DType::F16);
+    EXPECT_EQ(file.info("blocks.0.attn.probs.alphas").dtype, DType::F32);  // thresholds stay exact
+    EXPECT_EQ(format::SafetensorsFile::load(path()).metadata().at("format_version"), "1");
+    EXPECT_LT(fs::file_size(half_path), fs::file_size(path()));
+
+    // The runtime reads the F16 values widened: the same logits as LibTorch with those values.
+    const auto packed = runtime::PackedModel::load(half_path);
+    torch::manual_seed(1);
+    const torch::Tensor pixels = torch::randint(0, 256, {8, 1, 28, 28}, torch::kUInt8);
+    std::vector<float> image(784);
+    torch::NoGradGuard no_grad;
+    double largest = 0;
+    for (int64_t i = 0; i < 8; ++i) {
+        packed.normalize(pixels[i].data_ptr<uint8_t>(), image.data());
+        const std::vector<float> got = packed.forward(image.data());
+        const torch::Tensor want = model_->forward(torch::from_blob(image.data(), {1, 1, 28, 28}).clone())[0];
+        for (int64_t c = 0; c < 10; ++c) largest = std::max(largest, std::fabs(got[c] - want[c].item<double>()));
+    }
+    EXPECT_GT(largest, 0.0);  // not bit-identical: F16 rounding is real
+    EXPECT_LT(largest, 0.5);
+}
+
+// F16 is a version-2 feature, and never for activation-quantizer parameters.
+TEST_F(PackedFormat, HalfTensorsAreRefusedWhereTheyDoNotBelong) {
+    auto as_half = [](EditableFile::Tensor & t) {
+        std::vector<uint8_t> halves(t.bytes.size() / 2, 0);
+        for (size_t i = 0; i + 1 < halves.size(); i += 2) halves[i + 1] = 0x3C;  // 1.0
+        t.bytes = halves;
+        t.dtype = DType::F16;
+    };
+    expect_refused([&](EditableFile & e) { as_half(e.tensors.at("pos_embed")); }, "pos_embed' has dtype F16");
+    expect_refused(
+        [&](EditableFile & e) {
+            e.metadata["format_version"] = "2";
+            as_half(e.tensors.at("blocks.0.attn.probs.alphas"));
+        },
+        "blocks.0.attn.probs.alphas' has dtype F16");
+    expect_refused([&](EditableFile & e) { e.metadata["format_version"] = "3"; }, "format_version 3 is not supported");
+}
+
 TEST_F(PackedFormat, ThreadsSplitTheWorkWithoutChangingABit) {
     const auto packed = runtime::PackedModel::load(path());
     torch::manual_seed(2);
@@ -195,7 +242,6 @@ TEST_F(PackedFormat, CorruptionsAreRefusedWithTheirCause) {
             e.tensors["blocks.0.attn.secret"] = {DType::F32, {1}, extra};
         },
         "unexpected tensor 'blocks.0.attn.secret'");
-    expect_refused([](EditableFile & e) { e.metadata["format_version"] = "2"; }, "format_version 2 is not supported");
     expect_refused([](EditableFile & e) { e.metadata.erase("architecture"); }, "lacks 'architecture'");
     expect_refused([](EditableFile & e) { e.metadata["sites"] = "{not json"; }, "'sites' is not valid JSON");
     expect_refused(

@@ -1,6 +1,7 @@
 // The safetensors container: round trip, and every kind of corruption rejected with FormatError.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -115,4 +116,22 @@ TEST(Safetensors, CorruptHeadersNameTheProblem) {
     EXPECT_NE(error_of(raw_file(R"({"__metadata__":{"k":3}})", 0)).find("must be a string"), std::string::npos);
     EXPECT_NE(error_of({1, 2, 3}).find("too short"), std::string::npos);
     EXPECT_THROW(SafetensorsFile::load("/nonexistent/model.safetensors"), FormatError);
+}
+
+TEST(Safetensors, F16WidensExactlyForEveryBitPattern) {
+    // Against the definition: (−1)^s · 2^(e−15) · (1 + m/1024) for normal values, 2^−14 · m/1024 for
+    // subnormal ones, infinities and NaNs at e = 31.
+    for (uint32_t bits = 0; bits < 65536; ++bits) {
+        const int sign = bits >> 15, e = (bits >> 10) & 31, m = bits & 1023;
+        const float got = bitvit::format::f16_to_f32(static_cast<uint16_t>(bits));
+        if (e == 31) {
+            ASSERT_TRUE(m ? std::isnan(got) : std::isinf(got)) << bits;
+            ASSERT_EQ(std::signbit(got), sign == 1) << bits;
+            continue;
+        }
+        const double magnitude = e ? std::ldexp(1.0 + m / 1024.0, e - 15) : std::ldexp(m / 1024.0, -14);
+        const double want = sign ? -magnitude : magnitude;
+        ASSERT_EQ(static_cast<double>(got), want) << bits;
+        ASSERT_EQ(std::signbit(got), sign == 1) << bits;  // −0 too
+    }
 }

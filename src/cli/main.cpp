@@ -195,11 +195,11 @@ std::string method_of(const std::string & checkpoint) {
     return dir.empty() ? "unknown" : dir;
 }
 
-int run_export(const std::string & checkpoint, const std::string & out, std::string method) {
+int run_export(const std::string & checkpoint, const std::string & out, std::string method, bool half_storage) {
     LoadedModel loaded = load_model(checkpoint);
     if (method.empty()) method = method_of(checkpoint);
     const DataSection & d = loaded.state.config.data;
-    const ExportSummary s = export_packed(loaded.model, ExportOptions{method, d.mean, d.std}, out);
+    const ExportSummary s = export_packed(loaded.model, ExportOptions{method, d.mean, d.std, half_storage}, out);
     std::printf("exported %s -> %s (method %s)\n", checkpoint.c_str(), out.c_str(), method.c_str());
     std::printf("packed weight sites: %lld\nfile: %.3f MB, FP32 parameters: %.3f MB (%.1fx smaller)\n",
                 static_cast<long long>(s.packed_sites), s.file_bytes / 1e6, s.fp32_bytes / 1e6,
@@ -299,6 +299,10 @@ int main(int argc, char ** argv) {
     exp->add_option("checkpoint", ex_ckpt, "Checkpoint file (checkpoint.pt)")->required()->check(CLI::ExistingFile);
     exp->add_option("-o,--out", ex_out, "Packed model file to write (atomically)")->required();
     exp->add_option("--method", ex_method, "Method name for the metadata (default: the run directory's name)");
+    bool ex_half = false;
+    exp->add_flag("--half", ex_half,
+                  "Store full-precision tensors and weight scales as F16 (format version 2): a smaller file whose "
+                  "answers are close to, not bit-identical with, the trained model's (check with bitvit verify)");
 
     std::string rt_model, rt_input, rt_labels, rt_ckpt, rt_data = "fashion-mnist", rt_split = "test";
     int64_t rt_subset = 0, rt_show = 0;
@@ -330,6 +334,7 @@ int main(int argc, char ** argv) {
     bench->add_option("--threads", bo.threads, "Thread counts (0 = all cores)")->delimiter(',');
     bench->add_option("--min-seconds", bo.min_seconds, "Minimum time per measurement");
     bench->add_option("--save-packed", bo.save_packed, "Keep the exported random-weight model in this file");
+    bench->add_flag("--half", bo.half_storage, "Export with F16 full-precision tensors and scales (bitvit export --half)");
 
     CLI11_PARSE(app, argc, argv);
     try {
@@ -337,7 +342,7 @@ int main(int argc, char ** argv) {
         if (*eval) return run_eval(ckpt, data_name, data_root, split, subset, batch);
         if (*ops) return run_ops(ops_target, ops_arch, ops_stage, ops_classes, ops_per_block);
         if (*bench) return run_bench(bo);
-        if (*exp) return run_export(ex_ckpt, ex_out, ex_method);
+        if (*exp) return run_export(ex_ckpt, ex_out, ex_method, ex_half);
         if (*run) return cli::run_packed(rt_model, cli::runtime_images(rt_input, rt_labels, rt_data, rt_split, rt_subset), rt_threads, rt_show);
         if (*ver) return run_verify(rt_ckpt, rt_model, cli::runtime_images(rt_input, rt_labels, rt_data, rt_split, rt_subset), rt_threads);
         if (*info) {

@@ -1,6 +1,7 @@
 #include "safetensors.h"
 
 #include <algorithm>
+#include <cstring>
 #include <fstream>
 #include <limits>
 #include <nlohmann/json.hpp>
@@ -92,6 +93,31 @@ size_t dtype_size(DType dtype) {
         if (e.dtype == dtype) return e.size;
     }
     return 0;
+}
+
+float f16_to_f32(uint16_t bits) {
+    const uint32_t sign = uint32_t{bits & 0x8000u} << 16;
+    const uint32_t exponent = (bits >> 10) & 0x1F, mantissa = bits & 0x3FF;
+    uint32_t out;
+    if (exponent == 0x1F) {
+        out = sign | 0x7F800000u | (mantissa << 13);  // infinity, NaN (payload kept)
+    } else if (exponent != 0) {
+        out = sign | ((exponent + 127 - 15) << 23) | (mantissa << 13);
+    } else if (mantissa == 0) {
+        out = sign;  // ±0
+    } else {
+        // Subnormal: mantissa·2^-24; normalise so the leading 1 becomes the implicit bit.
+        int shift = 0;
+        uint32_t m = mantissa;
+        while (!(m & 0x400u)) {
+            m <<= 1;
+            ++shift;
+        }
+        out = sign | (static_cast<uint32_t>(127 - 15 + 1 - shift) << 23) | ((m & 0x3FFu) << 13);
+    }
+    float f;
+    std::memcpy(&f, &out, sizeof f);
+    return f;
 }
 
 DType parse_dtype(const std::string & name) {

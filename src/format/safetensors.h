@@ -28,6 +28,9 @@ const char * dtype_name(DType dtype);
 size_t dtype_size(DType dtype);
 DType parse_dtype(const std::string & name);  // throws FormatError for names outside the list above
 
+// An IEEE 754 binary16 value (F16) widened to float: exact, as every F16 value is a float.
+float f16_to_f32(uint16_t bits);
+
 struct TensorInfo {
     DType dtype = DType::U8;
     std::vector<int64_t> shape;

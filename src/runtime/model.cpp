@@ -48,13 +48,23 @@ class TensorReader {
         used_.insert(name);
         return out;
     }
-    std::vector<float> f32(const std::string & name, const std::vector<int64_t> & shape) {
-        auto v = read<float>(name, DType::F32, shape);
+    // A float tensor: F32, or F16 (widened exactly) where half storage is allowed — format version 2
+    // files, except activation-site parameters (allow_half false), which decide thresholds.
+    std::vector<float> f32(const std::string & name, const std::vector<int64_t> & shape, bool allow_half = true) {
+        std::vector<float> v;
+        if (allow_half && half_storage_ && file_.has(name) && file_.info(name).dtype == DType::F16) {
+            const std::vector<uint16_t> halves = read<uint16_t>(name, DType::F16, shape);
+            v.reserve(halves.size());
+            for (uint16_t h : halves) v.push_back(format::f16_to_f32(h));
+        } else {
+            v = read<float>(name, DType::F32, shape);
+        }
         for (float f : v) {
             if (!std::isfinite(f)) fail("tensor '" + name + "' holds a non-finite value");
         }
         return v;
     }
+    void allow_half_storage(bool allow) { half_storage_ = allow; }
     void check_all_used() const {
         for (const auto & [name, info] : file_.tensors()) {
             if (!used_.count(name)) fail("unexpected tensor '" + name + "' (not part of this architecture and method)");
@@ -64,6 +74,7 @@ class TensorReader {
   private:
     const format::SafetensorsFile & file_;
     std::set<std::string> used_;
+    bool half_storage_ = false;
 };
 
 const json & field(const json & object, const char * key, const std::string & where, TensorReader & r) {
@@ -146,7 +157,7 @@ ActQuantizer read_act_site(const std::string & site, int64_t channels, const jso
         const std::string param = tensor.substr(prefix.size());
         if (param.find('.') != std::string::npos) continue;
         if (info.shape.size() != 1) r.fail("tensor '" + tensor + "' must be 1-D, has shape " + shape_str(info.shape));
-        q.params[param] = r.f32(tensor, info.shape);
+        q.params[param] = r.f32(tensor, info.shape, /*allow_half=*/false);
     }
     try {
         q.validate(site, channels);
@@ -305,10 +316,11 @@ PackedModel PackedModel::from_file(const format::SafetensorsFile & file) {
         r.fail("not a bitvit packed model (metadata 'format' is not \"bitvit-packed\")");
     }
     const json version = meta_json("format_version");
-    if (!version.is_number_integer() || version.get<int64_t>() != kPackedFormatVersion) {
-        r.fail("format_version " + version.dump() + " is not supported (this runtime reads version " +
+    if (!version.is_number_integer() || version.get<int64_t>() < 1 || version.get<int64_t>() > kPackedFormatVersion) {
+        r.fail("format_version " + version.dump() + " is not supported (this runtime reads versions 1 to " +
                std::to_string(kPackedFormatVersion) + ")");
     }
+    r.allow_half_storage(version.get<int64_t>() >= 2);
     PackedModel m;
     m.config_ = parse_config(meta_json("architecture"), r);
     const ModelConfig & c = m.config_;

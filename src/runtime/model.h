@@ -14,8 +14,10 @@
 
 namespace bitvit::runtime {
 
-// The packed format's version this runtime reads (metadata "format_version").
-constexpr int kPackedFormatVersion = 1;
+// The newest packed format version this runtime reads (metadata "format_version"; it reads every
+// version from 1 up): 1 stores every float tensor F32; 2 may also store the full-precision tensors
+// and weight scales F16 (docs/format.md).
+constexpr int kPackedFormatVersion = 2;
 
 // The architecture (torch-free mirror of the training side's DeitConfig and BlockVariant).
 struct ModelConfig {

@@ -14,6 +14,7 @@ struct ModelBenchOptions {
     std::string model;            // architecture (overrides the recipe's), e.g. deit_small_patch16_224
     std::string packed;           // optional: time this packed file instead of exporting one
     std::string save_packed;      // optional: keep the exported random-weight model here
+    bool half_storage = false;    // export with F16 full-precision tensors (ExportOptions)
     std::vector<int64_t> batches = {1, 16};
     std::vector<int> threads = {1, 0};  // 0 = all cores
     double min_seconds = 1.0;     // per measurement

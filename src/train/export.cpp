@@ -24,6 +24,17 @@ void add_f32(format::SafetensorsWriter & out, const std::string & name, const to
     out.add(name, DType::F32, c.sizes().vec(), c.data_ptr<float>(), static_cast<size_t>(c.numel()) * sizeof(float));
 }
 
+// A full-precision tensor, F16 when half storage is asked for (rounded to nearest even; a value
+// outside F16's range is refused rather than stored as infinity).
+void add_float(format::SafetensorsWriter & out, const std::string & name, const torch::Tensor & t, bool half) {
+    if (!half) return add_f32(out, name, t);
+    const torch::Tensor h = t.detach().to(torch::kFloat16).contiguous();
+    if (!torch::isfinite(h).all().item<bool>()) {
+        throw std::invalid_argument("export: tensor " + name + " has values beyond the F16 range (±65504): export it without half storage");
+    }
+    out.add(name, DType::F16, h.sizes().vec(), h.data_ptr<at::Half>(), static_cast<size_t>(h.numel()) * 2);
+}
+
 // Canonical bits (runtime/kernels/bgemm.h) of rows × k values: bit set where `set` is true.
 std::vector<uint64_t> pack_bits(const torch::Tensor & set) {
     const torch::Tensor as_negative = torch::where(set, -1.0f, 1.0f).to(torch::kFloat32).contiguous();
@@ -40,7 +51,7 @@ void add_bits(format::SafetensorsWriter & out, const std::string & name, const t
 
 // A quantized weight [out, …] as the runtime stores it; `w_hat` is the quantizer's output.
 void add_quantized_weight(format::SafetensorsWriter & out, const std::string & site, quant::QuantizerImpl & q,
-                          const torch::Tensor & w_hat_in) {
+                          const torch::Tensor & w_hat_in, bool half_scales) {
     const torch::Tensor w_hat = w_hat_in.detach().flatten(1).contiguous();  // [out, K]
     auto fail = [&](const std::string & problem) {
         throw std::invalid_argument("export: weight site " + site + " (" + q.quantizer_name() + "): " + problem);
@@ -64,7 +75,7 @@ void add_quantized_weight(format::SafetensorsWriter & out, const std::string & s
         }
         const torch::Tensor codes8 = codes.to(torch::kInt8).contiguous();
         out.add(site + ".codes", DType::I8, codes8.sizes().vec(), codes8.data_ptr<int8_t>(), static_cast<size_t>(codes8.numel()));
-        add_f32(out, site + ".scale", s);
+        add_float(out, site + ".scale", s, half_scales);
         if (d.tensors.count("zero_point")) {
             const torch::Tensor z32 = zero.to(torch::kInt32).contiguous();
             out.add(site + ".zero_point", DType::I32, z32.sizes().vec(), z32.data_ptr<int32_t>(),
@@ -87,7 +98,7 @@ void add_quantized_weight(format::SafetensorsWriter & out, const std::string & s
         add_bits(out, site + ".sign", w_hat < 0);
         add_bits(out, site + ".mask", nonzero);
     }
-    add_f32(out, site + ".scale", scale);
+    add_float(out, site + ".scale", scale, half_scales);
 }
 
 json architecture_json(const DeitConfig & c) {
@@ -125,10 +136,10 @@ ExportSummary export_packed(Deit & model, const ExportOptions & options, const s
         const auto transform =
             site_names.count(name) ? std::dynamic_pointer_cast<quant::QuantizerImpl>(model->site_transform(name)) : nullptr;
         if (!transform) {
-            add_f32(out, name, tensor);
+            add_float(out, name, tensor, options.half_storage);
             continue;
         }
-        add_quantized_weight(out, name, *transform, transform->forward(tensor));
+        add_quantized_weight(out, name, *transform, transform->forward(tensor), options.half_storage);
         sites[name] = json{{"quantizer", transform->quantizer_name()}};
         ++summary.packed_sites;
     }
@@ -145,7 +156,7 @@ ExportSummary export_packed(Deit & model, const ExportOptions & options, const s
     }
 
     out.set_metadata("format", "bitvit-packed");
-    out.set_metadata("format_version", std::to_string(runtime::kPackedFormatVersion));
+    out.set_metadata("format_version", options.half_storage ? "2" : "1");  // version 1 readers read F32-only files
     out.set_metadata("architecture", architecture_json(config).dump());
     out.set_metadata("preprocess", json{{"mean", options.mean}, {"std", options.std}}.dump());
     out.set_metadata("method", options.method);

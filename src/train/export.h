@@ -16,6 +16,11 @@ struct ExportOptions {
     std::string method;        // recorded in the metadata ("bivit", ...)
     std::vector<double> mean;  // input normalisation on [0, 1] pixels, per channel
     std::vector<double> std;
+    // Store the full-precision tensors (patch embedding, head, embeddings, norms, biases) and the
+    // weight scales as F16 (format version 2): about half of what is not bits, and the runtime's
+    // answers are no longer bit-identical to the trained model's (bitvit verify measures the
+    // agreement). Activation-quantizer parameters stay F32: they decide thresholds.
+    bool half_storage = false;
 };
 
 struct ExportSummary {
