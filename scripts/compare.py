@@ -216,7 +216,7 @@ def comparison_table(args, profile, base, teacher):
     rows = [("fp", train_images(teacher), finished_epochs(teacher)[-1]["test_acc"], fp_size, fp_ops,
              deploy(teacher, args.profile), "recipes/fp.toml")]
     for recipe in args.recipes:
-        for regime in ("full", "subset"):
+        for regime in args.regimes:
             run_dir, acc, size, ops, cmd = train_row(base, f"{recipe}-{regime}", os.path.join(ROOT, "recipes", recipe + ".toml"),
                                                      teacher_ckpt, profile["common"] + profile[regime])
             rows.append((recipe, train_images(run_dir), acc, size, ops, deploy(run_dir, args.profile), cmd))
@@ -264,6 +264,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", choices=sorted(PROFILES), default="quick")
     parser.add_argument("--recipes", nargs="*", default=RECIPES)
+    parser.add_argument("--regimes", nargs="+", choices=["full", "subset"], default=["full", "subset"],
+                        help="training-set regimes of the comparison rows (subset alone first gives a whole table sooner)")
     parser.add_argument("--ablations", action="store_true", help="run the ablation table instead of the comparison")
     args = parser.parse_args()
     profile = PROFILES[args.profile]
