@@ -10,6 +10,7 @@ with LibTorch and its accuracy.
     scripts/compare.py --profile quick   # shortened schedules (train.epoch_scale), see PROFILES
     scripts/compare.py --profile full    # the recipes as shipped
     scripts/compare.py --profile quick --ablations   # then the seed methods' ablations (subset regime)
+    scripts/compare.py --profile quick --report      # the table of the runs finished so far, training nothing
 
 Each ablation is its seed recipe with exactly one change (ABLATIONS), written as a derived recipe into
 the run directory and trained in the subset regime of the same profile; its row is compared with the
@@ -157,6 +158,17 @@ def train(run_dir, args):
     return finished_epochs(run_dir)
 
 
+def is_finished(run_dir):
+    """Whether a run has trained every epoch its stored config asks for."""
+    config_path = os.path.join(run_dir, "config.toml")
+    if not os.path.exists(os.path.join(run_dir, "checkpoint.pt")) or not os.path.exists(config_path):
+        return False
+    with open(config_path, "rb") as f:
+        config = tomllib.load(f)
+    total = sum(s["epochs"] for s in config["stage"]) if config.get("stage") else config["train"]["epochs"]
+    return len(finished_epochs(run_dir)) >= total
+
+
 def train_images(run_dir):
     """The training-set size a run used, from its stored config."""
     text = open(os.path.join(run_dir, "config.toml")).read()
@@ -223,18 +235,26 @@ def comparison_table(args, profile, base, teacher):
              deploy(teacher, args.profile), "recipes/fp.toml")]
     for recipe in args.recipes:
         for regime in args.regimes:
+            if args.report and not is_finished(os.path.join(base, f"{recipe}-{regime}")):
+                rows.append((recipe, regime, None, None, None, None, "not trained yet"))
+                continue
             run_dir, acc, size, ops, cmd = train_row(base, f"{recipe}-{regime}", os.path.join(ROOT, "recipes", recipe + ".toml"),
                                                      teacher_ckpt, profile["common"] + profile[regime])
             rows.append((recipe, train_images(run_dir), acc, size, ops, deploy(run_dir, args.profile), cmd))
 
-    lines = [f"Command: `scripts/compare.py --profile {args.profile}` · commit `{commit_id()}` · "
+    lines = [f"Command: `scripts/compare.py --profile {args.profile}{' --report' if args.report else ''}` · "
+             f"commit `{commit_id()}` · "
              f"teacher `{os.path.relpath(teacher_ckpt, ROOT)}` · test accuracy on the "
              f"{'500-image test subset' if args.profile == 'smoke' else 'full 10,000-image test set'}", "",
              "| recipe | training set | test acc | Δ vs FP | packed MB (accounting) | file MB | OPs (M) | "
              "runtime agreement | runtime acc | bitvit train arguments |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     fp_acc = rows[0][2]
-    for recipe, regime, acc, size, ops, (file_mb, agreement, runtime_acc), cmd in rows:
+    for recipe, regime, acc, size, ops, deployed, cmd in rows:
+        if acc is None:
+            lines.append(f"| {recipe} | {regime} | — | — | — | — | — | — | — | {cmd} |")
+            continue
+        file_mb, agreement, runtime_acc = deployed
         lines.append(f"| {recipe} | {regime} | {100 * acc:.2f} % | "
                      f"{100 * (acc - fp_acc):+.2f} | {size:.3f} | {file_mb:.3f} | {ops:.2f} | {agreement:.2f} % | "
                      f"{runtime_acc:.2f} % | `{cmd}` |")
@@ -244,13 +264,17 @@ def comparison_table(args, profile, base, teacher):
 def ablation_table(args, profile, base, teacher):
     teacher_ckpt = os.path.join(teacher, "checkpoint.pt")
     regime = profile["common"] + profile["subset"]
-    lines = [f"Command: `scripts/compare.py --profile {args.profile} --ablations` · commit `{commit_id()}` · "
+    lines = [f"Command: `scripts/compare.py --profile {args.profile} --ablations{' --report' if args.report else ''}` · "
+             f"commit `{commit_id()}` · "
              f"teacher `{os.path.relpath(teacher_ckpt, ROOT)}` · subset regime (`{' '.join(regime)}`), one seed; "
              "each derived recipe is the seed recipe with the one change named, stored as `runs/compare-"
              f"{args.profile}/<ablation>.toml`", "",
              "| ablation | seed recipe | change | seed acc | ablated acc | Δ | ablated OPs (M) |",
              "|---|---|---|---|---|---|---|"]
     for name, seed, change, what in ABLATIONS:
+        if args.report and not (is_finished(os.path.join(base, f"{seed}-subset")) and is_finished(os.path.join(base, name))):
+            lines.append(f"| {name} | {seed} | {what} | — | — | — | not trained yet |")
+            continue
         _, seed_acc, _, _, _ = train_row(base, f"{seed}-subset", os.path.join(ROOT, "recipes", seed + ".toml"),
                                          teacher_ckpt, regime)
         with open(os.path.join(ROOT, "recipes", seed + ".toml"), "rb") as f:
@@ -273,6 +297,8 @@ def main():
     parser.add_argument("--regimes", nargs="+", choices=["full", "subset"], default=["full", "subset"],
                         help="training-set regimes of the comparison rows (subset alone first gives a whole table sooner)")
     parser.add_argument("--ablations", action="store_true", help="run the ablation table instead of the comparison")
+    parser.add_argument("--report", action="store_true",
+                        help="tabulate the finished runs only, training nothing (rows still running say so)")
     args = parser.parse_args()
     profile = PROFILES[args.profile]
     base = os.path.join(ROOT, "runs", "compare-" + args.profile)
