@@ -285,7 +285,7 @@ void LayerNorm::forward(const float * x, int64_t rows, int64_t dim, float * out)
 
 void Linear::forward(const float * x, int64_t tokens, float * y, int threads) const {
     // Token quantizers act row by row, so chunks of tokens are independent products.
-    parallel_for(tokens, threads, [&](int64_t t0, int64_t t1) {
+    parallel_for(tokens, threads_for(tokens * weight.k * weight.rows, threads), [&](int64_t t0, int64_t t1) {
         const Operand in = input.encode(x + t0 * weight.k, t1 - t0, weight.k, weight.k, SiteScope::token, 0);
         float * y_chunk = y + t0 * weight.rows;
         matmul(in, weight, y_chunk);
@@ -446,7 +446,8 @@ void PackedModel::attention(const Block & b, const float * x, float * out, int t
     const bool sab_from_scores = c.softmax && !c.attn_bias && b.probs.name == "sab";
     std::vector<float> probs(static_cast<size_t>(H * N * N), 1.0f);
     const auto scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
-    if (!all_positive) parallel_for(H, threads, [&](int64_t h0, int64_t h1) {
+    const int head_threads = threads_for(H * N * N * d, threads);  // q·kᵀ and probs·v: N·N·d each per head
+    if (!all_positive) parallel_for(H, head_threads, [&](int64_t h0, int64_t h1) {
     for (int64_t h = h0; h < h1; ++h) {
         const Operand qh = b.q.encode(q.data() + h * N * d, N, d, d, SiteScope::per_head, h, q_max, q_min);
         const Operand kh = b.k.encode(k.data() + h * N * d, N, d, d, SiteScope::per_head, h, k_max, k_min);
@@ -469,7 +470,7 @@ void PackedModel::attention(const Block & b, const float * x, float * out, int t
     });
     const auto [p_max, p_min] = range_for(b.probs, probs);
     std::vector<float> merged(static_cast<size_t>(N * D));
-    parallel_for(H, threads, [&](int64_t h0, int64_t h1) {
+    parallel_for(H, head_threads, [&](int64_t h0, int64_t h1) {
     std::vector<float> head_out(static_cast<size_t>(N * d));
     for (int64_t h = h0; h < h1; ++h) {
         const float * ph_in = probs.data() + h * N * N;

@@ -1,6 +1,8 @@
 #include "runtime/parallel.h"
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <exception>
 #include <mutex>
@@ -13,9 +15,24 @@ namespace {
 thread_local bool in_worker = false;
 
 // Workers that live as long as the process: a forward pass opens about ten parallel regions per
-// block, and starting threads for each one cost more than the work of the smaller regions. One job
-// runs at a time; a region opened while the pool is busy (another caller, or a nested region) runs
-// on its own thread instead, which gives the same results.
+// block, and starting threads for each one cost more than the work of the smaller regions. Waiting
+// spins for a short while before sleeping (kSpin), since the next region usually follows within
+// microseconds and a wake-up through the condition variable costs tens of them. One job runs at a
+// time; a region opened while the pool is busy (another caller, or a nested region) runs on its own
+// thread instead, which gives the same results.
+constexpr auto kSpin = std::chrono::microseconds(100);
+
+// Spins until ready() or kSpin has passed; true when ready() became true.
+template <typename Ready>
+bool spin_until(Ready ready) {
+    const auto until = std::chrono::steady_clock::now() + kSpin;
+    while (!ready()) {
+        if (std::chrono::steady_clock::now() > until) return false;
+        std::this_thread::yield();
+    }
+    return true;
+}
+
 class WorkerPool {
 public:
     static WorkerPool & instance() {
@@ -48,7 +65,7 @@ public:
             chunks_ = chunks;
             pending_ = chunks - 1;
             error_ = nullptr;
-            ++generation_;
+            generation_.fetch_add(1);
         }
         wake_.notify_all();
         std::exception_ptr own_error;
@@ -57,8 +74,9 @@ public:
         } catch (...) {
             own_error = std::current_exception();
         }
+        spin_until([this] { return pending_.load() == 0; });
         std::unique_lock<std::mutex> lock(mutex_);
-        done_.wait(lock, [this] { return pending_ == 0; });
+        done_.wait(lock, [this] { return pending_.load() == 0; });
         if (own_error) std::rethrow_exception(own_error);
         if (error_) std::rethrow_exception(error_);
         return true;
@@ -70,9 +88,12 @@ private:
         uint64_t seen = 0;
         std::unique_lock<std::mutex> lock(mutex_);
         for (;;) {
-            wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
+            lock.unlock();
+            spin_until([&] { return generation_.load() != seen || stop_.load(); });
+            lock.lock();
+            wake_.wait(lock, [&] { return stop_.load() || generation_.load() != seen; });
             if (stop_) return;
-            seen = generation_;
+            seen = generation_.load();
             if (index >= chunks_ - 1) continue;  // this job needs fewer workers
             const auto * job = job_;
             const int64_t begin = n_ * index / chunks_, end = n_ * (index + 1) / chunks_;
@@ -85,7 +106,7 @@ private:
             }
             lock.lock();
             if (error && !error_) error_ = error;
-            if (--pending_ == 0) done_.notify_one();
+            if (pending_.fetch_sub(1) == 1) done_.notify_one();
         }
     }
 
@@ -94,10 +115,11 @@ private:
     std::condition_variable wake_, done_;
     std::vector<std::thread> workers_;
     const std::function<void(int64_t, int64_t)> * job_ = nullptr;
-    int64_t n_ = 0, chunks_ = 0, pending_ = 0;
-    uint64_t generation_ = 0;
+    int64_t n_ = 0, chunks_ = 0;
+    std::atomic<int64_t> pending_{0};      // chunks of the current job still running on workers
+    std::atomic<uint64_t> generation_{0};  // bumped (under mutex_) for every job
     std::exception_ptr error_;
-    bool stop_ = false;
+    std::atomic<bool> stop_{false};
 };
 
 }  // namespace

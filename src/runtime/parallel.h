@@ -2,6 +2,7 @@
 // and a batch over images.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 
@@ -13,5 +14,13 @@ namespace bitvit::runtime {
 // chunk) runs its chunks one after another on the calling thread. An exception thrown by a chunk is
 // rethrown here once every chunk has finished.
 void parallel_for(int64_t n, int threads, const std::function<void(int64_t, int64_t)> & fn);
+
+// The threads worth giving a region of `macs` multiply-adds: splitting costs microseconds, so a
+// region below kMinMacsPerThread per extra thread (the 28×28 models' layers) stays on one thread.
+constexpr int64_t kMinMacsPerThread = int64_t{1} << 22;
+inline int threads_for(int64_t macs, int threads) {
+    const int64_t worth = std::max<int64_t>(1, macs / kMinMacsPerThread);
+    return static_cast<int>(std::min<int64_t>(std::max(threads, 1), worth));
+}
 
 }  // namespace bitvit::runtime
