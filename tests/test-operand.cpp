@@ -177,6 +177,49 @@ TEST(Matmul, Int8FloatAndMixedPairingsMatchDecodedProduct) {
     }
 }
 
+TEST(Matmul, BiasIsAddedAfterTheProductBitForBit) {
+    // A fused bias (one plane pair, int8) and a separate pass (offsets, several planes, f32) must
+    // both give exactly product + bias, the order training uses.
+    std::mt19937_64 rng(21);
+    std::uniform_real_distribution<float> u(-2.0f, 2.0f);
+    const int64_t k = 130, m = 5, n = 7;
+    std::vector<float> bias(n);
+    for (float & b : bias) b = u(rng);
+    Operand xi;
+    xi.kind = Operand::Kind::int8;
+    xi.rows = m;
+    xi.k = k;
+    for (int64_t i = 0; i < m * k; ++i) xi.codes.push_back(static_cast<int8_t>(rng() % 256 - 128));
+    xi.scale.assign(m, 0.05f);
+    xi.zero.assign(m, 3);
+    Operand wi = xi;
+    wi.rows = n;
+    wi.codes.resize(static_cast<size_t>(n * k));
+    wi.scale.assign(n, 0.02f);
+    wi.zero.assign(n, -1);
+    Operand xf;  // f32 activations (W1A32)
+    xf.rows = m;
+    xf.k = k;
+    for (int64_t i = 0; i < m * k; ++i) xf.values.push_back(u(rng));
+    const std::pair<Operand, Operand> pairs[] = {
+        {planes_operand({random_plane(PlaneKind::pm1, m, k, rng)}, m, k), planes_operand({random_plane(PlaneKind::pm1, n, k, rng)}, n, k)},
+        {planes_operand({random_plane(PlaneKind::pm1, m, k, rng), random_plane(PlaneKind::zero_one, m, k, rng)}, m, k,
+                        std::vector<float>(m, 0.5f)),
+         planes_operand({random_plane(PlaneKind::ternary, n, k, rng)}, n, k)},
+        {xi, wi},
+        {xf, planes_operand({random_plane(PlaneKind::pm1, n, k, rng)}, n, k)},
+    };
+    for (const auto & [x, w] : pairs) {
+        std::vector<float> want(static_cast<size_t>(m * n)), got(want.size());
+        matmul(x, w, want.data());
+        for (int64_t i = 0; i < m; ++i) {
+            for (int64_t j = 0; j < n; ++j) want[i * n + j] += bias[j];
+        }
+        matmul(x, w, got.data(), bias.data());
+        EXPECT_EQ(got, want) << "x kind " << static_cast<int>(x.kind) << ", " << x.planes.size() << " planes";
+    }
+}
+
 TEST(Matmul, Int8ProductIsExactAtTheExtremes) {
     // Every code at the most negative value: Σ (−128)·(−128) over k, the largest magnitude there is,
     // through matmul and the selected int8 kernel.

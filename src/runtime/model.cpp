@@ -287,12 +287,7 @@ void Linear::forward(const float * x, int64_t tokens, float * y, int threads) co
     // Token quantizers act row by row, so chunks of tokens are independent products.
     parallel_for(tokens, threads_for(tokens * weight.k * weight.rows, threads), [&](int64_t t0, int64_t t1) {
         const Operand in = input.encode(x + t0 * weight.k, t1 - t0, weight.k, weight.k, SiteScope::token, 0);
-        float * y_chunk = y + t0 * weight.rows;
-        matmul(in, weight, y_chunk);
-        if (bias.empty()) return;
-        for (int64_t t = 0; t < t1 - t0; ++t) {
-            for (int64_t o = 0; o < weight.rows; ++o) y_chunk[t * weight.rows + o] += bias[o];
-        }
+        matmul(in, weight, y + t0 * weight.rows, bias.empty() ? nullptr : bias.data());
     });
 }
 
@@ -410,10 +405,24 @@ void PackedModel::normalize(const uint8_t * pixels, float * image) const {
 void PackedModel::attention(const Block & b, const float * x, float * out, int threads) const {
     const ModelConfig & c = config_;
     const int64_t D = c.embed_dim, H = c.num_heads, N = c.num_tokens(), d = c.head_dim();
-    std::vector<float> qkv(static_cast<size_t>(N * 3 * D));
+    // Buffers reused from block to block (and image to image) on this thread: every element is
+    // written before it is read, so they are resized, never cleared. The names below are references
+    // (automatic variables), so the parallel regions' lambdas capture this thread's buffers rather
+    // than naming the worker's own thread_local instance.
+    struct Scratch {
+        std::vector<float> qkv, q, k, vt, probs, merged;
+    };
+    thread_local Scratch scratch;
+    auto & qkv = scratch.qkv;
+    auto & q = scratch.q;
+    auto & k = scratch.k;
+    auto & vt = scratch.vt;
+    auto & probs = scratch.probs;
+    auto & merged = scratch.merged;
+    qkv.resize(static_cast<size_t>(N * 3 * D));
     b.qkv.forward(x, N, qkv.data(), threads);
     // Split into per-head tensors [3][H, N, d] (and vᵀ [H, d, N] for the probs·v product).
-    std::vector<float> q(static_cast<size_t>(H * N * d)), k(q.size()), vt(q.size());
+    for (auto * per_head : {&q, &k, &vt}) per_head->resize(static_cast<size_t>(H * N * d));
     for (int64_t h = 0; h < H; ++h) {
         for (int64_t n = 0; n < N; ++n) {
             const float * row = qkv.data() + n * 3 * D + h * d;
@@ -444,7 +453,8 @@ void PackedModel::attention(const Block & b, const float * x, float * out, int t
     const bool all_positive = c.softmax && !c.attn_bias && sign_only(b.probs);
     // SAB needs only which probabilities reach β·max: decided from the scores (act-quantizer.h).
     const bool sab_from_scores = c.softmax && !c.attn_bias && b.probs.name == "sab";
-    std::vector<float> probs(static_cast<size_t>(H * N * N), 1.0f);
+    probs.resize(static_cast<size_t>(H * N * N));
+    if (all_positive) std::fill(probs.begin(), probs.end(), 1.0f);
     const auto scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
     const int head_threads = threads_for(H * N * N * d, threads);  // q·kᵀ and probs·v: N·N·d each per head
     if (!all_positive) parallel_for(H, head_threads, [&](int64_t h0, int64_t h1) {
@@ -469,7 +479,7 @@ void PackedModel::attention(const Block & b, const float * x, float * out, int t
     }
     });
     const auto [p_max, p_min] = range_for(b.probs, probs);
-    std::vector<float> merged(static_cast<size_t>(N * D));
+    merged.resize(static_cast<size_t>(N * D));
     parallel_for(H, head_threads, [&](int64_t h0, int64_t h1) {
     std::vector<float> head_out(static_cast<size_t>(N * d));
     for (int64_t h = h0; h < h1; ++h) {

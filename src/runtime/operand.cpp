@@ -75,21 +75,25 @@ void plane_pair_dots(const Plane & px, const Plane & pw, int64_t m, int64_t n, i
 
 // Σ over planes p of x and q of w: scale_p[i]·scale_q[j]·(plane_p · plane_q), plus the offsets'
 // cross terms (offset · Σ_j of the other side's values).
-void planes_matmul(const Operand & x, const Operand & w, float * out) {
+// Returns whether `bias` went into the epilogue (one pair of planes, no offsets: the common case).
+bool planes_matmul(const Operand & x, const Operand & w, float * out, const float * bias) {
     const int64_t m = x.rows, n = w.rows, k = x.k;
     // Scratch for the integer dots, reused across calls on this thread (no allocation, no zeroing).
     thread_local std::vector<int32_t> dots;
     if (dots.size() < static_cast<size_t>(m * n)) dots.resize(static_cast<size_t>(m * n));
+    const bool fuse_bias = bias && x.planes.size() == 1 && w.planes.size() == 1 && x.offset.empty() && w.offset.empty();
     bool first = true;
     for (const Plane & px : x.planes) {
         for (const Plane & pw : w.planes) {
             plane_pair_dots(px, pw, m, n, k, dots.data());
-            // (scale_x·scale_w)·dot, the order QLinear uses in training; the first pair assigns.
+            // (scale_x·scale_w)·dot (+ bias), the order QLinear uses in training; the first pair assigns.
             for (int64_t i = 0; i < m; ++i) {
                 const float sx = px.scale[i];
                 float * o = out + i * n;
                 const int32_t * d = dots.data() + i * n;
-                if (first) {
+                if (fuse_bias) {
+                    for (int64_t j = 0; j < n; ++j) o[j] = sx * pw.scale[j] * static_cast<float>(d[j]) + bias[j];
+                } else if (first) {
                     for (int64_t j = 0; j < n; ++j) o[j] = sx * pw.scale[j] * static_cast<float>(d[j]);
                 } else {
                     for (int64_t j = 0; j < n; ++j) o[j] += sx * pw.scale[j] * static_cast<float>(d[j]);
@@ -125,6 +129,7 @@ void planes_matmul(const Operand & x, const Operand & w, float * out) {
             for (int64_t j = 0; j < n; ++j) out[i * n + j] += static_cast<float>(k) * x.offset[i] * w.offset[j];
         }
     }
+    return fuse_bias;
 }
 
 // A one-plane weight without offset as int8 codes m·(1 − 2s) ∈ {−1, 0, +1}: rows × k.
@@ -146,7 +151,7 @@ bool is_single_plane(const Operand & w) { return w.kind == Operand::Kind::planes
 
 // Σ_j s_x(c_x − z_x)·s_w(c_w − z_w) = s_x·s_w·(Σ c_x c_w − z_w Σ c_x − z_x Σ c_w + k z_x z_w), exact in
 // int64. w: int8 codes, or a single plane (zero point 0) whose codes prepare_weight packed.
-void int8_matmul(const Operand & x, const Operand & w, float * out) {
+void int8_matmul(const Operand & x, const Operand & w, float * out, const float * bias) {
     const int64_t m = x.rows, n = w.rows, k = x.k;
     const PackedI8 transient = w.codes_packed.bytes.empty() ? repack_i8_panels(w.codes.data(), n, k) : PackedI8{};
     const PackedI8 & wp = w.codes_packed.bytes.empty() ? transient : w.codes_packed;
@@ -162,7 +167,8 @@ void int8_matmul(const Operand & x, const Operand & w, float * out) {
         for (int64_t j = 0; j < n; ++j) {
             const int64_t zw = plane ? 0 : w.zero[j];
             const int64_t exact = dots[i * n + j] - zw * sx - zx * wp.row_sums[j] + k * zx * zw;
-            out[i * n + j] = x.scale[i] * w_scale[j] * static_cast<float>(exact);
+            const float product = x.scale[i] * w_scale[j] * static_cast<float>(exact);
+            out[i * n + j] = bias ? product + bias[j] : product;
         }
     }
 }
@@ -225,18 +231,27 @@ std::vector<float> Operand::decode() const {
     return out;
 }
 
-void matmul(const Operand & x, const Operand & w, float * out) {
+void matmul(const Operand & x, const Operand & w, float * out, const float * bias) {
     if (x.k != w.k) {
         throw std::invalid_argument("matmul: operands disagree on k (" + std::to_string(x.k) + " vs " + std::to_string(w.k) + ")");
     }
     using Kind = Operand::Kind;
-    if (x.kind == Kind::planes && w.kind == Kind::planes) return planes_matmul(x, w, out);
-    if (x.kind == Kind::int8 && x.k <= kInt8GemmMaxK &&
-        (w.kind == Kind::int8 || (is_single_plane(w) && !w.codes_packed.bytes.empty()))) {
-        return int8_matmul(x, w, out);
+    bool bias_added = false;
+    if (x.kind == Kind::planes && w.kind == Kind::planes) {
+        bias_added = planes_matmul(x, w, out, bias);
+    } else if (x.kind == Kind::int8 && x.k <= kInt8GemmMaxK &&
+               (w.kind == Kind::int8 || (is_single_plane(w) && !w.codes_packed.bytes.empty()))) {
+        int8_matmul(x, w, out, bias);
+        bias_added = true;
+    } else if (x.kind == Kind::f32 && w.kind == Kind::planes) {
+        f32_planes_matmul(x, w, out);
+    } else {
+        f32_matmul(x, w, out);
     }
-    if (x.kind == Kind::f32 && w.kind == Kind::planes) return f32_planes_matmul(x, w, out);
-    f32_matmul(x, w, out);
+    if (!bias || bias_added) return;
+    for (int64_t i = 0; i < x.rows; ++i) {
+        for (int64_t j = 0; j < w.rows; ++j) out[i * w.rows + j] += bias[j];
+    }
 }
 
 void prepare_weight(Operand & w, bool int8_inputs) {

@@ -66,8 +66,9 @@ struct Operand {
 //   f32 × f32        FP32 GEMM
 // Any other pairing decodes the quantized side(s) to f32. Sizes must agree (x.k == w.k).
 //
-// out: x.rows × w.rows floats, row-major.
-void matmul(const Operand & x, const Operand & w, float * out);
+// out: x.rows × w.rows floats, row-major. bias: [w.rows] added to every row after the product (the
+// order training uses), inside the product's own epilogue where it can be, or null.
+void matmul(const Operand & x, const Operand & w, float * out, const float * bias = nullptr);
 
 // Repacks a weight once for its kernel — ±1 planes into the XNOR kernel's panels, an f32 weight
 // transposed for the FP32 GEMM, int8 codes into the int8 kernel's panels — so matmul() does not redo
