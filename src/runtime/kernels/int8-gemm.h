@@ -25,7 +25,7 @@ void int8_gemm_ref(int64_t m, int64_t n, int64_t k, const int8_t * a, const int8
 struct PackedI8 {
     int64_t n = 0, k = 0;
     std::vector<int8_t> bytes;     // ceil(n / kInt8Nr) panels × groups() × kInt8Nr × 4
-    std::vector<int32_t> row_sums; // [n] Σ_k b[j][k]: the VNNI kernel's correction for its unsigned A
+    std::vector<int32_t> row_sums; // [n] Σ_k b[j][k]: for zero-point corrections, and the VNNI kernel's unsigned A
     int64_t groups() const { return (k + 3) / 4; }
     const int8_t * panel(int64_t p) const { return bytes.data() + p * groups() * kInt8Nr * 4; }
 };
