@@ -275,8 +275,8 @@ def ablation_table(args, profile, base, teacher):
         if args.report and not (is_finished(os.path.join(base, f"{seed}-subset")) and is_finished(os.path.join(base, name))):
             lines.append(f"| {name} | {seed} | {what} | — | — | — | not trained yet |")
             continue
-        _, seed_acc, _, _, _ = train_row(base, f"{seed}-subset", os.path.join(ROOT, "recipes", seed + ".toml"),
-                                         teacher_ckpt, regime)
+        seed_acc = train(os.path.join(base, f"{seed}-subset"), ["--recipe", os.path.join(ROOT, "recipes", seed + ".toml"),
+                                                                 "--fp-checkpoint", teacher_ckpt] + regime)[-1]["test_acc"]
         with open(os.path.join(ROOT, "recipes", seed + ".toml"), "rb") as f:
             recipe = tomllib.load(f)
         change(recipe)

@@ -38,9 +38,11 @@ constexpr auto all_tiles(std::integer_sequence<int, kRows...>) {
 // VPDPBUSD multiplies, converted once per block of rows instead of once per tile.
 inline const int8_t * unsigned_rows(const int8_t * a, int64_t lda, int64_t rows, int64_t k, int64_t padded_k) {
     thread_local std::vector<int8_t> buffer;
-    buffer.assign(static_cast<size_t>(rows * padded_k), 0);
+    buffer.resize(static_cast<size_t>(rows * padded_k));
     for (int64_t r = 0; r < rows; ++r) {
-        for (int64_t j = 0; j < k; ++j) buffer[r * padded_k + j] = static_cast<int8_t>(a[r * lda + j] ^ 0x80);
+        int8_t * row = buffer.data() + r * padded_k;
+        for (int64_t j = 0; j < k; ++j) row[j] = static_cast<int8_t>(a[r * lda + j] ^ 0x80);
+        std::fill(row + k, row + padded_k, int8_t{0});  // only the padding needs clearing
     }
     return buffer.data();
 }
