@@ -183,6 +183,54 @@ TEST(QLinear, CodesFirstProductHasTheGradientsOfThePlainProduct) {
     }
 }
 
+TEST(SiteMatmul, ActBiCodesSumToExactZerosWithThePlainGradients) {
+    // Bi-ViT's ±1 attention map times ±1 values over 50 tokens sums to exactly 0 where the signs
+    // balance; the runtime's popcount gives 0 there and a later sign() gives +1. The product on codes
+    // must give 0 too (the scaled float sum need not), with torch::matmul's values and gradients.
+    torch::manual_seed(5);
+    const SiteInfo heads{SiteKind::head_activation, 2};
+    auto probs_q = make_quantizer({"bivit_act", {}}, heads), v_q = make_quantizer({"bivit_act", {}}, heads);
+    const int64_t N = 50, d = 6;
+    Tensor probs = torch::softmax(torch::randn({1, 2, N, N}), -1);
+    // v: column j of head h has 25 + j positive entries and 25 − j negative ones (column 0 balances).
+    Tensor v = torch::empty({1, 2, N, d});
+    for (int64_t j = 0; j < d; ++j) {
+        const Tensor signs = torch::cat({torch::ones({25 + j}), -torch::ones({25 - j})});
+        v.select(3, j).copy_(signs * (0.5 + torch::rand({N})));
+    }
+    probs_q->forward(probs);  // first-batch initialisation
+    v_q->forward(v);
+    {
+        torch::NoGradGuard no_grad;
+        for (auto & p : probs_q->named_parameters()) p.value().copy_(p.key() == "alpha" ? t({0.1f, 0.7f}) : torch::zeros({2}));
+        for (auto & p : v_q->named_parameters()) p.value().copy_(p.key() == "alpha" ? t({0.3f, 0.9f}) : torch::zeros({2}));
+    }
+    const Tensor pr = probs.clone().requires_grad_(true), vr = v.clone().requires_grad_(true);
+    const Tensor pq = probs_q->forward(pr), vq = v_q->forward(vr);
+    const Tensor out = site_matmul(pq, probs_q, vq, v_q);  // [1, 2, N, d]
+    const Tensor plain = torch::matmul(pq, vq);
+    // z = 0: every probability codes to +1, so each output is α_p·α_v·(2j) in column j.
+    const float alpha_probs[] = {0.1f, 0.7f}, alpha_v[] = {0.3f, 0.9f};
+    for (int64_t h = 0; h < 2; ++h) {
+        const double ap = alpha_probs[h], av = alpha_v[h];
+        for (int64_t j = 0; j < d; ++j) {
+            const Tensor col = out[0][h].select(1, j);
+            if (j == 0) EXPECT_TRUE(torch::equal(col, torch::zeros({N}))) << "head " << h << ": " << col.slice(0, 0, 4);
+            EXPECT_NEAR(col[0].item<double>(), ap * av * 2 * j, 1e-5);
+        }
+    }
+    expect_close(out.detach(), plain.detach(), 1e-5);
+    const Tensor g = torch::randn_like(out);
+    std::vector<Tensor> inputs = {pr, vr};
+    for (const auto & q : {probs_q, v_q}) for (const auto & p : q->parameters()) inputs.push_back(p);
+    const auto grads = torch::autograd::grad({(out * g).sum()}, inputs, {}, true, false, true);
+    const auto plain_grads = torch::autograd::grad({(plain * g).sum()}, inputs, {}, false, false, true);
+    for (size_t i = 0; i < grads.size(); ++i) {
+        ASSERT_EQ(grads[i].defined(), plain_grads[i].defined()) << "gradient " << i;
+        if (grads[i].defined()) expect_close(grads[i], plain_grads[i], 1e-4);
+    }
+}
+
 TEST(Gsb, EvaluationThresholdsArePerSample) {
     // In training the bands use the batch's max/min (as the reference); at evaluation each sample's
     // own, so a prediction does not depend on the other images in its batch.

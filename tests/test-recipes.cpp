@@ -81,6 +81,19 @@ TEST_P(RecipeRun, TrainsAndLowersItsLoss) {
     EXPECT_EQ(r.count, 100);
     EXPECT_GE(r.agreement(), 0.99) << name << ": max |logit difference| " << r.max_abs_logit_diff;
     EXPECT_NEAR(r.runtime_accuracy, r.torch_accuracy, 0.011) << name;
+
+    // verify --blocks locates a departure: shifting the last block's MLP norm in the checkpoint's model
+    // moves only the last block's divergence.
+    const Preprocess pre = make_preprocess(config.data);
+    const std::vector<BlockDivergence> before = block_divergence(trainer.model(), packed, trainer.data().test, pre, 8);
+    ASSERT_EQ(static_cast<int64_t>(before.size()), trainer.model()->config().depth) << name;
+    {
+        torch::NoGradGuard no_grad;
+        trainer.model()->blocks[before.size() - 1]->as<Block>()->norm2->bias.add_(1.0);  // moves the signs of binary inputs too
+    }
+    const std::vector<BlockDivergence> after = block_divergence(trainer.model(), packed, trainer.data().test, pre, 8);
+    for (size_t b = 0; b + 1 < before.size(); ++b) EXPECT_EQ(after[b].max_abs, before[b].max_abs) << name << " block " << b;
+    EXPECT_GT(after.back().mean_abs, before.back().mean_abs + 1e-3) << name;
 }
 
 INSTANTIATE_TEST_SUITE_P(Shipped, RecipeRun, ::testing::ValuesIn(shipped_recipes()),

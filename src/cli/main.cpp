@@ -208,11 +208,20 @@ int run_export(const std::string & checkpoint, const std::string & out, std::str
 }
 
 int run_verify(const std::string & checkpoint, const std::string & model_path, const data::ImageDataset & images,
-               int threads) {
+               int threads, int64_t block_images) {
     LoadedModel loaded = load_model(checkpoint);
     const runtime::PackedModel packed = runtime::PackedModel::load(model_path);
     cli::check_image_shape(packed, images);
-    const VerifyReport r = verify_packed(loaded.model, packed, images, make_preprocess(loaded.state.config.data), 250, threads);
+    const Preprocess pre = make_preprocess(loaded.state.config.data);
+    if (block_images > 0) {
+        const std::vector<BlockDivergence> blocks = block_divergence(loaded.model, packed, images, pre, block_images);
+        std::printf("%-7s %14s %14s %14s   (first %lld images, runtime - LibTorch after each block)\n", "block",
+                    "max |diff|", "mean |diff|", "mean |value|", static_cast<long long>(std::min(block_images, images.size())));
+        for (size_t b = 0; b < blocks.size(); ++b) {
+            std::printf("%-7zu %14.4g %14.4g %14.4g\n", b, blocks[b].max_abs, blocks[b].mean_abs, blocks[b].mean_ref);
+        }
+    }
+    const VerifyReport r = verify_packed(loaded.model, packed, images, pre, 250, threads);
     std::printf("images: %lld\ntop-1 agreement: %.2f%% (%lld differ)\nmax |logit difference|: %.3g\n",
                 static_cast<long long>(r.count), 100 * r.agreement(), static_cast<long long>(r.count - r.agree),
                 r.max_abs_logit_diff);
@@ -323,6 +332,9 @@ int main(int argc, char ** argv) {
     ver->add_option("checkpoint", rt_ckpt, "Checkpoint file")->required()->check(CLI::ExistingFile);
     ver->add_option("model", rt_model, "Packed model file")->required()->check(CLI::ExistingFile);
     add_runtime_inputs(ver);
+    int64_t ver_blocks = 0;
+    ver->add_option("--blocks", ver_blocks,
+                    "Also compare each block's output tokens on the first N images (where does the runtime depart?)");
 
     ModelBenchOptions bo;
     bo.recipe = "recipes/bnn.toml";
@@ -344,7 +356,7 @@ int main(int argc, char ** argv) {
         if (*bench) return run_bench(bo);
         if (*exp) return run_export(ex_ckpt, ex_out, ex_method, ex_half);
         if (*run) return cli::run_packed(rt_model, cli::runtime_images(rt_input, rt_labels, rt_data, rt_split, rt_subset), rt_threads, rt_show);
-        if (*ver) return run_verify(rt_ckpt, rt_model, cli::runtime_images(rt_input, rt_labels, rt_data, rt_split, rt_subset), rt_threads);
+        if (*ver) return run_verify(rt_ckpt, rt_model, cli::runtime_images(rt_input, rt_labels, rt_data, rt_split, rt_subset), rt_threads, ver_blocks);
         if (*info) {
             if (list) {
                 for (const auto & n : deit_config_names()) std::printf("%s\n", n.c_str());

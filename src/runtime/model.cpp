@@ -494,7 +494,7 @@ void PackedModel::attention(const Block & b, const float * x, float * out, int t
     b.proj.forward(merged.data(), N, out, threads);
 }
 
-std::vector<float> PackedModel::forward(const float * image, int threads) const {
+std::vector<float> PackedModel::forward(const float * image, int threads, std::vector<std::vector<float>> * block_outputs) const {
     const ModelConfig & c = config_;
     const int64_t D = c.embed_dim, N = c.num_tokens(), P = c.patch_size, G = c.grid(), S = c.img_size;
     const int64_t patch_len = c.in_chans * P * P, first_patch = c.distilled ? 2 : 1;
@@ -552,6 +552,7 @@ std::vector<float> PackedModel::forward(const float * image, int threads) const 
         }
         b.fc2.forward(hidden.data(), N, branch.data(), threads);
         for (size_t i = 0; i < x.size(); ++i) x[i] += branch[i];
+        if (block_outputs) block_outputs->push_back(x);
     }
     norm_.forward(x.data(), N, D, normed.data());
     std::vector<float> logits(static_cast<size_t>(c.num_classes));

@@ -75,8 +75,10 @@ class PackedModel {
     // Pixels [C, H, W] (uint8) -> normalised floats, as the training loader does.
     void normalize(const uint8_t * pixels, float * image) const;
     // image [C, H, W] normalised -> logits [num_classes] ((cls + dist) / 2 when distilled), with
-    // tokens and heads split over `threads` threads.
-    std::vector<float> forward(const float * image, int threads = 1) const;
+    // tokens and heads split over `threads` threads. With `block_outputs`, also each block's output
+    // tokens [depth][N·D] (for locating where a packed model departs from its checkpoint).
+    std::vector<float> forward(const float * image, int threads = 1,
+                               std::vector<std::vector<float>> * block_outputs = nullptr) const;
     // Logits of `count` images given as pixels [count, C, H, W] over `threads` threads (0 = all
     // cores): one image per thread when there are at least as many images as threads, otherwise
     // each image's work split over all of them: [count][num_classes].

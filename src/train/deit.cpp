@@ -72,6 +72,17 @@ void SiteTable::install(const std::string & site, SiteTransform transform) {
     installed_[site] = std::move(transform);
 }
 
+namespace {
+
+// q / scale snapped to the integer codes it holds (the snap only removes division rounding; the
+// gradient is that of q / scale, the scale being detached). A zero scale (an all-zero row) has codes 0.
+torch::Tensor codes_of(const torch::Tensor & q, const torch::Tensor & scale) {
+    const torch::Tensor codes = q / torch::where(scale == 0, torch::ones_like(scale), scale);
+    return codes.detach().round() + (codes - codes.detach());  // the value bit for bit (design.md)
+}
+
+}  // namespace
+
 QLinearImpl::QLinearImpl(int64_t in_features, int64_t out_features, bool with_bias)
     : sites(*this, {{"weight", {SiteKind::weight, out_features}}, {"input", {SiteKind::token_activation, in_features}}}) {
     weight = register_parameter("weight", torch::empty({out_features, in_features}));
@@ -87,9 +98,7 @@ torch::Tensor QLinearImpl::forward(const torch::Tensor & x) {
     // Binary (or ternary) codes on both sides: Σ codes·codes is an exact integer, then × (α·s_row),
     // then + bias — the runtime's order. Dividing by the detached scales keeps every gradient as
     // F::linear(xq, wq) gives it. A zero scale (an all-zero row) has codes 0.
-    auto safe = [](const torch::Tensor & s) { return torch::where(s == 0, torch::ones_like(s), s); };
-    const torch::Tensor x_codes = xq / safe(xs), w_codes = wq / safe(ws).unsqueeze(1);
-    const torch::Tensor out = F::linear(x_codes, w_codes) * (xs * ws);
+    const torch::Tensor out = F::linear(codes_of(xq, xs), codes_of(wq, ws.unsqueeze(1))) * (xs * ws);
     return bias.defined() ? out + bias : out;
 }
 
@@ -138,7 +147,7 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor & x) {
     q = sites.apply("q", q);
     k = sites.apply("k", k);
     v = sites.apply("v", v);
-    auto scores = torch::matmul(q, k.transpose(-2, -1)) * scale;  // [B, H, N, N]
+    auto scores = site_matmul(q, sites.installed("q"), k.transpose(-2, -1), sites.installed("k")) * scale;  // [B, H, N, N]
     auto probs = variant.softmax ? torch::softmax(scores, -1) : scores;
     if (variant.attn_bias) probs = probs + attn_bias;
     if (capture) {
@@ -146,8 +155,16 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor & x) {
         taps.probs = probs;
     }
     probs = sites.apply("probs", probs);
-    auto out = torch::matmul(probs, v).transpose(1, 2).reshape({B, N, C});
+    auto out = site_matmul(probs, sites.installed("probs"), v, sites.installed("v")).transpose(1, 2).reshape({B, N, C});
     return proj(out);
+}
+
+torch::Tensor site_matmul(const torch::Tensor & a, const SiteTransform & ta, const torch::Tensor & b, const SiteTransform & tb) {
+    torch::Tensor as = ta ? ta->code_scale(a) : torch::Tensor(), bs = tb ? tb->code_scale(b) : torch::Tensor();
+    if (!as.defined() || !bs.defined()) return torch::matmul(a, b);
+    as = as.reshape({1, -1, 1, 1});  // [1, H or 1, 1, 1]
+    bs = bs.reshape({1, -1, 1, 1});
+    return torch::matmul(codes_of(a, as), codes_of(b, bs)) * (as * bs);
 }
 
 MlpImpl::MlpImpl(int64_t dim, int64_t hidden, const BlockVariant & v) : variant(v) {

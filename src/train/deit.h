@@ -28,11 +28,13 @@ namespace bitvit {
 class SiteTransformImpl : public torch::nn::Module {
   public:
     virtual torch::Tensor forward(const torch::Tensor & x) = 0;
-    // When this transform's output is scale · codes with codes in {−1, 0, +1} — one scale per output
-    // row for a weight, one for the whole tensor for an activation — the scale, detached ([out] or a
-    // one-element tensor); undefined otherwise. QLinear then multiplies the codes first (an exact
-    // integer product even in float) and applies the scales afterwards, as the runtime does, so the
-    // two agree bit for bit where a later sign() meets a result of exactly 0.
+    // When this transform's output is scale · codes with small integer codes ({−1, 0, +1}, {0, 1},
+    // or ActBi's ±1 − z) — one scale per output row for a weight, one for the whole tensor for an
+    // activation, one per head (or one) for a per-head site — the scale, detached ([out], [H] or a
+    // one-element tensor); undefined otherwise. QLinear and the attention products then multiply the
+    // codes first (an exact integer product even in float) and apply the scales afterwards, as the
+    // runtime does, so the two agree bit for bit where a later sign() meets a result of exactly 0
+    // (with 50 tokens, a ±1 attention map times ±1 values sums to 0 often).
     virtual torch::Tensor code_scale(const torch::Tensor & quantized) const { return {}; }
 };
 using SiteTransform = std::shared_ptr<SiteTransformImpl>;
@@ -88,6 +90,11 @@ struct BlockTaps {
     torch::Tensor probs;    // [B, H, N, N] attention map before the probs site
     torch::Tensor hidden;   // [B, N, D] block output
 };
+
+// a [B, H, N, K] · b [B, H, K, M], the outputs of per-head site transforms ta and tb (nullptr: none):
+// on their codes when both have them (SiteTransformImpl::code_scale), else a plain matmul. Values
+// and gradients are those of torch::matmul(a, b) but for float rounding; exact zeros stay exact.
+torch::Tensor site_matmul(const torch::Tensor & a, const SiteTransform & ta, const torch::Tensor & b, const SiteTransform & tb);
 
 // Multi-head self-attention with sites q, k, v ([B, H, N, d] after the split) and probs (the
 // post-softmax [B, H, N, N] map), besides the qkv and proj linears' own sites. The variant adds

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <stdexcept>
 
 namespace bitvit {
 
@@ -35,6 +36,48 @@ VerifyReport verify_packed(Deit & model, const runtime::PackedModel & packed, co
     r.torch_accuracy = r.count ? static_cast<double>(torch_correct) / r.count : 0.0;
     r.runtime_accuracy = r.count ? static_cast<double>(runtime_correct) / r.count : 0.0;
     return r;
+}
+
+std::vector<BlockDivergence> block_divergence(Deit & model, const runtime::PackedModel & packed,
+                                              const data::ImageDataset & data, const Preprocess & pre, int64_t images) {
+    torch::NoGradGuard no_grad;
+    model->eval();
+    images = std::min(images, data.size());
+    std::vector<int64_t> first(static_cast<size_t>(images));
+    for (int64_t i = 0; i < images; ++i) first[i] = i;
+    BatchLoader loader(data, std::move(first), images, false, pre, false, 0, 1);
+    const auto batch = loader.next();
+    if (!batch) return {};
+    model->set_capture(true);
+    model->forward(batch->images);
+    const std::vector<BlockTaps> taps = model->taps();
+    model->set_capture(false);
+
+    std::vector<BlockDivergence> out(taps.size());
+    std::vector<float> image(static_cast<size_t>(data.image_bytes()));
+    for (int64_t i = 0; i < images; ++i) {
+        packed.normalize(data.image(i), image.data());
+        std::vector<std::vector<float>> blocks;
+        packed.forward(image.data(), 1, &blocks);
+        if (blocks.size() != taps.size()) throw std::runtime_error("verify: the packed model and the checkpoint differ in depth");
+        for (size_t b = 0; b < taps.size(); ++b) {
+            const torch::Tensor ref = taps[b].hidden[i].contiguous();  // [N, D]
+            const float * r = ref.data_ptr<float>();
+            if (static_cast<size_t>(ref.numel()) != blocks[b].size()) throw std::runtime_error("verify: token shapes differ");
+            for (size_t j = 0; j < blocks[b].size(); ++j) {
+                const double d = std::fabs(static_cast<double>(blocks[b][j]) - r[j]);
+                out[b].max_abs = std::max(out[b].max_abs, d);
+                out[b].mean_abs += d;
+                out[b].mean_ref += std::fabs(r[j]);
+            }
+        }
+    }
+    for (size_t b = 0; b < taps.size(); ++b) {
+        const double n = static_cast<double>(images) * static_cast<double>(taps[b].hidden[0].numel());
+        out[b].mean_abs /= n;
+        out[b].mean_ref /= n;
+    }
+    return out;
 }
 
 }  // namespace bitvit

@@ -21,4 +21,16 @@ struct VerifyReport {
 VerifyReport verify_packed(Deit & model, const runtime::PackedModel & packed, const data::ImageDataset & data,
                            const Preprocess & pre, int64_t batch_size, int threads = 0);
 
+// How far the runtime's residual stream is from LibTorch's after each block, over some images:
+// the first block whose divergence jumps is where a packed model departs from its checkpoint.
+struct BlockDivergence {
+    double max_abs = 0;    // max |runtime − LibTorch| over the images' tokens and channels
+    double mean_abs = 0;   // mean |runtime − LibTorch|
+    double mean_ref = 0;   // mean |LibTorch| (what mean_abs is relative to)
+};
+
+// Per block of `model`, over the first `images` images of `data`.
+std::vector<BlockDivergence> block_divergence(Deit & model, const runtime::PackedModel & packed,
+                                              const data::ImageDataset & data, const Preprocess & pre, int64_t images);
+
 }  // namespace bitvit

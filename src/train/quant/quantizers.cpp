@@ -233,6 +233,12 @@ class BiVitActQuantizer : public QuantizerImpl {
         return (sign_identity(torch::clamp(x / a + z, -1, 1)) - z) * a;
     }
     Deployed deployed() const override { return {{{"alpha", alpha.detach()}, {"zero_point", zero_point.detach().round()}}, {}}; }
+    // Codes ±1 − round(z) times α: one α per head at a per-head site (it factors out of q·kᵀ and
+    // probs·v); at a token site only a single α factors out of the linear's sum.
+    Tensor code_scale(const Tensor &) const override {
+        if (site_.kind == SiteKind::head_activation || alpha.numel() == 1) return alpha.detach();
+        return {};
+    }
     Tensor alpha, zero_point;
 
   private:
