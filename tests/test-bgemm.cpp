@@ -1,9 +1,11 @@
-// Binary GEMM: every ISA tier this CPU runs, bit-exact against the reference, over shapes that hit
-// every edge of the tiles (M, N from 1 past the tile; K around word and vector boundaries, and the
-// real DeiT K), plus the packing convention (sign(0) = +1, padding bits zero).
+// Binary GEMM: every ISA tier this CPU runs, bit-exact against the reference (integer results and
+// the scaled float epilogue), over shapes that hit every edge of the tiles (M, N from 1 past the
+// tile; K around word and vector boundaries, and the real DeiT K), plus the packing convention
+// (sign(0) = +1, padding bits zero).
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <random>
 
@@ -51,6 +53,38 @@ void check_tier(Isa isa, int64_t m, int64_t n, int64_t k, uint64_t seed) {
         (xnor ? kernel.gemm : kernel.and_gemm)(m, a.data(), b1_words(k), packed, got.data(), n);
         ASSERT_EQ(expected, got) << "isa=" << isa_name(isa) << (xnor ? " xnor" : " and") << " M=" << m << " N=" << n
                                  << " K=" << k << " seed=" << seed;
+    }
+    // The scaled epilogue, with and without bias, into rows wider than N (the spare column untouched).
+    std::uniform_real_distribution<float> uniform(-2.0f, 2.0f);
+    std::vector<float> row_scale(static_cast<size_t>(m)), col_scale(static_cast<size_t>(n)), bias(static_cast<size_t>(n));
+    for (auto * v : {&row_scale, &col_scale, &bias}) {
+        for (float & f : *v) f = uniform(rng);
+    }
+    std::vector<int32_t> dots(static_cast<size_t>(m * n));
+    b1b1_gemm_ref(m, n, k, a.data(), b.data(), dots.data(), n);
+    for (const bool with_bias : {false, true}) {
+        const int64_t ldo = n + 1;
+        std::vector<float> expected(static_cast<size_t>(m * ldo), -1.0f), reference(expected), got(expected);
+        for (int64_t i = 0; i < m; ++i) {
+            for (int64_t j = 0; j < n; ++j) {
+                const float v = (row_scale[i] * col_scale[j]) * static_cast<float>(dots[i * n + j]);
+                expected[i * ldo + j] = with_bias ? v + bias[j] : v;
+            }
+        }
+        const ScaledOut ref_out{reference.data(), ldo, row_scale.data(), col_scale.data(), with_bias ? bias.data() : nullptr};
+        b1b1_gemm_scaled_ref(m, n, k, a.data(), b.data(), ref_out);
+        ScaledOut out = ref_out;
+        out.out = got.data();
+        kernel.gemm_scaled(m, a.data(), b1_words(k), packed, out);
+        // Bit-exact: compared as integers, so −0 and +0 differ.
+        auto bits = [](const std::vector<float> & v) {
+            std::vector<uint32_t> u(v.size());
+            std::memcpy(u.data(), v.data(), v.size() * sizeof(float));
+            return u;
+        };
+        ASSERT_EQ(bits(expected), bits(reference)) << "reference, M=" << m << " N=" << n << " K=" << k;
+        ASSERT_EQ(bits(expected), bits(got)) << "isa=" << isa_name(isa) << " scaled" << (with_bias ? " + bias" : "")
+                                             << " M=" << m << " N=" << n << " K=" << k << " seed=" << seed;
     }
 }
 

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -519,42 +520,58 @@ std::vector<float> PackedModel::forward(const float * image, int threads, std::v
 
     std::vector<float> normed(x.size()), branch(x.size()), hidden(static_cast<size_t>(N * c.hidden()));
     const bool relu = c.mlp_act == "relu", rprelu = c.mlp_act == "rprelu";
-    const int64_t hidden_dim = c.hidden();
-    for (const Block & b : blocks_) {
-        b.norm1.forward(x.data(), N, D, normed.data());
+    const int64_t H = c.hidden();
+    // Token-wise passes (residual adds, LayerNorms, the MLP activation) split over tokens like the
+    // linears, each fused into one pass over a token's values.
+    auto per_token = [&](int64_t width, const std::function<void(int64_t, int64_t)> & fn) {
+        parallel_for(N, threads_for(N * width * kElementwiseMacs, threads), fn);
+    };
+    const float gelu_floor = gelu_negative_floor();
+    per_token(D, [&](int64_t t0, int64_t t1) { blocks_.front().norm1.forward(&x[t0 * D], t1 - t0, D, &normed[t0 * D]); });
+    for (size_t bi = 0; bi < blocks_.size(); ++bi) {
+        const Block & b = blocks_[bi];
         attention(b, normed.data(), branch.data(), threads);
-        for (size_t i = 0; i < x.size(); ++i) x[i] += branch[i];
-        b.norm2.forward(x.data(), N, D, normed.data());
+        per_token(D, [&](int64_t t0, int64_t t1) {
+            for (int64_t i = t0 * D; i < t1 * D; ++i) x[i] += branch[i];
+            b.norm2.forward(&x[t0 * D], t1 - t0, D, &normed[t0 * D]);
+        });
         b.fc1.forward(normed.data(), N, hidden.data(), threads);
         // fc2 keeps only the sign of a GELU or ReLU activation when its input quantizer is sign (a
         // clamp to ±clip keeps the sign too): GELU is reduced to its sign — exactly, including its
         // underflow to −0 far below zero — and ReLU's output is never negative.
         const bool only_sign = sign_only(b.fc2.input) && !rprelu;
-        if (only_sign && relu) {
-            std::fill(hidden.begin(), hidden.end(), 1.0f);
-        } else if (only_sign) {
-            const float floor = gelu_negative_floor();
-            for (float & h : hidden) h = gelu_sign(h, floor);
-        } else if (rprelu) {
-            for (int64_t i = 0; i < N * hidden_dim; ++i) {
-                const int64_t ch = i % hidden_dim;
-                const float shifted = hidden[i] + b.act_shift[ch];
-                hidden[i] = (shifted >= 0.0f ? shifted : shifted * b.act_slope[ch]) + b.act_bias[ch];
+        const auto clip = static_cast<float>(c.mlp_clip);
+        per_token(H, [&](int64_t t0, int64_t t1) {
+            float * h = &hidden[t0 * H];
+            const int64_t count = (t1 - t0) * H;
+            if (only_sign && relu) {
+                std::fill(h, h + count, 1.0f);
+            } else if (only_sign) {
+                for (int64_t i = 0; i < count; ++i) h[i] = gelu_sign(h[i], gelu_floor);
+            } else if (rprelu) {
+                for (int64_t i = 0; i < count; ++i) {
+                    const int64_t ch = i % H;
+                    const float shifted = h[i] + b.act_shift[ch];
+                    h[i] = (shifted >= 0.0f ? shifted : shifted * b.act_slope[ch]) + b.act_bias[ch];
+                }
+            } else if (relu) {
+                for (int64_t i = 0; i < count; ++i) h[i] = std::max(h[i], 0.0f);
+            } else {
+                for (int64_t i = 0; i < count; ++i) h[i] = gelu(h[i]);
             }
-        } else if (relu) {
-            for (float & h : hidden) h = std::max(h, 0.0f);
-        } else {
-            for (float & h : hidden) h = gelu(h);
-        }
-        if (c.mlp_clip > 0 && !only_sign) {
-            const auto clip = static_cast<float>(c.mlp_clip);
-            for (float & h : hidden) h = std::min(std::max(h, -clip), clip);
-        }
+            if (c.mlp_clip > 0 && !only_sign) {
+                for (int64_t i = 0; i < count; ++i) h[i] = std::min(std::max(h[i], -clip), clip);
+            }
+        });
         b.fc2.forward(hidden.data(), N, branch.data(), threads);
-        for (size_t i = 0; i < x.size(); ++i) x[i] += branch[i];
+        // The residual add, then the next block's norm1 (or the final norm) on the same token.
+        const LayerNorm & next_norm = bi + 1 < blocks_.size() ? blocks_[bi + 1].norm1 : norm_;
+        per_token(D, [&](int64_t t0, int64_t t1) {
+            for (int64_t i = t0 * D; i < t1 * D; ++i) x[i] += branch[i];
+            next_norm.forward(&x[t0 * D], t1 - t0, D, &normed[t0 * D]);
+        });
         if (block_outputs) block_outputs->push_back(x);
     }
-    norm_.forward(x.data(), N, D, normed.data());
     std::vector<float> logits(static_cast<size_t>(c.num_classes));
     head_.forward(normed.data(), 1, logits.data());
     if (c.distilled) {

@@ -81,7 +81,14 @@ bool planes_matmul(const Operand & x, const Operand & w, float * out, const floa
     // Scratch for the integer dots, reused across calls on this thread (no allocation, no zeroing).
     thread_local std::vector<int32_t> dots;
     if (dots.size() < static_cast<size_t>(m * n)) dots.resize(static_cast<size_t>(m * n));
-    const bool fuse_bias = bias && x.planes.size() == 1 && w.planes.size() == 1 && x.offset.empty() && w.offset.empty();
+    const bool one_pair = x.planes.size() == 1 && w.planes.size() == 1 && x.offset.empty() && w.offset.empty();
+    if (one_pair && x.planes[0].mask.empty() && w.planes[0].mask.empty() && w.planes[0].packed.n == n) {
+        // W1A1 with a prepared weight: scales and bias applied as the results leave the registers.
+        const ScaledOut o{out, n, x.planes[0].scale.data(), w.planes[0].scale.data(), bias};
+        bgemm_kernel().gemm_scaled(m, x.planes[0].sign.data(), b1_words(k), w.planes[0].packed, o);
+        return true;
+    }
+    const bool fuse_bias = bias && one_pair;
     bool first = true;
     for (const Plane & px : x.planes) {
         for (const Plane & pw : w.planes) {

@@ -18,6 +18,9 @@ void parallel_for(int64_t n, int threads, const std::function<void(int64_t, int6
 // The threads worth giving a region of `macs` multiply-adds: splitting costs microseconds, so a
 // region below kMinMacsPerThread per extra thread (the 28×28 models' layers) stays on one thread.
 constexpr int64_t kMinMacsPerThread = int64_t{1} << 22;
+// What one value of an element-wise pass (residual add, LayerNorm, activation) counts as in
+// threads_for: a pass over 16k values (~15 µs) is worth a second thread.
+constexpr int64_t kElementwiseMacs = 256;
 inline int threads_for(int64_t macs, int threads) {
     const int64_t worth = std::max<int64_t>(1, macs / kMinMacsPerThread);
     return static_cast<int>(std::min<int64_t>(std::max(threads, 1), worth));

@@ -31,6 +31,16 @@ struct Avx2Ops {
         const __m128i mask = _mm_cmpgt_epi32(_mm_set1_epi32(static_cast<int>(n)), _mm_setr_epi32(0, 1, 2, 3));
         _mm_maskstore_epi32(c, mask, packed);
     }
+    static void store_scaled(float * out, Vec counts, int64_t k, int64_t n, float row_scale, const float * col_scale,
+                             const float * bias) {
+        const __m256i r = _mm256_sub_epi64(_mm256_set1_epi64x(k), _mm256_slli_epi64(counts, 1));
+        const __m128 dot = _mm_cvtepi32_ps(_mm256_castsi256_si128(_mm256_permutevar8x32_epi32(r, _mm256_setr_epi32(0, 2, 4, 6, 0, 0, 0, 0))));
+        const __m128i lanes = _mm_cmpgt_epi32(_mm_set1_epi32(static_cast<int>(n)), _mm_setr_epi32(0, 1, 2, 3));
+        const __m128 scale = _mm_mul_ps(_mm_set1_ps(row_scale), _mm_maskload_ps(col_scale, lanes));
+        __m128 value = _mm_mul_ps(scale, dot);
+        if (bias) value = _mm_add_ps(value, _mm_maskload_ps(bias, lanes));
+        _mm_maskstore_ps(out, lanes, value);
+    }
 };
 
 // 4 rows × 8 columns: 8 accumulators + 2 B vectors + constants fit the 16 ymm registers.
@@ -40,7 +50,8 @@ using AndTile = BgemmTile<Avx2Ops, 4, 2, BitOp::and_>;
 }  // namespace
 
 const BgemmKernel & bgemm_kernel_avx2() {
-    static const BgemmKernel kernel{Isa::avx2, Tile::kMR, Tile::kNR, bgemm_drive<Tile>, bgemm_drive<AndTile>};
+    static const BgemmKernel kernel{Isa::avx2, Tile::kMR, Tile::kNR, bgemm_drive<Tile>, bgemm_drive<AndTile>,
+                                    bgemm_drive_scaled<Tile>};
     return kernel;
 }
 

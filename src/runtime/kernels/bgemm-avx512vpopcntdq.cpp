@@ -19,7 +19,8 @@ using AndTile = BgemmTile<Avx512PopcntOps, 4, 4, BitOp::and_>;
 }  // namespace
 
 const BgemmKernel & bgemm_kernel_avx512vpopcntdq() {
-    static const BgemmKernel kernel{Isa::avx512vpopcntdq, Tile::kMR, Tile::kNR, bgemm_drive<Tile>, bgemm_drive<AndTile>};
+    static const BgemmKernel kernel{Isa::avx512vpopcntdq, Tile::kMR, Tile::kNR, bgemm_drive<Tile>, bgemm_drive<AndTile>,
+                                    bgemm_drive_scaled<Tile>};
     return kernel;
 }
 

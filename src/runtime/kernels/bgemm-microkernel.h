@@ -3,9 +3,12 @@
 //
 // V provides: kLanes (uint64 words per vector), Vec, zero(), load(const uint64_t*),
 // broadcast(uint64_t), xor_(Vec, Vec), and_(Vec, Vec), add_popcount(Vec acc, Vec x) -> acc +
-// popcount per 64-bit lane, and store_result(int32_t * c, Vec counts, int64_t k, int64_t n):
+// popcount per 64-bit lane, store_result(int32_t * c, Vec counts, int64_t k, int64_t n):
 // c[l] = k − 2·counts[l] for the first n ≤ kLanes lanes (the epilogue stays in registers: for small
-// K it is a large share), with k = −1 meaning "store the counts themselves".
+// K it is a large share), with k = −1 meaning "store the counts themselves", and
+// store_scaled(float * out, Vec counts, int64_t k, int64_t n, float row_scale, const float *
+// col_scale, const float * bias): the ScaledOut epilogue (bgemm.h) of k − 2·counts for the first n
+// lanes, reading col_scale and bias (nullable) for those lanes only.
 //
 // Two products share the tile: XNOR (popcount of a ^ b, stored as K − 2·count: ±1 · ±1) and AND
 // (popcount of a & b, stored as is: a {0, 1} plane against ±1 signs or {0, 1} masks).
@@ -27,11 +30,44 @@ struct BgemmTile {
     static constexpr int64_t kMR = MR;
     static constexpr int64_t kNR = NV * V::kLanes;
 
+    using Vec = typename V::Vec;
+
     // C[i][j] = k − 2·popcount over w of (a_rows[i][w] ^ panel[w·kNR + j]) for i < mr, j < nr;
     // c_rows[i] points at row i's first column of this tile.
     static void run(const uint64_t * const * a_rows, const uint64_t * panel, int64_t kw, int64_t k,
                     int32_t * const * c_rows, int64_t mr, int64_t nr) {
-        typename V::Vec acc[MR][NV];
+        Vec acc[MR][NV];
+        accumulate(acc, a_rows, panel, kw);
+        for (int i = 0; i < MR; ++i) {
+            if (i >= mr) break;
+            for (int j = 0; j < NV; ++j) {
+                const int64_t lanes = std::min<int64_t>(V::kLanes, nr - j * V::kLanes);
+                if (lanes > 0) V::store_result(c_rows[i] + j * V::kLanes, acc[i][j], Op == BitOp::xnor ? k : -1, lanes);
+            }
+        }
+    }
+
+    // The same tile through the ScaledOut epilogue: rows m0 + i, columns n0 + j of o.
+    static void run_scaled(const uint64_t * const * a_rows, const uint64_t * panel, int64_t kw, int64_t k,
+                           const ScaledOut & o, int64_t m0, int64_t n0, int64_t mr, int64_t nr) {
+        Vec acc[MR][NV];
+        accumulate(acc, a_rows, panel, kw);
+        for (int i = 0; i < MR; ++i) {
+            if (i >= mr) break;
+            float * out = o.out + (m0 + i) * o.ldo + n0;
+            const float row_scale = o.row_scale[m0 + i];
+            for (int j = 0; j < NV; ++j) {
+                const int64_t lanes = std::min<int64_t>(V::kLanes, nr - j * V::kLanes), c = n0 + j * V::kLanes;
+                if (lanes > 0) {
+                    V::store_scaled(out + j * V::kLanes, acc[i][j], k, lanes, row_scale, o.col_scale + c,
+                                    o.bias ? o.bias + c : nullptr);
+                }
+            }
+        }
+    }
+
+  private:
+    static void accumulate(Vec (&acc)[MR][NV], const uint64_t * const * a_rows, const uint64_t * panel, int64_t kw) {
         for (int i = 0; i < MR; ++i)
             for (int j = 0; j < NV; ++j) acc[i][j] = V::zero();
         for (int64_t w = 0; w < kw; ++w) {
@@ -45,36 +81,44 @@ struct BgemmTile {
                 }
             }
         }
-        for (int i = 0; i < MR; ++i) {
-            if (i >= mr) break;
-            for (int j = 0; j < NV; ++j) {
-                const int64_t lanes = std::min<int64_t>(V::kLanes, nr - j * V::kLanes);
-                if (lanes > 0) V::store_result(c_rows[i] + j * V::kLanes, acc[i][j], Op == BitOp::xnor ? k : -1, lanes);
-            }
-        }
     }
 };
 
 // C = K − 2·popcount over the whole matrix, tile by tile. B's panel stays in L1 while the tile walks
 // down all M rows of A. A remainder of M rows re-reads the last valid row (its results are not
 // stored), so one full-size tile shape serves every M.
-template <class Tile>
-void bgemm_drive(int64_t m, const uint64_t * a, int64_t lda, const PackedB1 & b, int32_t * c, int64_t ldc) {
-    const int64_t kw = b1_words(b.k);
+// visit(rows, panel, m0, n0, mr, nr) for every tile; rows[i] is A's row m0 + i (the last valid row
+// for i ≥ mr).
+template <class Tile, class Visit>
+void for_each_tile(int64_t m, const uint64_t * a, int64_t lda, const PackedB1 & b, Visit visit) {
     const uint64_t * rows[Tile::kMR];
-    int32_t * c_rows[Tile::kMR];
     for (int64_t n0 = 0; n0 < b.n; n0 += Tile::kNR) {
         const uint64_t * panel = b.panel(n0 / Tile::kNR);
         const int64_t nr = std::min<int64_t>(Tile::kNR, b.n - n0);
         for (int64_t m0 = 0; m0 < m; m0 += Tile::kMR) {
             const int64_t mr = std::min<int64_t>(Tile::kMR, m - m0);
-            for (int64_t i = 0; i < Tile::kMR; ++i) {
-                rows[i] = a + (m0 + std::min(i, mr - 1)) * lda;
-                c_rows[i] = c + (m0 + std::min(i, mr - 1)) * ldc + n0;
-            }
-            Tile::run(rows, panel, kw, b.k, c_rows, mr, nr);
+            for (int64_t i = 0; i < Tile::kMR; ++i) rows[i] = a + (m0 + std::min(i, mr - 1)) * lda;
+            visit(rows, panel, m0, n0, mr, nr);
         }
     }
+}
+
+template <class Tile>
+void bgemm_drive(int64_t m, const uint64_t * a, int64_t lda, const PackedB1 & b, int32_t * c, int64_t ldc) {
+    int32_t * c_rows[Tile::kMR];
+    for_each_tile<Tile>(m, a, lda, b, [&](const uint64_t * const * rows, const uint64_t * panel, int64_t m0, int64_t n0,
+                                          int64_t mr, int64_t nr) {
+        for (int64_t i = 0; i < Tile::kMR; ++i) c_rows[i] = c + (m0 + std::min(i, mr - 1)) * ldc + n0;
+        Tile::run(rows, panel, b1_words(b.k), b.k, c_rows, mr, nr);
+    });
+}
+
+template <class Tile>
+void bgemm_drive_scaled(int64_t m, const uint64_t * a, int64_t lda, const PackedB1 & b, const ScaledOut & o) {
+    for_each_tile<Tile>(m, a, lda, b, [&](const uint64_t * const * rows, const uint64_t * panel, int64_t m0, int64_t n0,
+                                          int64_t mr, int64_t nr) {
+        Tile::run_scaled(rows, panel, b1_words(b.k), b.k, o, m0, n0, mr, nr);
+    });
 }
 
 }  // namespace bitvit::runtime

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "runtime/kernels/bgemm-tiers.h"
 
@@ -46,6 +47,21 @@ void and_popcount_gemm_ref(int64_t m, int64_t n, int64_t k, const uint64_t * a, 
     popcount_gemm_ref<false>(m, n, k, a, b, c, ldc);
 }
 
+namespace {
+float scaled(const ScaledOut & o, int64_t i, int64_t j, int64_t dot) {
+    const float value = (o.row_scale[i] * o.col_scale[j]) * static_cast<float>(dot);
+    return o.bias ? value + o.bias[j] : value;
+}
+}  // namespace
+
+void b1b1_gemm_scaled_ref(int64_t m, int64_t n, int64_t k, const uint64_t * a, const uint64_t * b, const ScaledOut & o) {
+    std::vector<int32_t> dots(static_cast<size_t>(m * n));
+    b1b1_gemm_ref(m, n, k, a, b, dots.data(), n);
+    for (int64_t i = 0; i < m; ++i) {
+        for (int64_t j = 0; j < n; ++j) o.out[i * o.ldo + j] = scaled(o, i, j, dots[i * n + j]);
+    }
+}
+
 PackedB1 repack_b1_panels(const uint64_t * b, int64_t n, int64_t k, int64_t nr) {
     const int64_t kw = b1_words(k);
     const int64_t panels = (n + nr - 1) / nr;
@@ -78,10 +94,19 @@ void popcount_gemm_scalar(int64_t m, const uint64_t * a, int64_t lda, const Pack
         }
     }
 }
+
+void xnor_gemm_scaled_scalar(int64_t m, const uint64_t * a, int64_t lda, const PackedB1 & b, const ScaledOut & o) {
+    std::vector<int32_t> dots(static_cast<size_t>(m * b.n));
+    popcount_gemm_scalar<true>(m, a, lda, b, dots.data(), b.n);
+    for (int64_t i = 0; i < m; ++i) {
+        for (int64_t j = 0; j < b.n; ++j) o.out[i * o.ldo + j] = scaled(o, i, j, dots[i * b.n + j]);
+    }
+}
 }  // namespace
 
 const BgemmKernel & bgemm_kernel(Isa isa) {
-    static const BgemmKernel scalar{Isa::scalar, 1, 1, popcount_gemm_scalar<true>, popcount_gemm_scalar<false>};
+    static const BgemmKernel scalar{Isa::scalar, 1, 1, popcount_gemm_scalar<true>, popcount_gemm_scalar<false>,
+                                    xnor_gemm_scaled_scalar};
     if (static_cast<int>(isa) > static_cast<int>(best_supported_isa())) {
         throw std::invalid_argument(std::string("bgemm: this CPU cannot run the ") + isa_name(isa) + " tier");
     }

@@ -42,16 +42,33 @@ struct PackedB1 {
 };
 PackedB1 repack_b1_panels(const uint64_t * b, int64_t n, int64_t k, int64_t nr);
 
+// Where a binary product's results go as floats, scaled as they leave the registers:
+//     out[i·ldo + j] = (row_scale[i]·col_scale[j])·(K − 2·popcount(a[i] ^ b[j])) + bias[j]
+// in exactly this float order (QLinear's in training), without fused multiply-adds.
+struct ScaledOut {
+    float * out = nullptr;
+    int64_t ldo = 0;
+    const float * row_scale = nullptr;  // [M]: the activations' scale per token
+    const float * col_scale = nullptr;  // [N]: the weights' scale per output channel
+    const float * bias = nullptr;       // [N], or nullptr for none
+};
+
+// Reference: b1b1_gemm_ref, then the epilogue element by element.
+void b1b1_gemm_scaled_ref(int64_t m, int64_t n, int64_t k, const uint64_t * a, const uint64_t * b, const ScaledOut & o);
+
 // One ISA tier's binary GEMMs, with the panel width their packed B must have.
 struct BgemmKernel {
     Isa isa;
     int64_t mr, nr;  // rows of A and of B per micro-tile
     using Gemm = void (*)(int64_t m, const uint64_t * a, int64_t lda, const PackedB1 & b, int32_t * c, int64_t ldc);
+    using ScaledGemm = void (*)(int64_t m, const uint64_t * a, int64_t lda, const PackedB1 & b, const ScaledOut & o);
     // C[m][n] = K − 2·popcount(a[m] ^ b[n]) for m < M, n < B.n; a is canonical (M × b1_words(K)
     // words, row stride lda words).
     Gemm gemm;
     // C[m][n] = popcount(a[m] & b[n]), same layouts.
     Gemm and_gemm;
+    // The XNOR product with the ScaledOut epilogue (a W1A1 linear layer's whole output).
+    ScaledGemm gemm_scaled;
 };
 
 // The kernel of a tier (the CPU must support it), and the one selected_isa() picks.
