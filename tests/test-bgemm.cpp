@@ -165,6 +165,27 @@ TEST(Bgemm, EveryTierMatchesReferenceOnEdgeShapes) {
     }
 }
 
+TEST(Bgemm, EveryTierPacksSignsLikeTheReference) {
+    // Rows of odd lengths (row stride past K) with the values the convention singles out: −0 and NaN
+    // are +1, the smallest negatives and −inf are −1.
+    std::mt19937_64 rng(11);
+    const float specials[] = {-0.0f, 0.0f, std::numeric_limits<float>::quiet_NaN(), -std::numeric_limits<float>::denorm_min(),
+                              std::numeric_limits<float>::denorm_min(), -std::numeric_limits<float>::infinity(),
+                              std::numeric_limits<float>::infinity(), -1.0f, 1.0f};
+    for (int64_t k : {1, 7, 8, 15, 16, 17, 63, 64, 65, 127, 384, 1536}) {
+        const int64_t rows = 5, ld = k + 3;
+        std::vector<float> x(static_cast<size_t>(rows * ld));
+        for (float & v : x) v = specials[rng() % (sizeof(specials) / sizeof(float))];
+        std::vector<uint64_t> expected(static_cast<size_t>(rows * b1_words(k)));
+        pack_b1_rows_ref(x.data(), rows, k, ld, expected.data());
+        for (Isa isa : supported_isas()) {
+            std::vector<uint64_t> got(expected.size(), ~uint64_t{0});
+            bgemm_kernel(isa).pack_signs(x.data(), rows, k, ld, got.data());
+            EXPECT_EQ(expected, got) << "isa=" << isa_name(isa) << " K=" << k;
+        }
+    }
+}
+
 TEST(Bgemm, EveryTierMatchesReferenceOnDeitShapes) {
     // (M tokens, N outputs, K inputs) of DeiT-Tiny/Small/Base linears and attention at 224 px,
     // and of the 28×28 micro model.

@@ -259,7 +259,9 @@ Operand ActQuantizer::encode(const float * x, int64_t rows, int64_t k, int64_t l
     Operand op = plane_operand(rows, k);
     const std::vector<float> zero_threshold = {0.0f};
     if (name == "sign" || name == "sign_approx") {
-        add_plane(op, pack_compare<Cmp::lt>(x, rows, k, ld, nullptr, zero_threshold), none, 1.0f);
+        std::vector<uint64_t> bits(static_cast<size_t>(rows * b1_words(k)));
+        bgemm_kernel().pack_signs(x, rows, k, ld, bits.data());
+        add_plane(op, std::move(bits), none, 1.0f);
         return op;
     }
     if (name == "rsign" || name == "elastic_signed") {

@@ -41,6 +41,17 @@ struct Avx2Ops {
         if (bias) value = _mm_add_ps(value, _mm_maskload_ps(bias, lanes));
         _mm_maskstore_ps(out, lanes, value);
     }
+    static uint64_t negative_bits(const float * x, int64_t n) {
+        // Ordered x < 0: false for −0 and NaN, which are +1 by the convention.
+        uint64_t bits = 0;
+        int64_t b = 0;
+        for (; b + 8 <= n; b += 8) {
+            const __m256 lt = _mm256_cmp_ps(_mm256_loadu_ps(x + b), _mm256_setzero_ps(), _CMP_LT_OQ);
+            bits |= static_cast<uint64_t>(static_cast<uint32_t>(_mm256_movemask_ps(lt))) << b;
+        }
+        for (; b < n; ++b) bits |= static_cast<uint64_t>(x[b] < 0.0f) << b;
+        return bits;
+    }
 };
 
 // 4 rows × 8 columns: 8 accumulators + 2 B vectors + constants fit the 16 ymm registers.
@@ -51,7 +62,7 @@ using AndTile = BgemmTile<Avx2Ops, 4, 2, BitOp::and_>;
 
 const BgemmKernel & bgemm_kernel_avx2() {
     static const BgemmKernel kernel{Isa::avx2, Tile::kMR, Tile::kNR, bgemm_drive<Tile>, bgemm_drive<AndTile>,
-                                    bgemm_drive_scaled<Tile>};
+                                    bgemm_drive_scaled<Tile>, pack_signs<Avx2Ops>};
     return kernel;
 }
 

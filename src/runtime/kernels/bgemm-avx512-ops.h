@@ -30,6 +30,16 @@ struct Avx512Ops {
         if (bias) value = _mm256_add_ps(value, _mm256_maskz_loadu_ps(lanes, bias));
         _mm256_mask_storeu_ps(out, lanes, value);
     }
+    static uint64_t negative_bits(const float * x, int64_t n) {
+        // Ordered x < 0: false for −0 and NaN, which are +1 by the convention.
+        uint64_t bits = 0;
+        for (int64_t b = 0; b < n; b += 16) {
+            const __mmask16 lanes = static_cast<__mmask16>(n - b >= 16 ? 0xFFFF : (1u << (n - b)) - 1);
+            const __m512 v = _mm512_maskz_loadu_ps(lanes, x + b);
+            bits |= static_cast<uint64_t>(_mm512_mask_cmp_ps_mask(lanes, v, _mm512_setzero_ps(), _CMP_LT_OQ)) << b;
+        }
+        return bits;
+    }
 };
 
 }  // namespace bitvit::runtime

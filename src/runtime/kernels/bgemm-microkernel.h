@@ -8,7 +8,8 @@
 // K it is a large share), with k = −1 meaning "store the counts themselves", and
 // store_scaled(float * out, Vec counts, int64_t k, int64_t n, float row_scale, const float *
 // col_scale, const float * bias): the ScaledOut epilogue (bgemm.h) of k − 2·counts for the first n
-// lanes, reading col_scale and bias (nullable) for those lanes only.
+// lanes, reading col_scale and bias (nullable) for those lanes only; and for packing,
+// negative_bits(const float * x, int64_t n) -> bit b set where x[b] < 0, for n ≤ 64 floats.
 //
 // Two products share the tile: XNOR (popcount of a ^ b, stored as K − 2·count: ±1 · ±1) and AND
 // (popcount of a & b, stored as is: a {0, 1} plane against ±1 signs or {0, 1} masks).
@@ -119,6 +120,15 @@ void bgemm_drive_scaled(int64_t m, const uint64_t * a, int64_t lda, const Packed
                                           int64_t mr, int64_t nr) {
         Tile::run_scaled(rows, panel, b1_words(b.k), b.k, o, m0, n0, mr, nr);
     });
+}
+
+// pack_b1_rows_ref through V::negative_bits, a word at a time.
+template <class V>
+void pack_signs(const float * x, int64_t rows, int64_t k, int64_t ld, uint64_t * out) {
+    const int64_t kw = b1_words(k);
+    for (int64_t r = 0; r < rows; ++r) {
+        for (int64_t w = 0; w < kw; ++w) out[r * kw + w] = V::negative_bits(x + r * ld + w * 64, std::min<int64_t>(64, k - w * 64));
+    }
 }
 
 }  // namespace bitvit::runtime

@@ -106,7 +106,7 @@ void xnor_gemm_scaled_scalar(int64_t m, const uint64_t * a, int64_t lda, const P
 
 const BgemmKernel & bgemm_kernel(Isa isa) {
     static const BgemmKernel scalar{Isa::scalar, 1, 1, popcount_gemm_scalar<true>, popcount_gemm_scalar<false>,
-                                    xnor_gemm_scaled_scalar};
+                                    xnor_gemm_scaled_scalar, pack_b1_rows_ref};
     if (static_cast<int>(isa) > static_cast<int>(best_supported_isa())) {
         throw std::invalid_argument(std::string("bgemm: this CPU cannot run the ") + isa_name(isa) + " tier");
     }

@@ -69,6 +69,8 @@ struct BgemmKernel {
     Gemm and_gemm;
     // The XNOR product with the ScaledOut epilogue (a W1A1 linear layer's whole output).
     ScaledGemm gemm_scaled;
+    // pack_b1_rows_ref: rows × K floats (row stride ld) -> canonical sign bits (1 where x < 0).
+    void (*pack_signs)(const float * x, int64_t rows, int64_t k, int64_t ld, uint64_t * out);
 };
 
 // The kernel of a tier (the CPU must support it), and the one selected_isa() picks.
