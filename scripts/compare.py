@@ -17,6 +17,7 @@ the run directory and trained in the subset regime of the same profile; its row 
 seed recipe's own subset row. Runs are resumable: a finished run is reused, an interrupted one resumed (run it again after a kill).
 """
 import argparse
+import hashlib
 import json
 import os
 import re
@@ -290,6 +291,23 @@ def ablation_table(args, profile, base, teacher):
     return lines
 
 
+def check_teacher(base, teacher_ckpt):
+    """Every run of a profile starts from one teacher: its checkpoint's SHA-256 is kept in
+    <base>/teacher.json, and a different teacher stops the script before any finished run from the old
+    one is reused as a row."""
+    digest = hashlib.sha256(open(teacher_ckpt, "rb").read()).hexdigest()
+    record = os.path.join(base, "teacher.json")
+    if os.path.exists(record):
+        kept = json.load(open(record))
+        if kept["sha256"] != digest:
+            sys.exit(f"compare.py: the runs in {os.path.relpath(base, ROOT)} were trained from another teacher "
+                     f"({kept['checkpoint']}, sha256 {kept['sha256'][:12]}…) than {os.path.relpath(teacher_ckpt, ROOT)} "
+                     f"(sha256 {digest[:12]}…); move that directory away to start the table afresh")
+        return
+    os.makedirs(base, exist_ok=True)
+    json.dump({"checkpoint": os.path.relpath(teacher_ckpt, ROOT), "sha256": digest}, open(record, "w"))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", choices=sorted(PROFILES), default="quick")
@@ -310,6 +328,7 @@ def main():
         teacher = os.path.join(base, "fp")
         train(teacher, ["--recipe", os.path.join(ROOT, "recipes", "fp.toml")] + profile["teacher"])
 
+    check_teacher(base, os.path.join(teacher, "checkpoint.pt"))
     if args.ablations:
         lines = ablation_table(args, profile, base, teacher)
         marker, title = f"compare:{args.profile}:ablations", f"Ablations, profile {args.profile}"
