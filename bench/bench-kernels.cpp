@@ -2,6 +2,7 @@
 // each ISA tier of the XNOR–popcount kernel (and of AND–popcount, the {0, 1}-attention × binary-V
 // product), each int8 kernel variant with ternary weights (TerViT's W2A8 product), LibTorch FP32
 // (OpenBLAS SGEMM) and LibTorch BF16 (oneDNN). Every benchmark reports "ops/s" = 2·M·N·K per second, so ratios compare like with like.
+// The peak/* rows are the instruction ceilings of int8 (VPDPBUSD) and FP32 (VFMADD) multiply-adds (peak-rates.h).
 //   bench-kernels --benchmark_filter=deit_small
 // scripts/bench-kernels.sh runs it and writes the ratios into docs/results.md.
 #include <benchmark/benchmark.h>
@@ -9,6 +10,7 @@
 
 #include <random>
 
+#include "peak-rates.h"
 #include "runtime/kernels/bgemm.h"
 #include "runtime/kernels/float-gemm.h"
 #include "runtime/kernels/int8-gemm.h"
@@ -105,7 +107,20 @@ void float_gemm(benchmark::State & state, Shape s, torch::ScalarType dtype) {
     set_ops_rate(state, s);
 }
 
+// Multiply-accumulates per second of one instruction kind, issued back to back (peak-rates.h).
+void peak_rate(benchmark::State & state, int64_t (*loop)(int64_t), int64_t macs_per_instruction) {
+    const int64_t rounds = 1 << 20;
+    for (auto _ : state) benchmark::DoNotOptimize(loop(rounds));
+    state.counters["ops/s"] = benchmark::Counter(
+        2.0 * static_cast<double>(macs_per_instruction * bitvit::bench::kPeakChains * rounds) * static_cast<double>(state.iterations()),
+        benchmark::Counter::kIsRate);
+}
+
 int register_all() {
+    if (bitvit::runtime::cpu_features().avx512vnni) {
+        benchmark::RegisterBenchmark("peak/vpdpbusd_zmm", peak_rate, bitvit::bench::vpdpbusd_zmm_loop, 64)->UseRealTime();
+        benchmark::RegisterBenchmark("peak/vfmadd_zmm", peak_rate, bitvit::bench::vfmadd_zmm_loop, 16)->UseRealTime();
+    }
     for (const Shape & s : kShapes) {
         const std::string shape = std::string(s.name) + "/M" + std::to_string(s.m) + "_N" + std::to_string(s.n) +
                                   "_K" + std::to_string(s.k);

@@ -73,6 +73,11 @@ def kernels_section(command, data):
         lines.append(f"| {shape} | {r['fp32_torch'] / 1e9:.0f} | {r['bf16_torch'] / 1e9:.0f} | " +
                      " | ".join(f"{v / 1e9:.0f}" if v else "—" for v in int8) + f" | {best / r['fp32_torch']:.1f}× | " +
                      " | ".join(f"{r['f32_' + t] / 1e9:.0f}" if r.get("f32_" + t) else "—" for t in f32_tiers) + " |")
+    peak = rates.get("vpdpbusd_zmm", {}).get("peak"), rates.get("vfmadd_zmm", {}).get("peak")
+    if all(peak):
+        lines += ["", f"Instruction ceilings (register-only loops of 12 independent accumulators, `peak/*` rows): "
+                  f"VPDPBUSD zmm {peak[0] / 1e9:.0f} GOPS (int8), VFMADD zmm {peak[1] / 1e9:.0f} GFLOPS (FP32): an int8 GEMM "
+                  f"can beat an FP32 GEMM by at most {peak[0] / peak[1]:.1f}× on this CPU."]
     return "\n".join(lines)
 
 
