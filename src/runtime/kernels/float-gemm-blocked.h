@@ -1,10 +1,13 @@
 // The blocked FP32 GEMM body, compiled once per ISA tier (float-gemm.cpp for the baseline,
 // float-gemm-avx2.cpp and float-gemm-avx512.cpp with their flags): the compiler vectorises the
-// contiguous column loop with the tier's registers. Contraction to FMA is off (-ffp-contract=off),
-// and every C entry sums over k in increasing order, so all tiers give the reference's bits.
+// contiguous column loop with the tier's registers. Every C entry is a chain of fused multiply-adds
+// over k in increasing order (std::fma: one rounding per step, VFMADD where the tier has FMA, the
+// library's exact fmaf in the baseline build), and nothing else is contracted (-ffp-contract=off),
+// so all tiers give the reference's bits.
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 
 namespace bitvit::runtime {
@@ -23,7 +26,7 @@ inline void sgemm_block(int64_t rows, int64_t cols, int64_t n, int64_t k, const 
         const float * b_row = bt + p * n;
         for (int64_t r = 0; r < rows; ++r) {
             const float av = a[r * k + p];
-            for (int64_t j = 0; j < cols; ++j) acc[r][j] += av * b_row[j];
+            for (int64_t j = 0; j < cols; ++j) acc[r][j] = std::fma(av, b_row[j], acc[r][j]);
         }
     }
     for (int64_t r = 0; r < rows; ++r) std::copy(acc[r], acc[r] + cols, c + r * ldc);

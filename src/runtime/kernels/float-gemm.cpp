@@ -1,6 +1,7 @@
 #include "runtime/kernels/float-gemm.h"
 
 #include <algorithm>
+#include <cmath>
 #include <stdexcept>
 #include <string>
 
@@ -14,7 +15,7 @@ void sgemm_ref(int64_t m, int64_t n, int64_t k, const float * a, const float * b
     for (int64_t i = 0; i < m; ++i) {
         for (int64_t j = 0; j < n; ++j) {
             float sum = 0.0f;
-            for (int64_t p = 0; p < k; ++p) sum += a[i * k + p] * bt[p * n + j];
+            for (int64_t p = 0; p < k; ++p) sum = std::fma(a[i * k + p], bt[p * n + j], sum);
             c[i * ldc + j] = sum;
         }
     }

@@ -10,7 +10,7 @@
 namespace bitvit::runtime {
 
 // C[i][j] = Σ_k a[i][k]·bt[k][j]: A [m, k] row-major, B given transposed as bt [k, n] (row stride n),
-// C row stride ldc. Each C entry sums over k in increasing order.
+// C row stride ldc. Each C entry is a chain of fused multiply-adds over k in increasing order.
 void sgemm_ref(int64_t m, int64_t n, int64_t k, const float * a, const float * bt, float * c, int64_t ldc);
 // The same sums (bit for bit), register-blocked, vectorised for the selected ISA tier (or `isa`,
 // which the CPU must support: AVX-512BW and VPOPCNTDQ share the 512-bit float path).
