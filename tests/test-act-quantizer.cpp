@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <limits>
 
 #include "runtime/act-quantizer.h"
 
@@ -65,6 +66,25 @@ TEST(ActQuantizer, LsqCodesAndZeroPoints) {
     EXPECT_EQ(f.kind, Operand::Kind::f32);
     // x/s = 0.5 -> 0 (tie to even), 1.5 -> 2, −10 -> clamped to −8; times s.
     EXPECT_EQ(f.values, (std::vector<float>{0.0f, 1.0f, -8.0f}));
+}
+
+TEST(ActQuantizer, LsqInt8CodesMatchNearbyintOnEveryTieAndNaN) {
+    // The int8 path rounds with an add/subtract of 1.5·2^23: the same codes as std::nearbyint (ties to
+    // even) over a row long enough to be vectorised with a remainder, ties of both signs, values
+    // clamped at both ends, and NaN (code 0).
+    const auto q = make("lsq", {{"step", {0.5f}}}, {{"qn", -128}, {"qp", 127}});
+    std::vector<float> x;
+    for (int i = -140; i <= 140; ++i) x.push_back(0.25f * static_cast<float>(i));  // x/s = i/2: every half
+    x.push_back(std::numeric_limits<float>::quiet_NaN());
+    x.push_back(1e30f);
+    x.push_back(-1e30f);
+    const int64_t k = static_cast<int64_t>(x.size());
+    const Operand op = q.encode(x.data(), 1, k, k, SiteScope::token, 0);
+    ASSERT_EQ(op.kind, Operand::Kind::int8);
+    for (int64_t j = 0; j < k; ++j) {
+        const float want = std::isnan(x[j]) ? 0.0f : std::nearbyint(std::min(std::max(x[j] / 0.5f, -128.0f), 127.0f));
+        EXPECT_EQ(op.codes[j], static_cast<int8_t>(want)) << "x = " << x[j];
+    }
 }
 
 TEST(ActQuantizer, BiVitActUsesThePerHeadScaleAndZeroPoint) {

@@ -135,6 +135,14 @@ struct ParamView {
     float operator[](int64_t j) const { return per_column ? data[j] : data[0]; }
 };
 
+// Round to nearest, ties to even (torch.round), for |u| < 2^22: adding and removing 1.5·2^23 leaves
+// no fraction bits under the default rounding mode. std::nearbyint does the same but is a library
+// call in the baseline x86-64 build (no SSE4.1 ROUNDSS), which kept LSQ encoding scalar.
+inline float round_half_even(float u) {
+    constexpr float kMagic = 12582912.0f;  // 1.5·2^23
+    return (u + kMagic) - kMagic;
+}
+
 // rows × k bits, bit (r, j) = pred(r, j, x[r·ld + j]); each word is built in a register.
 template <typename Pred>
 std::vector<uint64_t> pack_bits(const float * x, int64_t rows, int64_t k, int64_t ld, Pred pred) {
@@ -297,7 +305,7 @@ Operand ActQuantizer::encode(const float * x, int64_t rows, int64_t k, int64_t l
         const bool as_int8 = !step.per_column && !zero.per_column && qn >= -128 && qp <= 127;
         auto code = [&](int64_t j, float v) {
             const float u = has_zero ? v / step[j] + zero[j] : v / step[j];
-            return std::nearbyint(std::min(std::max(u, qn), qp));  // ties to even, as torch.round
+            return round_half_even(std::min(std::max(u, qn), qp));  // |u| ≤ 65536 once clamped (validated)
         };
         if (!as_int8) {
             Operand f = f32_operand(rows, k);
@@ -313,10 +321,15 @@ Operand ActQuantizer::encode(const float * x, int64_t rows, int64_t k, int64_t l
         q.rows = rows;
         q.k = k;
         q.codes.resize(static_cast<size_t>(rows * k));
+        // One step and zero point for the whole tensor (as_int8): a loop the compiler vectorises.
+        const float s = step[0], z = has_zero ? zero[0] : 0.0f;
         for (int64_t r = 0; r < rows; ++r) {
+            const float * row = x + r * ld;
+            int8_t * out = q.codes.data() + r * k;
             for (int64_t j = 0; j < k; ++j) {
-                const float c = code(j, x[r * ld + j]);
-                q.codes[r * k + j] = static_cast<int8_t>(std::isnan(c) ? 0.0f : c);  // NaN input: code 0, not UB
+                const float u = has_zero ? row[j] / s + z : row[j] / s;
+                const float c = round_half_even(std::min(std::max(u, qn), qp));
+                out[j] = static_cast<int8_t>(c == c ? c : 0.0f);  // NaN input: code 0, not UB
             }
         }
         q.scale.assign(static_cast<size_t>(rows), step[0]);
