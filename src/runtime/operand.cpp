@@ -82,10 +82,14 @@ bool planes_matmul(const Operand & x, const Operand & w, float * out, const floa
     thread_local std::vector<int32_t> dots;
     if (dots.size() < static_cast<size_t>(m * n)) dots.resize(static_cast<size_t>(m * n));
     const bool one_pair = x.planes.size() == 1 && w.planes.size() == 1 && x.offset.empty() && w.offset.empty();
-    if (one_pair && x.planes[0].mask.empty() && w.planes[0].mask.empty() && w.planes[0].packed.n == n) {
-        // W1A1 with a prepared weight: scales and bias applied as the results leave the registers.
-        const ScaledOut o{out, n, x.planes[0].scale.data(), w.planes[0].scale.data(), bias};
-        bgemm_kernel().gemm_scaled(m, x.planes[0].sign.data(), b1_words(k), w.planes[0].packed, o);
+    if (one_pair && x.planes[0].mask.empty() && w.planes[0].mask.empty()) {
+        // ±1 × ±1 (a W1A1 linear, binary q·kᵀ): scales and bias applied as the results leave the
+        // registers. A weight comes prepared; an activation on the right (k) is repacked here.
+        const BgemmKernel & kernel = bgemm_kernel();
+        const Plane & pw = w.planes[0];
+        const PackedB1 transient = pw.packed.n == n ? PackedB1{} : repack_b1_panels(pw.sign.data(), n, k, kernel.nr);
+        const ScaledOut o{out, n, x.planes[0].scale.data(), pw.scale.data(), bias};
+        kernel.gemm_scaled(m, x.planes[0].sign.data(), b1_words(k), pw.packed.n == n ? pw.packed : transient, o);
         return true;
     }
     const bool fuse_bias = bias && one_pair;
