@@ -60,7 +60,7 @@ def kernels_section(command, data):
             lines.append(f"| {shape} | {product} | {r['fp32_torch'] / 1e9:.0f} | {r['bf16_torch'] / 1e9:.0f} | {cells} | "
                          f"{best / r['fp32_torch']:.1f}× | {best / r['bf16_torch']:.1f}× |")
     lines += ["", "Ternary weights × int8 activations (TerViT's W2A8 product) on the int8 kernel variants, and the "
-              "runtime's own FP32 GEMM tiers (bit-exact with their reference: no FMA contraction):", "",
+              "runtime's own FP32 GEMM tiers (bit-exact with their reference: the same chain of fused multiply-adds):", "",
               "| layer (M×N×K) | FP32 (OpenBLAS) GOPS | BF16 (oneDNN) GOPS | " +
               " | ".join(f"ternary×int8 {v} GOPS" for v in int8_variants) + " | best ternary×int8 ÷ FP32 | " +
               " | ".join(f"runtime FP32 {t} GOPS" for t in f32_tiers) + " |",

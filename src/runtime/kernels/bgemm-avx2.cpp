@@ -2,6 +2,8 @@
 // with two 16-entry nibble lookups (vpshufb) and summed per 64-bit lane with vpsadbw.
 #include <immintrin.h>
 
+#include <algorithm>
+
 #include "runtime/kernels/bgemm-microkernel.h"
 #include "runtime/kernels/bgemm-tiers.h"
 
@@ -31,8 +33,13 @@ struct Avx2Ops {
         const __m128i mask = _mm_cmpgt_epi32(_mm_set1_epi32(static_cast<int>(n)), _mm_setr_epi32(0, 1, 2, 3));
         _mm_maskstore_epi32(c, mask, packed);
     }
-    static void store_scaled(float * out, Vec counts, int64_t k, int64_t n, float row_scale, const float * col_scale,
-                             const float * bias) {
+    static void store_scaled(float * out, Vec counts0, Vec counts1, int64_t k, int64_t n, float row_scale,
+                             const float * col_scale, const float * bias) {
+        store_scaled_half(out, counts0, k, std::min<int64_t>(n, kLanes), row_scale, col_scale, bias);
+        if (n > kLanes) store_scaled_half(out + kLanes, counts1, k, n - kLanes, row_scale, col_scale + kLanes, bias ? bias + kLanes : nullptr);
+    }
+    static void store_scaled_half(float * out, Vec counts, int64_t k, int64_t n, float row_scale, const float * col_scale,
+                                  const float * bias) {
         const __m256i r = _mm256_sub_epi64(_mm256_set1_epi64x(k), _mm256_slli_epi64(counts, 1));
         const __m128 dot = _mm_cvtepi32_ps(_mm256_castsi256_si128(_mm256_permutevar8x32_epi32(r, _mm256_setr_epi32(0, 2, 4, 6, 0, 0, 0, 0))));
         const __m128i lanes = _mm_cmpgt_epi32(_mm_set1_epi32(static_cast<int>(n)), _mm_setr_epi32(0, 1, 2, 3));

@@ -21,14 +21,18 @@ struct Avx512Ops {
         const __m512i r = k < 0 ? counts : _mm512_sub_epi64(_mm512_set1_epi64(k), _mm512_slli_epi64(counts, 1));
         _mm256_mask_storeu_epi32(c, static_cast<__mmask8>((1u << n) - 1), _mm512_cvtepi64_epi32(r));
     }
-    static void store_scaled(float * out, Vec counts, int64_t k, int64_t n, float row_scale, const float * col_scale,
-                             const float * bias) {
-        const __mmask8 lanes = static_cast<__mmask8>((1u << n) - 1);
-        const __m256 dot = _mm512_cvtepi64_ps(_mm512_sub_epi64(_mm512_set1_epi64(k), _mm512_slli_epi64(counts, 1)));
-        const __m256 scale = _mm256_mul_ps(_mm256_set1_ps(row_scale), _mm256_maskz_loadu_ps(lanes, col_scale));
-        __m256 value = _mm256_mul_ps(scale, dot);
-        if (bias) value = _mm256_add_ps(value, _mm256_maskz_loadu_ps(lanes, bias));
-        _mm256_mask_storeu_ps(out, lanes, value);
+    static void store_scaled(float * out, Vec counts0, Vec counts1, int64_t k, int64_t n, float row_scale,
+                             const float * col_scale, const float * bias) {
+        // Both accumulators' counts (≤ K, so int32) in one zmm, then k − 2·count and the float
+        // epilogue on 16 lanes at once.
+        const __mmask16 lanes = static_cast<__mmask16>((1u << n) - 1);
+        const __m512i counts = _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi64_epi32(counts0)),
+                                                  _mm512_cvtepi64_epi32(counts1), 1);
+        const __m512 dot = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_set1_epi32(static_cast<int>(k)), _mm512_slli_epi32(counts, 1)));
+        const __m512 scale = _mm512_mul_ps(_mm512_set1_ps(row_scale), _mm512_maskz_loadu_ps(lanes, col_scale));
+        __m512 value = _mm512_mul_ps(scale, dot);
+        if (bias) value = _mm512_add_ps(value, _mm512_maskz_loadu_ps(lanes, bias));
+        _mm512_mask_storeu_ps(out, lanes, value);
     }
     static uint64_t negative_bits(const float * x, int64_t n) {
         // Ordered x < 0: false for −0 and NaN, which are +1 by the convention.

@@ -6,9 +6,10 @@
 // popcount per 64-bit lane, store_result(int32_t * c, Vec counts, int64_t k, int64_t n):
 // c[l] = k − 2·counts[l] for the first n ≤ kLanes lanes (the epilogue stays in registers: for small
 // K it is a large share), with k = −1 meaning "store the counts themselves", and
-// store_scaled(float * out, Vec counts, int64_t k, int64_t n, float row_scale, const float *
-// col_scale, const float * bias): the ScaledOut epilogue (bgemm.h) of k − 2·counts for the first n
-// lanes, reading col_scale and bias (nullable) for those lanes only; and for packing,
+// store_scaled(float * out, Vec counts0, Vec counts1, int64_t k, int64_t n, float row_scale, const
+// float * col_scale, const float * bias): the ScaledOut epilogue (bgemm.h) of k − 2·counts for the
+// first n ≤ 2·kLanes columns of two adjacent accumulators (converted together: the epilogue is a
+// large share at small K), reading col_scale and bias (nullable) for those columns only; and for packing,
 // negative_bits(const float * x, int64_t n) -> bit b set where x[b] < 0, for n ≤ 64 floats.
 //
 // Two products share the tile: XNOR (popcount of a ^ b, stored as K − 2·count: ±1 · ±1) and AND
@@ -30,6 +31,7 @@ template <class V, int MR, int NV, BitOp Op = BitOp::xnor>
 struct BgemmTile {
     static constexpr int64_t kMR = MR;
     static constexpr int64_t kNR = NV * V::kLanes;
+    static_assert(NV % 2 == 0, "the scaled epilogue stores accumulators in pairs");
 
     using Vec = typename V::Vec;
 
@@ -57,10 +59,10 @@ struct BgemmTile {
             if (i >= mr) break;
             float * out = o.out + (m0 + i) * o.ldo + n0;
             const float row_scale = o.row_scale[m0 + i];
-            for (int j = 0; j < NV; ++j) {
-                const int64_t lanes = std::min<int64_t>(V::kLanes, nr - j * V::kLanes), c = n0 + j * V::kLanes;
+            for (int j = 0; j < NV; j += 2) {
+                const int64_t lanes = std::min<int64_t>(2 * V::kLanes, nr - j * V::kLanes), c = n0 + j * V::kLanes;
                 if (lanes > 0) {
-                    V::store_scaled(out + j * V::kLanes, acc[i][j], k, lanes, row_scale, o.col_scale + c,
+                    V::store_scaled(out + j * V::kLanes, acc[i][j], acc[i][j + 1], k, lanes, row_scale, o.col_scale + c,
                                     o.bias ? o.bias + c : nullptr);
                 }
             }
