@@ -111,6 +111,50 @@ TEST(Loader, NormalisesAndAugmentsDeterministically) {
     EXPECT_TRUE(differs);
 }
 
+// Random erasing replaces exactly one axis-aligned rectangle of 2–33 % of the image (checked on a
+// constant image, where every erased pixel differs from the plain value), is seeded, and leaves the
+// crop and flip draws of the same seed unchanged (they come first from the sample's generator).
+TEST(Loader, RandomErasingReplacesOneRectangle) {
+    data::ImageDataset d;
+    d.channels = 1;
+    d.height = 20;
+    d.width = 24;
+    d.pixels.assign(static_cast<size_t>(d.height * d.width), 200);
+    d.labels = {0};
+    const int64_t idx[] = {0, 0, 0, 0, 0, 0, 0, 0};
+    const Preprocess plain_pre{{0.0f}, {1.0f}, 0, false};
+    Preprocess erase_pre = plain_pre;
+    erase_pre.random_erase = 1.0;
+    const auto plain = make_batch(d, idx, 8, plain_pre, false, 7);
+    const auto erased = make_batch(d, idx, 8, erase_pre, true, 7);
+    EXPECT_TRUE(torch::equal(erased.images, make_batch(d, idx, 8, erase_pre, true, 7).images));
+    EXPECT_FALSE(torch::equal(erased.images, make_batch(d, idx, 8, erase_pre, true, 8).images));
+    for (int64_t j = 0; j < 8; ++j) {
+        const auto changed = erased.images[j][0].ne(plain.images[j][0]);  // [H, W]
+        const auto rows = changed.any(1).nonzero().flatten(), cols = changed.any(0).nonzero().flatten();
+        ASSERT_GT(rows.numel(), 0) << "sample " << j << " was not erased";
+        const int64_t h = rows.max().item<int64_t>() - rows.min().item<int64_t>() + 1;
+        const int64_t w = cols.max().item<int64_t>() - cols.min().item<int64_t>() + 1;
+        EXPECT_EQ(changed.sum().item<int64_t>(), h * w) << "sample " << j << ": not one filled rectangle";
+        EXPECT_EQ(rows.numel(), h);
+        EXPECT_EQ(cols.numel(), w);
+        const double share = static_cast<double>(h * w) / static_cast<double>(d.height * d.width);
+        EXPECT_GE(share, 0.012) << "sample " << j;  // 2 % up to rounding of h and w
+        EXPECT_LE(share, 0.40) << "sample " << j;
+    }
+    // Without augmentation, nothing is erased; probability 0 erases nothing either.
+    EXPECT_TRUE(torch::equal(make_batch(d, idx, 8, erase_pre, false, 7).images, plain.images));
+    EXPECT_TRUE(torch::equal(make_batch(d, idx, 8, plain_pre, true, 7).images, plain.images));
+    // Crop and flip draws are those of the same seed without erasing.
+    const auto tiny = tiny_images();
+    Preprocess crop_flip{{0.5f}, {0.25f}, 1, true};
+    Preprocess crop_flip_erase = crop_flip;
+    crop_flip_erase.random_erase = 1e-9;  // drawn, but (almost surely) never erasing
+    const int64_t two[] = {2, 0};
+    EXPECT_TRUE(torch::equal(make_batch(tiny, two, 2, crop_flip, true, 5).images,
+                             make_batch(tiny, two, 2, crop_flip_erase, true, 5).images));
+}
+
 TEST(Loader, YieldsEveryBatchAndRethrowsErrors) {
     const auto d = tiny_images();
     BatchLoader loader(d, {4, 3, 2, 1, 0}, 2, false, Preprocess{{0.0f}, {1.0f}, 0, false}, false, 0, 1);

@@ -306,6 +306,7 @@ TrainConfig parse_config(const std::string & toml_text, const std::string & orig
     data.read("test_subset", c.data.test_subset);
     data.read("crop_padding", c.data.crop_padding);
     data.read("hflip", c.data.hflip);
+    data.read("random_erase", c.data.random_erase);
     data.read("mean", c.data.mean);
     data.read("std", c.data.std);
     data.read("prefetch", c.data.prefetch);
@@ -313,6 +314,7 @@ TrainConfig parse_config(const std::string & toml_text, const std::string & orig
     data.check(c.data.train_subset >= 0, "train_subset", "must not be negative");
     data.check(c.data.test_subset >= 0, "test_subset", "must not be negative");
     data.check(c.data.crop_padding >= 0, "crop_padding", "must not be negative");
+    data.check(c.data.random_erase >= 0 && c.data.random_erase <= 1, "random_erase", "must be a probability in [0, 1]");
     data.check(c.data.prefetch >= 1, "prefetch", "must be at least 1");
     data.check(!c.data.mean.empty() && c.data.mean.size() == c.data.std.size(), "mean",
                "and data.std must be non-empty and of equal length (one value per channel)");
@@ -416,6 +418,7 @@ std::string TrainConfig::to_toml() const {
                              {"test_subset", data.test_subset},
                              {"crop_padding", data.crop_padding},
                              {"hflip", data.hflip},
+                             {"random_erase", data.random_erase},
                              {"mean", numbers(data.mean)},
                              {"std", numbers(data.std)},
                              {"prefetch", data.prefetch}}},

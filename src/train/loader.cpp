@@ -1,6 +1,7 @@
 #include "loader.h"
 
 #include <algorithm>
+#include <cmath>
 #include <random>
 
 namespace bitvit {
@@ -14,6 +15,32 @@ uint64_t mix_seed(uint64_t a, uint64_t b, uint64_t c) {
     };
     return splitmix(splitmix(splitmix(a) ^ b) ^ c);
 }
+
+namespace {
+
+// Random erasing of one normalised image [C, H, W] (timm's RandomErasing, mode "pixel", one
+// rectangle): the rectangle's area is uniform in [2 %, 1/3] of the image and its aspect ratio
+// log-uniform in [0.3, 1/0.3]; a draw that does not fit is retried up to 10 times, then skipped.
+void erase_random_rectangle(float * image, int64_t C, int64_t H, int64_t W, std::mt19937_64 & rng) {
+    std::uniform_real_distribution<double> area_share(0.02, 1.0 / 3.0);
+    std::uniform_real_distribution<double> log_ratio(std::log(0.3), std::log(1.0 / 0.3));
+    for (int attempt = 0; attempt < 10; ++attempt) {
+        const double area = area_share(rng) * static_cast<double>(H * W);
+        const double ratio = std::exp(log_ratio(rng));
+        const auto h = static_cast<int64_t>(std::lround(std::sqrt(area * ratio)));
+        const auto w = static_cast<int64_t>(std::lround(std::sqrt(area / ratio)));
+        if (h < 1 || w < 1 || h > H || w > W) continue;
+        const int64_t top = std::uniform_int_distribution<int64_t>(0, H - h)(rng);
+        const int64_t left = std::uniform_int_distribution<int64_t>(0, W - w)(rng);
+        std::normal_distribution<float> noise(0.0f, 1.0f);
+        for (int64_t c = 0; c < C; ++c)
+            for (int64_t y = top; y < top + h; ++y)
+                for (int64_t x = left; x < left + w; ++x) image[(c * H + y) * W + x] = noise(rng);
+        return;
+    }
+}
+
+}  // namespace
 
 std::vector<int64_t> epoch_order(int64_t n, uint64_t seed, int64_t epoch) {
     std::vector<int64_t> order(static_cast<size_t>(n));
@@ -39,8 +66,8 @@ Batch make_batch(const data::ImageDataset & data, const int64_t * indices, int64
         labels[j] = data.labels[static_cast<size_t>(indices[j])];
         int64_t dy = 0, dx = 0;
         bool flip = false;
+        std::mt19937_64 rng(mix_seed(augment_seed, static_cast<uint64_t>(j)));
         if (augment) {
-            std::mt19937_64 rng(mix_seed(augment_seed, static_cast<uint64_t>(j)));
             if (pad > 0) {
                 std::uniform_int_distribution<int64_t> offset(-pad, pad);
                 dy = offset(rng);
@@ -63,6 +90,10 @@ Batch make_batch(const data::ImageDataset & data, const int64_t * indices, int64
                     dst[y * W + x] = (inside ? plane[sy * W + sx] : 0) * scale + shift;
                 }
             }
+        }
+        if (augment && pre.random_erase > 0 &&
+            std::uniform_real_distribution<double>(0.0, 1.0)(rng) < pre.random_erase) {
+            erase_random_rectangle(out + j * C * H * W, C, H, W, rng);
         }
     }
     return batch;

@@ -26,13 +26,17 @@ struct Preprocess {
     std::vector<float> mean, std;  // per channel, on [0, 1] pixels
     int64_t crop_padding = 0;      // training only: random crop after zero padding
     bool hflip = false;            // training only: random horizontal flip
+    // Training only: with this probability, one random rectangle of the (cropped, flipped) image is
+    // replaced by N(0, 1) noise in normalised units — Zhong et al.'s random erasing, in timm's "pixel"
+    // mode (area 2–33 % of the image, aspect ratio log-uniform in [0.3, 3.3], ≤ 10 tries to fit).
+    double random_erase = 0.0;
 };
 
 // A permutation of [0, n) that depends only on (seed, epoch).
 std::vector<int64_t> epoch_order(int64_t n, uint64_t seed, int64_t epoch);
 
 // Builds one batch from data[indices[0..count)]. With augment, sample j of the batch draws its crop
-// offset and flip from a generator seeded by (augment_seed, j).
+// offset, flip and erased rectangle (in that order) from a generator seeded by (augment_seed, j).
 Batch make_batch(const data::ImageDataset & data, const int64_t * indices, int64_t count, const Preprocess & pre,
                  bool augment, uint64_t augment_seed);
 

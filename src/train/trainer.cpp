@@ -150,6 +150,7 @@ Preprocess make_preprocess(const DataSection & d) {
     pre.std.assign(d.std.begin(), d.std.end());
     pre.crop_padding = d.crop_padding;
     pre.hflip = d.hflip;
+    pre.random_erase = d.random_erase;
     return pre;
 }
 
