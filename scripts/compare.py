@@ -28,7 +28,8 @@ import tomllib
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BITVIT = os.path.join(ROOT, "build", "bitvit")
 RESULTS = os.path.join(ROOT, "docs", "results.md")
-RECIPES = ["lsq-w8a8", "bnn", "bibert", "bit", "reactnet", "twn", "bivit", "bivit-w1a1", "tervit", "bi-vit", "gsb"]
+RECIPES = ["lsq-w8a8", "bnn", "bibert", "bit", "reactnet", "twn", "bivit", "bivit-w1a1", "tervit", "bi-vit", "gsb",
+           "bi-vit-binary-embed"]
 
 # Per profile: overrides for the teacher run (None: use runs/fp, the shipped FP recipe's run), and for
 # the full-set and subset rows.

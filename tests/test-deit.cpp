@@ -105,10 +105,10 @@ TEST(Deit, SitesAreNamedAndInstalledTransformsApply) {
                            "blocks.0.attn.v", "blocks.0.attn.probs", "blocks.0.attn.proj.weight",
                            "blocks.0.attn.proj.input", "blocks.3.mlp.fc1.weight", "blocks.3.mlp.fc1.input",
                            "blocks.3.mlp.fc2.weight", "blocks.3.mlp.fc2.input", "patch_embed.proj.weight",
-                           "head.weight", "head.input"}) {
+                           "patch_embed.proj.input", "head.weight", "head.input"}) {
         EXPECT_TRUE(all.count(s)) << s;
     }
-    EXPECT_EQ(sites.size(), 4u * 12 + 3);
+    EXPECT_EQ(sites.size(), 4u * 12 + 4);
     model->eval();
     torch::NoGradGuard no_grad;
     auto x = torch::randn({2, 1, 28, 28});
@@ -134,6 +134,26 @@ TEST(Deit, SitesAreNamedAndInstalledTransformsApply) {
 
     EXPECT_THROW(model->install("blocks.9.attn.q", probs), std::invalid_argument);
     EXPECT_THROW(model->install("blocks.0.attn.qq", probs), std::invalid_argument);
+}
+
+// A transform at patch_embed.proj.input sees each patch as a token, in the conv weight's (channel,
+// row, column) order, and the im2col product it switches to computes what the convolution computes.
+TEST(Deit, PatchEmbeddingInputSiteSeesPatchesAsTokens) {
+    Deit model(deit_config("deit_nano_patch7_28"));
+    model->eval();
+    torch::NoGradGuard no_grad;
+    const auto x = torch::randn({2, 1, 28, 28});
+    const auto before = model->forward(x);
+    auto patches = std::make_shared<ScaleBy>(1.0);
+    model->install("patch_embed.proj.input", patches);
+    EXPECT_TRUE(torch::allclose(model->forward(x), before, 1e-5, 1e-5));
+    ASSERT_EQ(patches->last_shape, (std::vector<int64_t>{2, 16, 49}));  // [B, 4·4 patches, 1·7·7]
+    // Patch 6 (grid row 1, column 2) of image 1 is pixels [7, 14) × [14, 21), row by row.
+    const auto expected = x[1][0].slice(0, 7, 14).slice(1, 14, 21).flatten();
+    EXPECT_TRUE(torch::equal(patches->last_input[1][6], expected));
+    model->install("patch_embed.proj.input", std::make_shared<ScaleBy>(0.0));  // zero patches: bias only
+    const auto embedded = model->patch_embed->forward(x);
+    EXPECT_TRUE(torch::equal(embedded[0][5], model->patch_embed->proj->bias));
 }
 
 TEST(Deit, BlockVariantsAddTheirParametersAndChangeTheForward) {

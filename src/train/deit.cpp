@@ -90,9 +90,10 @@ QLinearImpl::QLinearImpl(int64_t in_features, int64_t out_features, bool with_bi
     if (with_bias) bias = register_parameter("bias", torch::zeros({out_features}));
 }
 
-torch::Tensor QLinearImpl::forward(const torch::Tensor & x) {
-    const torch::Tensor xq = sites.apply("input", x), wq = sites.apply("weight", weight);
-    const SiteTransform xt = sites.installed("input"), wt = sites.installed("weight");
+// xq · wqᵀ + bias for the outputs xq [..., in] and wq [out, in] of the site transforms xt and wt
+// (nullptr: none).
+torch::Tensor codes_first_linear(const torch::Tensor & xq, const SiteTransform & xt, const torch::Tensor & wq,
+                                 const SiteTransform & wt, const torch::Tensor & bias) {
     const torch::Tensor xs = xt ? xt->code_scale(xq) : torch::Tensor(), ws = wt ? wt->code_scale(wq) : torch::Tensor();
     if (!xs.defined() || !ws.defined()) return F::linear(xq, wq, bias);
     // Binary (or ternary) codes on both sides: Σ codes·codes is an exact integer, then × (α·s_row),
@@ -100,6 +101,11 @@ torch::Tensor QLinearImpl::forward(const torch::Tensor & x) {
     // F::linear(xq, wq) gives it. A zero scale (an all-zero row) has codes 0.
     const torch::Tensor out = F::linear(codes_of(xq, xs), codes_of(wq, ws.unsqueeze(1))) * (xs * ws);
     return bias.defined() ? out + bias : out;
+}
+
+torch::Tensor QLinearImpl::forward(const torch::Tensor & x) {
+    return codes_first_linear(sites.apply("input", x), sites.installed("input"), sites.apply("weight", weight),
+                              sites.installed("weight"), bias);
 }
 
 AttentionImpl::AttentionImpl(int64_t dim, int64_t heads, bool qkv_bias, const BlockVariant & v, int64_t num_tokens)
@@ -210,15 +216,25 @@ torch::Tensor BlockImpl::forward(const torch::Tensor & x) {
 }
 
 PatchEmbedImpl::PatchEmbedImpl(int64_t in_chans, int64_t embed_dim, int64_t patch_size)
-    : sites(*this, {{"proj.weight", {SiteKind::weight, embed_dim}}}) {
+    : sites(*this, {{"proj.weight", {SiteKind::weight, embed_dim}},
+                    {"proj.input", {SiteKind::token_activation, in_chans * patch_size * patch_size}}}) {
     proj = register_module(
         "proj", torch::nn::Conv2d(torch::nn::Conv2dOptions(in_chans, embed_dim, patch_size).stride(patch_size)));
 }
 
 torch::Tensor PatchEmbedImpl::forward(const torch::Tensor & images) {
-    auto w = sites.apply("proj.weight", proj->weight);
-    auto x = F::conv2d(images, w, F::Conv2dFuncOptions().bias(proj->bias).stride(proj->options.stride()));
-    return x.flatten(2).transpose(1, 2);  // [B, D, h, w] -> [B, N, D]
+    const auto w = sites.apply("proj.weight", proj->weight);  // [D, C, p, p]
+    const SiteTransform input = sites.installed("proj.input");
+    if (!input) {
+        const auto x = F::conv2d(images, w, F::Conv2dFuncOptions().bias(proj->bias).stride(proj->options.stride()));
+        return x.flatten(2).transpose(1, 2);  // [B, D, h, w] -> [B, N, D]
+    }
+    // A quantized input quantizes each patch as a token: im2col in the conv weight's (channel, row,
+    // column) order, [B, C, H, W] -> [B, N, C·p·p], then the linear product — the runtime's
+    // computation (codes first when both sides are binary).
+    const int64_t p = proj->options.kernel_size()->at(0);
+    const auto patches = F::unfold(images, F::UnfoldFuncOptions({p, p}).stride({p, p})).transpose(1, 2);
+    return codes_first_linear(input->forward(patches), input, w.flatten(1), sites.installed("proj.weight"), proj->bias);
 }
 
 void DeitConfig::validate() const {

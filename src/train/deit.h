@@ -9,7 +9,8 @@
 // Sites (per block i, prefixed "blocks.{i}."):
 //   attn.qkv.weight attn.qkv.input attn.q attn.k attn.v attn.probs attn.proj.weight attn.proj.input
 //   mlp.fc1.weight mlp.fc1.input mlp.fc2.weight mlp.fc2.input
-// and patch_embed.proj.weight, head.weight, head.input (head_dist.* when distilled).
+// and patch_embed.proj.weight, patch_embed.proj.input (each C·p·p patch, as a token), head.weight,
+// head.input (head_dist.* when distilled).
 #pragma once
 
 #include <torch/torch.h>
@@ -175,7 +176,8 @@ struct DeitOutput {
     torch::Tensor dist_logits;  // [B, classes] from the distillation token (undefined if not distilled)
 };
 
-// Conv patchify: [B, C, H, W] -> [B, N, D], with site "proj.weight".
+// Conv patchify: [B, C, H, W] -> [B, N, D], with sites "proj.weight" ([D, C, p, p]) and "proj.input"
+// (the patches [B, N, C·p·p]; with a quantizer there, the patchify runs as im2col and a linear).
 class PatchEmbedImpl : public torch::nn::Module {
   public:
     PatchEmbedImpl(int64_t in_chans, int64_t embed_dim, int64_t patch_size);

@@ -38,9 +38,9 @@ OpsReport count_ops(Deit & model) {
     const double N = static_cast<double>(c.num_tokens()), D = static_cast<double>(c.embed_dim);
     const double hidden = static_cast<double>(static_cast<int64_t>(c.embed_dim * c.mlp_ratio));
     const double patch_in = static_cast<double>(c.in_chans * c.patch_size * c.patch_size);
-    const Precision fp{};
     OpsReport r;
-    r.layers.push_back(cost("patch_embed", c.num_patches() * patch_in * D, at(model, "patch_embed.proj.weight"), fp, true));
+    r.layers.push_back(cost("patch_embed", c.num_patches() * patch_in * D, at(model, "patch_embed.proj.weight"),
+                            at(model, "patch_embed.proj.input"), true));
     for (int64_t i = 0; i < c.depth; ++i) {
         const std::string b = "blocks." + std::to_string(i) + ".";
         auto linear = [&](const std::string & name, double macs) {
