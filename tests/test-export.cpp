@@ -3,12 +3,14 @@
 // of corruption — a missing, mistyped, mis-shaped or extra tensor, a NaN scale, padding bits, a wrong
 // version, unknown quantizers, an inconsistent architecture — is refused with a message naming it.
 #include <gtest/gtest.h>
+#include <stb_image_write.h>
 
 #include <cstring>
 #include <filesystem>
 #include <functional>
 #include <nlohmann/json.hpp>
 
+#include "cli/runtime-commands.h"
 #include "format/safetensors.h"
 #include "train/quant/quantizers.h"
 #include "runtime/model.h"
@@ -183,6 +185,58 @@ TEST_F(PackedFormat, HalfTensorsAreRefusedWhereTheyDoNotBelong) {
         },
         "blocks.0.attn.probs.alphas' has dtype F16");
     expect_refused([&](EditableFile & e) { e.metadata["format_version"] = "3"; }, "format_version 3 is not supported");
+}
+
+// Class names travel in the metadata: exported from the checkpoint, validated at load, used by `run`.
+TEST_F(PackedFormat, ClassNamesTravelWithTheModel) {
+    EXPECT_TRUE(runtime::PackedModel::load(path()).class_names().empty());  // optional: none recorded
+    EXPECT_EQ(runtime::PackedModel::load(path()).class_name(3), "3");
+    const int64_t classes = model_->config().num_classes;
+    std::vector<std::string> names;
+    for (int64_t c = 0; c < classes; ++c) names.push_back("class-" + std::to_string(c));
+    const std::string named = (dir_ / "named.safetensors").string();
+    export_packed(model_, ExportOptions{"test", {0.2860}, {0.3530}, false, names}, named);
+    const auto packed = runtime::PackedModel::load(named);
+    EXPECT_EQ(packed.class_names(), names);
+    EXPECT_EQ(packed.class_name(2), "class-2");
+    names.pop_back();
+    EXPECT_THROW(export_packed(model_, ExportOptions{"test", {0.2860}, {0.3530}, false, names}, named), std::invalid_argument);
+    expect_refused([](EditableFile & e) { e.metadata["class_names"] = "[\"a\", \"b\"]"; }, "class_names");
+    expect_refused([&](EditableFile & e) { e.metadata["class_names"] = nlohmann::json(std::vector<int>(classes, 1)).dump(); },
+                   "class_names");
+    expect_refused([](EditableFile & e) { e.metadata["class_names"] = "{not json"; }, "class_names");
+}
+
+// `run` on image files: each file decoded, resized to the model's input, classified by name.
+TEST_F(PackedFormat, RunClassifiesImageFiles) {
+    const int64_t classes = model_->config().num_classes;
+    std::vector<std::string> names;
+    for (int64_t c = 0; c < classes; ++c) names.push_back("kind" + std::to_string(c));
+    const std::string named = (dir_ / "run.safetensors").string();
+    export_packed(model_, ExportOptions{"test", {0.2860}, {0.3530}, false, names}, named);
+    std::vector<uint8_t> big(56 * 56);
+    for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<uint8_t>((i * 37) % 251);
+    const std::string image = (dir_ / "input.png").string();
+    ASSERT_TRUE(stbi_write_png(image.c_str(), 56, 56, 1, big.data(), 56));
+
+    cli::RunArgs args;
+    args.model = named;
+    args.image_files = {image};
+    args.inputs.threads = 1;
+    testing::internal::CaptureStdout();
+    EXPECT_EQ(cli::run_command(args), 0);
+    const std::string out = testing::internal::GetCapturedStdout();
+    // What the runtime predicts for the same file, read and resized the same way.
+    const auto packed = runtime::PackedModel::load(named);
+    const std::vector<uint8_t> pixels = data::read_image_file(image, 1, 28, 28);
+    const auto logits = packed.predict(pixels.data(), 1, 1)[0];
+    const auto top = std::max_element(logits.begin(), logits.end()) - logits.begin();
+    const std::string expected = image + ": kind" + std::to_string(top) + " (class " + std::to_string(top) + ", p 0.";
+    EXPECT_NE(out.find(expected), std::string::npos) << out;
+    EXPECT_EQ(out.find("accuracy"), std::string::npos) << "unlabelled files have no accuracy: " << out;
+
+    args.image_files = {(dir_ / "missing.png").string()};
+    EXPECT_THROW(cli::run_command(args), data::DataError);
 }
 
 TEST_F(PackedFormat, ThreadsSplitTheWorkWithoutChangingABit) {

@@ -223,6 +223,24 @@ TEST(ImageFolder, ReadsResizesAndRejectsCorruptImages) {
     expect_data_error([&] { read_image_folder(dir.file("nothing"), 3, 4, 4); }, {"not a directory"});
 }
 
+TEST(ImageFile, DecodesConvertsAndResizesOneImage) {
+    TempDir dir;
+    std::vector<uint8_t> gray(10 * 10);
+    for (size_t i = 0; i < gray.size(); ++i) gray[i] = static_cast<uint8_t>(i < 50 ? 0 : 240);  // top half black
+    ASSERT_TRUE(stbi_write_png(dir.file("shirt.png").c_str(), 10, 10, 1, gray.data(), 10));
+    const std::vector<uint8_t> small = read_image_file(dir.file("shirt.png"), 1, 2, 2);  // [1, 2, 2]
+    ASSERT_EQ(small.size(), 4u);
+    EXPECT_LT(small[0], 60);   // top row (the resize filter blurs across the edge)
+    EXPECT_GT(small[3], 180);  // bottom row
+    const std::vector<uint8_t> rgb = read_image_file(dir.file("shirt.png"), 3, 5, 5);  // gray copied into 3 planes
+    ASSERT_EQ(rgb.size(), 75u);
+    EXPECT_EQ(rgb[24], rgb[24 + 25]);
+    std::ofstream(dir.file("truncated.png")) << std::string("\x89PNG\r\n\x1a\n", 8);
+    expect_data_error([&] { read_image_file(dir.file("truncated.png"), 1, 28, 28); }, {"truncated.png", "cannot decode"});
+    expect_data_error([&] { read_image_file(dir.file("missing.png"), 1, 28, 28); }, {"missing.png", "cannot decode"});
+    expect_data_error([&] { read_image_file(dir.file("shirt.png"), 2, 28, 28); }, {"shirt.png", "1 or 3 channels"});
+}
+
 TEST(StratifiedSubset, KeepsClassSharesAndIsSeeded) {
     std::vector<int32_t> labels;
     for (int i = 0; i < 1000; ++i) labels.push_back(i < 600 ? 0 : (i < 900 ? 1 : 2));

@@ -199,7 +199,7 @@ int run_export(const std::string & checkpoint, const std::string & out, std::str
     LoadedModel loaded = load_model(checkpoint);
     if (method.empty()) method = method_of(checkpoint);
     const DataSection & d = loaded.state.config.data;
-    const ExportSummary s = export_packed(loaded.model, ExportOptions{method, d.mean, d.std, half_storage}, out);
+    const ExportSummary s = export_packed(loaded.model, ExportOptions{method, d.mean, d.std, half_storage, loaded.state.class_names}, out);
     std::printf("exported %s -> %s (method %s)\n", checkpoint.c_str(), out.c_str(), method.c_str());
     std::printf("packed weight sites: %lld\nfile: %.3f MB, FP32 parameters: %.3f MB (%.1fx smaller)\n",
                 static_cast<long long>(s.packed_sites), s.file_bytes / 1e6, s.fp32_bytes / 1e6,
@@ -313,25 +313,14 @@ int main(int argc, char ** argv) {
                   "Store full-precision tensors and weight scales as F16 (format version 2): a smaller file whose "
                   "answers are close to, not bit-identical with, the trained model's (check with bitvit verify)");
 
-    std::string rt_model, rt_input, rt_labels, rt_ckpt, rt_data = "fashion-mnist", rt_split = "test";
-    int64_t rt_subset = 0, rt_show = 0;
-    int rt_threads = 0;
-    auto add_runtime_inputs = [&](CLI::App * cmd) {
-        cmd->add_option("--input", rt_input, "IDX image file (gzip or plain); default: the --data set")->check(CLI::ExistingFile);
-        cmd->add_option("--labels", rt_labels, "IDX label file for --input")->check(CLI::ExistingFile);
-        cmd->add_option("--data", rt_data, "Data set when no --input is given (fashion-mnist, mnist, ...)");
-        cmd->add_option("--split", rt_split, "test or train")->check(CLI::IsMember({"test", "train"}));
-        cmd->add_option("--subset", rt_subset, "Stratified subset of N images; 0 = all");
-        cmd->add_option("--threads", rt_threads, "Runtime threads; 0 = all cores");
-    };
-    auto * run = app.add_subcommand("run", "Run a packed model in the bit-wise runtime: predictions, accuracy, speed");
-    run->add_option("model", rt_model, "Packed model file")->required()->check(CLI::ExistingFile);
-    run->add_option("--show", rt_show, "Print the predictions of the first N images");
-    add_runtime_inputs(run);
+    cli::RunArgs run_args;
+    auto * run = cli::add_run_command(app, run_args);
+    std::string ver_ckpt, ver_model;
+    cli::RuntimeInputs ver_inputs;
     auto * ver = app.add_subcommand("verify", "Compare a packed model with the checkpoint it came from: agreement, logits, accuracy");
-    ver->add_option("checkpoint", rt_ckpt, "Checkpoint file")->required()->check(CLI::ExistingFile);
-    ver->add_option("model", rt_model, "Packed model file")->required()->check(CLI::ExistingFile);
-    add_runtime_inputs(ver);
+    ver->add_option("checkpoint", ver_ckpt, "Checkpoint file")->required()->check(CLI::ExistingFile);
+    ver->add_option("model", ver_model, "Packed model file")->required()->check(CLI::ExistingFile);
+    cli::add_runtime_inputs(ver, ver_inputs);
     int64_t ver_blocks = 0;
     ver->add_option("--blocks", ver_blocks,
                     "Also compare each block's output tokens on the first N images (where does the runtime depart?)");
@@ -355,8 +344,8 @@ int main(int argc, char ** argv) {
         if (*ops) return run_ops(ops_target, ops_arch, ops_stage, ops_classes, ops_per_block);
         if (*bench) return run_bench(bo);
         if (*exp) return run_export(ex_ckpt, ex_out, ex_method, ex_half);
-        if (*run) return cli::run_packed(rt_model, cli::runtime_images(rt_input, rt_labels, rt_data, rt_split, rt_subset), rt_threads, rt_show);
-        if (*ver) return run_verify(rt_ckpt, rt_model, cli::runtime_images(rt_input, rt_labels, rt_data, rt_split, rt_subset), rt_threads, ver_blocks);
+        if (*run) return cli::run_command(run_args);
+        if (*ver) return run_verify(ver_ckpt, ver_model, cli::runtime_images(ver_inputs), ver_inputs.threads, ver_blocks);
         if (*info) {
             if (list) {
                 for (const auto & n : deit_config_names()) std::printf("%s\n", n.c_str());

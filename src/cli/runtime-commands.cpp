@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <map>
 #include <random>
@@ -12,16 +13,24 @@
 
 namespace bitvit::cli {
 
-data::ImageDataset runtime_images(const std::string & input, const std::string & labels, const std::string & data_name,
-                                  const std::string & split, int64_t subset) {
+void add_runtime_inputs(CLI::App * cmd, RuntimeInputs & in) {
+    cmd->add_option("--input", in.idx, "IDX image file (gzip or plain); default: the --data set")->check(CLI::ExistingFile);
+    cmd->add_option("--labels", in.labels, "IDX label file for --input")->check(CLI::ExistingFile);
+    cmd->add_option("--data", in.data, "Data set when no --input is given (fashion-mnist, mnist, ...)");
+    cmd->add_option("--split", in.split, "test or train")->check(CLI::IsMember({"test", "train"}));
+    cmd->add_option("--subset", in.subset, "Stratified subset of N images; 0 = all");
+    cmd->add_option("--threads", in.threads, "Runtime threads; 0 = all cores");
+}
+
+data::ImageDataset runtime_images(const RuntimeInputs & in) {
     data::ImageDataset images;
-    if (!input.empty()) {
-        if (labels.empty()) throw std::invalid_argument("an IDX image file needs --labels (its IDX label file)");
-        images = data::read_idx(input, labels);
+    if (!in.idx.empty()) {
+        if (in.labels.empty()) throw std::invalid_argument("an IDX image file needs --labels (its IDX label file)");
+        images = data::read_idx(in.idx, in.labels);
     } else {
-        images = data::load_dataset(data::DatasetSpec{data_name, "", 0, 1}, split == "train" ? data::Split::train : data::Split::test);
+        images = data::load_dataset(data::DatasetSpec{in.data, "", 0, 1}, in.split == "train" ? data::Split::train : data::Split::test);
     }
-    if (subset > 0) images = data::select(images, data::stratified_subset(images.labels, images.num_classes(), subset, 0));
+    if (in.subset > 0) images = data::select(images, data::stratified_subset(images.labels, images.num_classes(), in.subset, 0));
     return images;
 }
 
@@ -34,27 +43,75 @@ void check_image_shape(const runtime::PackedModel & model, const data::ImageData
     }
 }
 
-int run_packed(const std::string & model_path, const data::ImageDataset & images, int threads, int64_t show) {
-    const runtime::PackedModel model = runtime::PackedModel::load(model_path);
-    check_image_shape(model, images);
+CLI::App * add_run_command(CLI::App & app, RunArgs & args) {
+    auto * run = app.add_subcommand("run", "Run a packed model in the bit-wise runtime: predictions (of image files, or of a "
+                                           "labelled data set with its accuracy) and speed");
+    run->add_option("model", args.model, "Packed model file")->required()->check(CLI::ExistingFile);
+    run->add_option("images", args.image_files,
+                    "Image files (PNG, JPEG, BMP, GIF, TGA, PNM) to classify, each converted to the model's channels "
+                    "and resized to its input; without them, the labelled --input or --data images")
+        ->check(CLI::ExistingFile);
+    run->add_option("--show", args.show, "Print the predictions of the first N labelled images");
+    add_runtime_inputs(run, args.inputs);
+    return run;
+}
+
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point start) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+// Softmax probability of the top class, computed in double from the logits.
+double top_probability(const std::vector<float> & logits, size_t top) {
+    double sum = 0.0;
+    for (float l : logits) sum += std::exp(static_cast<double>(l) - logits[top]);
+    return 1.0 / sum;
+}
+
+}  // namespace
+
+int run_command(const RunArgs & args) {
+    const runtime::PackedModel model = runtime::PackedModel::load(args.model);
+    const auto & c = model.config();
+    data::ImageDataset images;
+    const bool files = !args.image_files.empty();
+    if (files) {
+        images.channels = c.in_chans;
+        images.height = images.width = c.img_size;
+        for (const auto & path : args.image_files) {
+            const std::vector<uint8_t> pixels = data::read_image_file(path, c.in_chans, c.img_size, c.img_size);
+            images.pixels.insert(images.pixels.end(), pixels.begin(), pixels.end());
+            images.labels.push_back(0);  // unlabelled: no accuracy
+        }
+    } else {
+        images = runtime_images(args.inputs);
+        check_image_shape(model, images);
+    }
     const auto start = std::chrono::steady_clock::now();
-    const auto logits = model.predict(images.pixels.data(), images.size(), threads);
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const auto logits = model.predict(images.pixels.data(), images.size(), args.inputs.threads);
+    const double seconds = seconds_since(start);
     int64_t correct = 0;
     for (int64_t i = 0; i < images.size(); ++i) {
         const auto & l = logits[static_cast<size_t>(i)];
-        const auto top = std::max_element(l.begin(), l.end()) - l.begin();
-        correct += top == images.labels[static_cast<size_t>(i)];
-        if (i < show) std::printf("%lld: class %lld (label %d)\n", static_cast<long long>(i), static_cast<long long>(top),
-                                  images.labels[static_cast<size_t>(i)]);
+        const auto top = static_cast<size_t>(std::max_element(l.begin(), l.end()) - l.begin());
+        const int32_t label = images.labels[static_cast<size_t>(i)];
+        correct += static_cast<int32_t>(top) == label;
+        if (files) {
+            std::printf("%s: %s (class %zu, p %.3f)\n", args.image_files[static_cast<size_t>(i)].c_str(),
+                        model.class_name(static_cast<int64_t>(top)).c_str(), top, top_probability(l, top));
+        } else if (i < args.show) {
+            std::printf("%lld: %s (class %zu), label %s\n", static_cast<long long>(i), model.class_name(static_cast<int64_t>(top)).c_str(),
+                        top, model.class_name(label).c_str());
+        }
     }
-    std::printf("model: %s (%s, %s), %.3f MB, ISA %s\n", model_path.c_str(), model.config().name.c_str(),
-                model.method().c_str(), model.file_bytes() / 1e6, runtime::isa_name(runtime::selected_isa()));
-    std::printf("images: %lld\naccuracy: %.2f%%\ntime: %.3f s (%.1f images/s)\n", static_cast<long long>(images.size()),
-                100.0 * correct / std::max<int64_t>(1, images.size()), seconds, images.size() / seconds);
+    std::printf("model: %s (%s, %s), %.3f MB, ISA %s\n", args.model.c_str(), c.name.c_str(), model.method().c_str(),
+                model.file_bytes() / 1e6, runtime::isa_name(runtime::selected_isa()));
+    std::printf("images: %lld\n", static_cast<long long>(images.size()));
+    if (!files) std::printf("accuracy: %.2f%%\n", 100.0 * correct / std::max<int64_t>(1, images.size()));
+    std::printf("time: %.3f s (%.1f images/s)\n", seconds, images.size() / seconds);
     return 0;
 }
-
 
 int bench_packed(const std::string & model_path, const std::vector<int64_t> & batches, const std::vector<int> & threads,
                  double min_seconds) {

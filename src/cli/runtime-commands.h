@@ -2,6 +2,8 @@
 // (run, bench, info): they use only the runtime and the data readers.
 #pragma once
 
+#include <CLI/CLI.hpp>
+
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -11,16 +13,31 @@
 
 namespace bitvit::cli {
 
-// Images for the runtime commands: an IDX image file with its label file, or a named data set's split;
-// a stratified subset of N images when subset > 0.
-data::ImageDataset runtime_images(const std::string & input, const std::string & labels, const std::string & data_name,
-                                  const std::string & split, int64_t subset);
+// The labelled images a runtime command reads: an IDX image file with its label file, or a named
+// data set's split, and the threads it runs on.
+struct RuntimeInputs {
+    std::string idx, labels, data = "fashion-mnist", split = "test";
+    int64_t subset = 0;  // a stratified subset of N images; 0 = all
+    int threads = 0;     // 0 = all cores
+};
+// Registers --input, --labels, --data, --split, --subset and --threads on a command.
+void add_runtime_inputs(CLI::App * cmd, RuntimeInputs & in);
+data::ImageDataset runtime_images(const RuntimeInputs & in);
 
 // Throws std::invalid_argument when the images are not the model's C×H×W.
 void check_image_shape(const runtime::PackedModel & model, const data::ImageDataset & images);
 
-// Runs a packed model on the images: the first `show` predictions, accuracy, time and images/s.
-int run_packed(const std::string & model_path, const data::ImageDataset & images, int threads, int64_t show);
+// `run`, the same in bitvit and bitvit-rt: a packed model on image files (each decoded, converted to
+// the model's channels and resized to its input: one prediction per file) or on labelled images
+// (the first `show` predictions, accuracy), with time and images/s.
+struct RunArgs {
+    std::string model;
+    std::vector<std::string> image_files;
+    RuntimeInputs inputs;
+    int64_t show = 0;
+};
+CLI::App * add_run_command(CLI::App & app, RunArgs & args);
+int run_command(const RunArgs & args);
 
 // Latency and throughput of the runtime alone (random pixels) at each batch size and thread count
 // (0 = all cores), and the process's peak resident memory.

@@ -224,6 +224,25 @@ ImageDataset read_cifar(const std::vector<std::string> & batch_paths, CifarVaria
     return data;
 }
 
+std::vector<uint8_t> read_image_file(const std::string & path, int64_t channels, int64_t height, int64_t width) {
+    if (channels != 1 && channels != 3) throw DataError(path + ": images can be read as 1 or 3 channels, not " + std::to_string(channels));
+    if (height <= 0 || width <= 0) throw DataError(path + ": the image size to resize to must be positive");
+    int w = 0, h = 0, file_channels = 0;
+    stbi_uc * pixels = stbi_load(path.c_str(), &w, &h, &file_channels, static_cast<int>(channels));
+    if (pixels == nullptr) throw DataError(path + ": cannot decode image (" + stbi_failure_reason() + ")");
+    // stb gives interleaved H×W×C; we store planar C×H×W.
+    std::vector<uint8_t> interleaved(static_cast<size_t>(channels * height * width));
+    const int ok = stbir_resize_uint8(pixels, w, h, 0, interleaved.data(), static_cast<int>(width), static_cast<int>(height),
+                                      0, static_cast<int>(channels));
+    stbi_image_free(pixels);
+    if (!ok) throw DataError(path + ": resize failed");
+    std::vector<uint8_t> planar(interleaved.size());
+    for (int64_t c = 0; c < channels; ++c) {
+        for (int64_t p = 0; p < height * width; ++p) planar[c * height * width + p] = interleaved[p * channels + c];
+    }
+    return planar;
+}
+
 ImageDataset read_image_folder(const std::string & root, int64_t channels, int64_t height, int64_t width) {
     if (channels != 1 && channels != 3) throw DataError(root + ": imagefolder channels must be 1 or 3");
     if (height <= 0 || width <= 0) throw DataError(root + ": imagefolder image size must be positive");
@@ -237,7 +256,6 @@ ImageDataset read_image_folder(const std::string & root, int64_t channels, int64
     }
     std::sort(data.class_names.begin(), data.class_names.end());
     if (data.class_names.empty()) throw DataError(root + ": no class sub-directories");
-    std::vector<uint8_t> resized(static_cast<size_t>(data.image_bytes()));
     for (size_t label = 0; label < data.class_names.size(); ++label) {
         std::vector<fs::path> files;
         for (const auto & entry : fs::directory_iterator(fs::path(root) / data.class_names[label])) {
@@ -245,21 +263,8 @@ ImageDataset read_image_folder(const std::string & root, int64_t channels, int64
         }
         std::sort(files.begin(), files.end());
         for (const auto & file : files) {
-            int w = 0, h = 0, file_channels = 0;
-            stbi_uc * pixels = stbi_load(file.string().c_str(), &w, &h, &file_channels, static_cast<int>(channels));
-            if (pixels == nullptr) {
-                throw DataError(file.string() + ": cannot decode image (" + stbi_failure_reason() + ")");
-            }
-            // stb gives interleaved H×W×C; we store planar C×H×W.
-            std::vector<uint8_t> interleaved(static_cast<size_t>(data.image_bytes()));
-            const int ok = stbir_resize_uint8(pixels, w, h, 0, interleaved.data(), static_cast<int>(width),
-                                              static_cast<int>(height), 0, static_cast<int>(channels));
-            stbi_image_free(pixels);
-            if (!ok) throw DataError(file.string() + ": resize failed");
-            for (int64_t c = 0; c < channels; ++c) {
-                for (int64_t p = 0; p < height * width; ++p) resized[c * height * width + p] = interleaved[p * channels + c];
-            }
-            data.pixels.insert(data.pixels.end(), resized.begin(), resized.end());
+            const std::vector<uint8_t> image = read_image_file(file.string(), channels, height, width);
+            data.pixels.insert(data.pixels.end(), image.begin(), image.end());
             data.labels.push_back(static_cast<int32_t>(label));
         }
     }

@@ -42,6 +42,10 @@ ImageDataset read_idx(const std::string & images_path, const std::string & label
 enum class CifarVariant { cifar10, cifar100 };
 ImageDataset read_cifar(const std::vector<std::string> & batch_paths, CifarVariant variant);
 
+// Decodes one image file (JPEG, PNG, BMP, GIF, TGA, PNM through stb_image), converted to `channels`
+// (1 or 3) and resized to height×width: planar [C, H, W] pixels. Throws DataError naming the file.
+std::vector<uint8_t> read_image_file(const std::string & path, int64_t channels, int64_t height, int64_t width);
+
 // Reads root/<class>/<image> (JPEG, PNG, BMP, GIF, TGA through stb_image), classes in sorted order,
 // every image converted to `channels` (1 or 3) and resized to height×width.
 ImageDataset read_image_folder(const std::string & root, int64_t channels, int64_t height, int64_t width);

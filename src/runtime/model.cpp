@@ -329,6 +329,16 @@ PackedModel PackedModel::from_file(const format::SafetensorsFile & file) {
             m.site_quantizers_[site] = entry.at("quantizer").get<std::string>();
         }
     }
+    if (meta.count("class_names")) {  // optional: names for the predictions
+        const json names = meta_json("class_names");
+        if (!names.is_array() || static_cast<int64_t>(names.size()) != c.num_classes) {
+            r.fail("metadata 'class_names' must be an array of " + std::to_string(c.num_classes) + " names (one per class)");
+        }
+        for (const auto & name : names) {
+            if (!name.is_string()) r.fail("metadata 'class_names' holds a non-string");
+            m.class_names_.push_back(name.get<std::string>());
+        }
+    }
     const json pre = meta_json("preprocess");
     for (const char * key : {"mean", "std"}) {
         const json & v = field(pre, key, "preprocess", r);
@@ -391,6 +401,10 @@ PackedModel PackedModel::from_file(const format::SafetensorsFile & file) {
     }
     for (const auto & [name, info] : file.tensors()) m.file_bytes_ += static_cast<int64_t>(info.end - info.begin);
     return m;
+}
+
+std::string PackedModel::class_name(int64_t c) const {
+    return c >= 0 && c < static_cast<int64_t>(class_names_.size()) ? class_names_[static_cast<size_t>(c)] : std::to_string(c);
 }
 
 void PackedModel::normalize(const uint8_t * pixels, float * image) const {

@@ -71,6 +71,10 @@ class PackedModel {
     // Site name -> quantizer name, for every quantized site.
     const std::map<std::string, std::string> & site_quantizers() const { return site_quantizers_; }
     int64_t file_bytes() const { return file_bytes_; }
+    // The classes' names from the file's metadata (index = class), or empty when it records none.
+    const std::vector<std::string> & class_names() const { return class_names_; }
+    // Class c's name, or its number when the file records no names.
+    std::string class_name(int64_t c) const;
 
     // Pixels [C, H, W] (uint8) -> normalised floats, as the training loader does.
     void normalize(const uint8_t * pixels, float * image) const;
@@ -89,6 +93,7 @@ class PackedModel {
     std::string method_;
     std::map<std::string, std::string> site_quantizers_;
     int64_t file_bytes_ = 0;
+    std::vector<std::string> class_names_;
     std::vector<float> mean_, std_;
     Linear patch_embed_;  // im2col patches [P, C·p·p] -> [P, D]
     std::vector<float> cls_token_, dist_token_, pos_embed_;

@@ -161,6 +161,13 @@ ExportSummary export_packed(Deit & model, const ExportOptions & options, const s
     out.set_metadata("preprocess", json{{"mean", options.mean}, {"std", options.std}}.dump());
     out.set_metadata("method", options.method);
     out.set_metadata("sites", sites.dump());
+    if (!options.class_names.empty()) {
+        if (static_cast<int64_t>(options.class_names.size()) != config.num_classes) {
+            throw std::invalid_argument("export: " + std::to_string(options.class_names.size()) + " class names for a model of " +
+                                        std::to_string(config.num_classes) + " classes");
+        }
+        out.set_metadata("class_names", json(options.class_names).dump());
+    }
     // The runtime must accept what we write: check before the file replaces anything.
     const std::vector<uint8_t> bytes = out.serialize();
     summary.file_bytes = static_cast<int64_t>(bytes.size());

@@ -21,6 +21,9 @@ struct ExportOptions {
     // answers are no longer bit-identical to the trained model's (bitvit verify measures the
     // agreement). Activation-quantizer parameters stay F32: they decide thresholds.
     bool half_storage = false;
+    // The classes' names, index = class (metadata "class_names", so the runtime can name its
+    // predictions); empty = not recorded.
+    std::vector<std::string> class_names;
 };
 
 struct ExportSummary {
