@@ -2,7 +2,8 @@
 // each ISA tier of the XNOR–popcount kernel (and of AND–popcount, the {0, 1}-attention × binary-V
 // product), each int8 kernel variant with ternary weights (TerViT's W2A8 product), LibTorch FP32
 // (OpenBLAS SGEMM) and LibTorch BF16 (oneDNN). Every benchmark reports "ops/s" = 2·M·N·K per second, so ratios compare like with like.
-// The peak/* rows are the instruction ceilings of int8 (VPDPBUSD) and FP32 (VFMADD) multiply-adds (peak-rates.h).
+// The peak/* rows are the instruction ceilings of int8 (VPDPBUSD), FP32 (VFMADD) and binary (VPXORQ + VPOPCNTQ +
+// VPADDQ) multiply-adds (peak-rates.h).
 //   bench-kernels --benchmark_filter=deit_small
 // scripts/bench-kernels.sh runs it and writes the ratios into docs/results.md.
 #include <benchmark/benchmark.h>
@@ -120,6 +121,9 @@ int register_all() {
     if (bitvit::runtime::cpu_features().avx512vnni) {
         benchmark::RegisterBenchmark("peak/vpdpbusd_zmm", peak_rate, bitvit::bench::vpdpbusd_zmm_loop, 64)->UseRealTime();
         benchmark::RegisterBenchmark("peak/vfmadd_zmm", peak_rate, bitvit::bench::vfmadd_zmm_loop, 16)->UseRealTime();
+    }
+    if (bitvit::runtime::cpu_features().avx512vpopcntdq) {
+        benchmark::RegisterBenchmark("peak/xnor_popcount_zmm", peak_rate, bitvit::bench::xnor_popcount_zmm_loop, 512)->UseRealTime();
     }
     for (const Shape & s : kShapes) {
         const std::string shape = std::string(s.name) + "/M" + std::to_string(s.m) + "_N" + std::to_string(s.n) +

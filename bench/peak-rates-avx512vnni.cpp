@@ -7,10 +7,6 @@
 
 namespace bitvit::bench {
 
-// One round: acc_i = op(acc_i) for twelve accumulators, then `a` marked as changed so the products
-// cannot be hoisted out of the loop.
-#define BITVIT_TWELVE(op) op(0) op(1) op(2) op(3) op(4) op(5) op(6) op(7) op(8) op(9) op(10) op(11)
-
 int64_t vpdpbusd_zmm_loop(int64_t rounds) {
 #define DECLARE(i) __m512i acc##i = _mm512_set1_epi32(i);
     BITVIT_TWELVE(DECLARE)
@@ -48,7 +44,5 @@ int64_t vfmadd_zmm_loop(int64_t rounds) {
 #undef SUM
     return static_cast<int64_t>(sum);
 }
-
-#undef BITVIT_TWELVE
 
 }  // namespace bitvit::bench

@@ -78,6 +78,11 @@ def kernels_section(command, data):
         lines += ["", f"Instruction ceilings (register-only loops of 12 independent accumulators, `peak/*` rows): "
                   f"VPDPBUSD zmm {peak[0] / 1e9:.0f} GOPS (int8), VFMADD zmm {peak[1] / 1e9:.0f} GFLOPS (FP32): an int8 GEMM "
                   f"can beat an FP32 GEMM by at most {peak[0] / peak[1]:.1f}× on this CPU."]
+    xnor_peak = rates.get("xnor_popcount_zmm", {}).get("peak")
+    if xnor_peak:
+        lines += ["", f"The binary GEMM's own step (VPXORQ + VPOPCNTQ + VPADDQ zmm, 512 ±1 multiply-adds, same loop): "
+                  f"{xnor_peak / 1e9:.0f} GOPS, the ceiling of any XNOR–popcount kernel on this CPU"
+                  + (f" ({xnor_peak / peak[1]:.1f}× the FP32 FMA ceiling)." if peak[1] else ".")]
     return "\n".join(lines)
 
 
