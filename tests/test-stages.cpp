@@ -100,6 +100,16 @@ TEST(Stages, ParseAndRoundTrip) {
     EXPECT_EQ(quick.stages[1].epochs, 1);  // max(1, round(0.4))
     EXPECT_EQ(parse_config(quick.to_toml(), "again").total_epochs(), 2);
     EXPECT_EQ(parse_config("[train]\nepochs = 10\n", "p", {"train.epoch_scale=0.25"}).total_epochs(), 3);
+    // ... and each stage's warm-up by the factor its epochs were scaled by: the schedule keeps its shape.
+    const auto warm = parse_config("[optim]\nwarmup_epochs = 2\n[train]\nepochs = 20\n", "p", {"train.epoch_scale=0.05"});
+    EXPECT_EQ(warm.total_epochs(), 1);
+    EXPECT_DOUBLE_EQ(warm.stages[0].optim.warmup_epochs, 0.1);
+    EXPECT_DOUBLE_EQ(warm.optim.warmup_epochs, 0.1);
+    EXPECT_DOUBLE_EQ(quick.stages[0].optim.warmup_epochs, 0.0);  // 0 stays 0
+    const auto staged_warm = parse_config(std::string(kTwoStages) + "[stage.optim]\nwarmup_epochs = 1\n", "two.toml",
+                                          {"train.epoch_scale=0.4"});
+    EXPECT_DOUBLE_EQ(staged_warm.stages[1].optim.warmup_epochs, 1.0);  // 1 epoch stayed 1: warm-up unchanged
+    EXPECT_DOUBLE_EQ(parse_config(staged_warm.to_toml(), "again").stages[1].optim.warmup_epochs, 1.0);
 
     // A recipe without stages is one implicit stage that does not appear in its TOML.
     const auto plain = parse_config("[train]\nepochs = 4\n", "plain");

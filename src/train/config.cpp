@@ -191,6 +191,16 @@ void read_optim(SectionReader & optim, OptimSection & o) {
 
 // [[stage]] element `index`: its name, length, start point, optimiser overrides, quantizer map and
 // distillation.
+// train.epoch_scale applied to one stage: its epochs scaled and rounded (at least 1), and its
+// warm-up by the same factor as the epochs actually were, so a shortened run keeps the schedule's
+// shape (a 1-epoch warm-up would otherwise fill a 20-epoch stage scaled to 1 epoch).
+void scale_epochs(int64_t & epochs, OptimSection & optim, double scale) {
+    if (scale == 1.0) return;
+    const int64_t scaled = std::max<int64_t>(1, std::llround(static_cast<double>(epochs) * scale));
+    optim.warmup_epochs *= static_cast<double>(scaled) / static_cast<double>(epochs);
+    epochs = scaled;
+}
+
 StageSection read_stage(const toml::table * table, size_t index, const TrainConfig & base, const std::string & origin) {
     StageSection st;
     st.name = "stage" + std::to_string(index + 1);
@@ -352,12 +362,12 @@ TrainConfig parse_config(const std::string & toml_text, const std::string & orig
             const toml::table * table = (*array)[i].as_table();
             if (table == nullptr) throw ConfigError(origin + ": stage[" + std::to_string(i) + "] must be a table");
             c.stages.push_back(read_stage(table, i, c, origin));
-            c.stages.back().epochs = std::max<int64_t>(1, std::llround(c.stages.back().epochs * c.train.epoch_scale));
+            scale_epochs(c.stages.back().epochs, c.stages.back().optim, c.train.epoch_scale);
         }
         c.staged = true;
     } else {
         StageSection only;
-        c.train.epochs = std::max<int64_t>(1, std::llround(c.train.epochs * c.train.epoch_scale));
+        scale_epochs(c.train.epochs, c.optim, c.train.epoch_scale);
         only.epochs = c.train.epochs;
         only.optim = c.optim;
         only.variant = c.model.variant;

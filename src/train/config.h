@@ -65,8 +65,9 @@ struct TrainSection {
     // Data-parallel replicas, one thread each (each single-threaded): every batch is split into this
     // many shards whose gradients are summed before one optimiser step. Needs model.drop_path = 0.
     int64_t data_parallel = 1;
-    // Multiplies every stage's epochs (rounded, at least 1) when the recipe is read, then resets to 1
-    // in the stored config: quick profiles of long recipes.
+    // Multiplies every stage's epochs (rounded, at least 1) when the recipe is read — and its warm-up
+    // by the same factor, so the schedule keeps its shape — then resets to 1 in the stored config:
+    // quick profiles of long recipes.
     double epoch_scale = 1.0;
     // The full-precision checkpoint that stage inits and teachers name as "fp" (CLI --fp-checkpoint).
     std::string fp_checkpoint = "runs/fp/checkpoint.pt";
