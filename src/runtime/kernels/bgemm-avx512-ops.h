@@ -23,11 +23,11 @@ struct Avx512Ops {
     }
     static void store_scaled(float * out, Vec counts0, Vec counts1, int64_t k, int64_t n, float row_scale,
                              const float * col_scale, const float * bias) {
-        // Both accumulators' counts (≤ K, so int32) in one zmm, then k − 2·count and the float
-        // epilogue on 16 lanes at once.
+        // Both accumulators' counts (≤ K, so int32: the low dword of each 64-bit lane) in one zmm
+        // with a single two-source permute, then k − 2·count and the float epilogue on 16 lanes.
         const __mmask16 lanes = static_cast<__mmask16>((1u << n) - 1);
-        const __m512i counts = _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi64_epi32(counts0)),
-                                                  _mm512_cvtepi64_epi32(counts1), 1);
+        const __m512i low_dwords = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        const __m512i counts = _mm512_permutex2var_epi32(counts0, low_dwords, counts1);
         const __m512 dot = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_set1_epi32(static_cast<int>(k)), _mm512_slli_epi32(counts, 1)));
         const __m512 scale = _mm512_mul_ps(_mm512_set1_ps(row_scale), _mm512_maskz_loadu_ps(lanes, col_scale));
         __m512 value = _mm512_mul_ps(scale, dot);
