@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <random>
 
 #include "runtime/kernels/float-gemm.h"
@@ -169,7 +170,7 @@ TEST(Matmul, Int8FloatAndMixedPairingsMatchDecodedProduct) {
         expect_product_close(xi, wp, "int8 x planes (decoded)");
         for (const PlaneKind kind : {PlaneKind::ternary, PlaneKind::pm1}) {  // TerViT: one plane, no offset
             Operand w1 = planes_operand({random_plane(kind, 6, k, rng)}, 6, k);
-            prepare_weight(w1, /*int8_inputs=*/true);
+            prepare_weight(w1, LayerInputs::int8);
             ASSERT_FALSE(w1.codes_packed.bytes.empty());
             expect_product_close(xi, w1, "int8 x one plane (int8 kernel)");
         }
@@ -237,6 +238,54 @@ TEST(Matmul, Int8ProductIsExactAtTheExtremes) {
     float c = 0.0f;
     matmul(x, w, &c);
     EXPECT_EQ(c, 128.0f * 128.0f * static_cast<float>(k));  // 3·2^24: exact in float
+}
+
+// W1A32 on the FP32 GEMM (weights expanded from transposed bits) gives the sign-select reference's
+// sums bit for bit, on every tier, for ±1, {0, 1} and ternary planes over odd shapes; so does the
+// whole matmul with a weight prepared for f32 inputs.
+TEST(F32PlaneGemm, EveryTierMatchesTheSignSelectReferenceBitForBit) {
+    std::mt19937_64 rng(13);
+    std::uniform_real_distribution<float> u(-3.0f, 3.0f);
+    auto bit_patterns = [](const std::vector<float> & v) {
+        std::vector<uint32_t> b(v.size());
+        std::memcpy(b.data(), v.data(), v.size() * sizeof(float));
+        return b;
+    };
+    for (const PlaneKind kind : {PlaneKind::pm1, PlaneKind::zero_one, PlaneKind::ternary}) {
+        for (int64_t n : {1, 7, 8, 9, 63, 64, 65, 130}) {
+            for (int64_t k : {1, 63, 64, 65, 130}) {
+                const int64_t m = n % 2 ? 5 : 1;
+                std::vector<float> a(static_cast<size_t>(m * k));
+                for (float & v : a) v = u(rng);
+                Operand w = planes_operand({random_plane(kind, n, k, rng)}, n, k);
+                const Plane & p = w.planes[0];
+                std::vector<float> want(static_cast<size_t>(m * n));
+                f32_plane_gemm_ref(m, n, k, a.data(), PlaneBits{p.sign.empty() ? nullptr : p.sign.data(),
+                                                                p.mask.empty() ? nullptr : p.mask.data()},
+                                   want.data(), n);
+                Operand unprepared = w;
+                prepare_weight(w, LayerInputs::f32);
+                const Plane & prepared = w.planes[0];
+                ASSERT_EQ(prepared.sign_t.empty(), p.sign.empty());
+                ASSERT_EQ(prepared.mask_t.empty(), p.mask.empty());
+                const PlaneBits wt{prepared.sign_t.empty() ? nullptr : prepared.sign_t.data(),
+                                   prepared.mask_t.empty() ? nullptr : prepared.mask_t.data()};
+                for (Isa isa : supported_isas()) {
+                    std::vector<float> got(want.size(), -7.0f);
+                    f32_plane_gemm(isa, m, n, k, a.data(), wt, got.data(), n);
+                    ASSERT_EQ(bit_patterns(got), bit_patterns(want)) << isa_name(isa) << " " << m << "x" << n << "x" << k;
+                }
+                Operand x;
+                x.rows = m;
+                x.k = k;
+                x.values = a;
+                std::vector<float> fast(want.size()), slow(want.size());
+                matmul(x, w, fast.data());
+                matmul(x, unprepared, slow.data());
+                ASSERT_EQ(bit_patterns(fast), bit_patterns(slow)) << m << "x" << n << "x" << k;
+            }
+        }
+    }
 }
 
 TEST(Sgemm, EveryTierMatchesTheReferenceBitForBit) {

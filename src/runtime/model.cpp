@@ -172,9 +172,9 @@ ActQuantizer read_act_site(const std::string & site, int64_t channels, const jso
 //   <w> F32 [out, in...]                      full precision
 //   <w>.sign U64 [out, kw] [+ <w>.mask] + <w>.scale F32 [out]     one binary or ternary plane
 //   <w>.codes I8 [out, in] + <w>.scale F32 [out] [+ <w>.zero_point I32 [out]]   8-bit codes
-// int8_inputs: the layer's input quantizer gives int8 codes (prepare_weight).
+// inputs: what the layer's input quantizer gives (prepare_weight).
 Operand read_weight(const std::string & w, int64_t out, int64_t in, const std::vector<int64_t> & fp_shape, TensorReader & r,
-                    bool int8_inputs = false) {
+                    LayerInputs inputs) {
     Operand op;
     op.rows = out;
     op.k = in;
@@ -202,7 +202,7 @@ Operand read_weight(const std::string & w, int64_t out, int64_t in, const std::v
     } catch (const std::invalid_argument & e) {
         r.fail(e.what());
     }
-    prepare_weight(op, int8_inputs);
+    prepare_weight(op, inputs);
     return op;
 }
 
@@ -210,8 +210,11 @@ Linear read_linear(const std::string & name, int64_t in, int64_t out, bool bias,
                    const format::SafetensorsFile & file, const std::vector<int64_t> & fp_shape = {}) {
     Linear l;
     l.input = read_act_site(name + ".input", in, sites, r, file);
-    l.weight = read_weight(name + ".weight", out, in, fp_shape.empty() ? std::vector<int64_t>{out, in} : fp_shape, r,
-                           l.input.encodes_int8());
+    // Full precision, and LSQ codes that do not fit int8 codes (decoded), reach the weight as floats.
+    const LayerInputs inputs = l.input.name.empty() ? LayerInputs::f32
+                               : l.input.name == "lsq" ? (l.input.encodes_int8() ? LayerInputs::int8 : LayerInputs::f32)
+                                                       : LayerInputs::planes;
+    l.weight = read_weight(name + ".weight", out, in, fp_shape.empty() ? std::vector<int64_t>{out, in} : fp_shape, r, inputs);
     if (bias) l.bias = r.f32(name + ".bias", {out});
     return l;
 }

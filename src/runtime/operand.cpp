@@ -186,10 +186,16 @@ void int8_matmul(const Operand & x, const Operand & w, float * out, const float 
 
 void f32_planes_matmul(const Operand & x, const Operand & w, float * out) {
     const int64_t m = x.rows, n = w.rows, k = x.k;
-    std::vector<float> partial(static_cast<size_t>(m * n));
+    thread_local std::vector<float> partial;  // reused across calls on this thread
+    partial.resize(static_cast<size_t>(m * n));
     std::fill(out, out + m * n, 0.0f);
     for (const Plane & pw : w.planes) {
-        f32_plane_gemm_ref(m, n, k, x.values.data(), bits_of(pw), partial.data(), n);
+        if (!pw.sign_t.empty() || !pw.mask_t.empty()) {
+            const PlaneBits wt{pw.sign_t.empty() ? nullptr : pw.sign_t.data(), pw.mask_t.empty() ? nullptr : pw.mask_t.data()};
+            f32_plane_gemm(selected_isa(), m, n, k, x.values.data(), wt, partial.data(), n);
+        } else {
+            f32_plane_gemm_ref(m, n, k, x.values.data(), bits_of(pw), partial.data(), n);
+        }
         for (int64_t i = 0; i < m; ++i) {
             for (int64_t j = 0; j < n; ++j) out[i * n + j] += pw.scale[j] * partial[i * n + j];
         }
@@ -265,13 +271,33 @@ void matmul(const Operand & x, const Operand & w, float * out, const float * bia
     }
 }
 
-void prepare_weight(Operand & w, bool int8_inputs) {
+namespace {
+
+// Canonical bits of rows × k values, transposed: k rows of b1_words(rows) words.
+std::vector<uint64_t> transposed_bits(const std::vector<uint64_t> & bits, int64_t rows, int64_t k) {
+    const int64_t kw = b1_words(k), rw = b1_words(rows);
+    std::vector<uint64_t> t(static_cast<size_t>(k * rw), 0);
+    for (int64_t r = 0; r < rows; ++r) {
+        for (int64_t j = 0; j < k; ++j) {
+            if (bit_at(bits, kw, r, j)) t[j * rw + r / 64] |= uint64_t{1} << (r % 64);
+        }
+    }
+    return t;
+}
+
+}  // namespace
+
+void prepare_weight(Operand & w, LayerInputs inputs) {
     if (w.kind == Operand::Kind::f32) w.values_t = transposed(w.values, w.rows, w.k);
     if (w.kind == Operand::Kind::int8) w.codes_packed = repack_i8_panels(w.codes.data(), w.rows, w.k);
-    if (int8_inputs && is_single_plane(w)) w.codes_packed = repack_i8_panels(plane_codes(w).data(), w.rows, w.k);
+    if (inputs == LayerInputs::int8 && is_single_plane(w)) w.codes_packed = repack_i8_panels(plane_codes(w).data(), w.rows, w.k);
     if (w.kind != Operand::Kind::planes) return;
     for (Plane & p : w.planes) {
         if (p.mask.empty() && !p.sign.empty()) p.packed = repack_b1_panels(p.sign.data(), w.rows, w.k, bgemm_kernel().nr);
+        if (inputs == LayerInputs::f32) {
+            if (!p.sign.empty()) p.sign_t = transposed_bits(p.sign, w.rows, w.k);
+            if (!p.mask.empty()) p.mask_t = transposed_bits(p.mask, w.rows, w.k);
+        }
     }
 }
 

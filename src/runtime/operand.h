@@ -37,6 +37,9 @@ struct Plane {
     std::vector<uint64_t> mask;  // same shape, or empty
     std::vector<float> scale;    // [rows]
     PackedB1 packed;             // a ±1 weight plane repacked for the XNOR kernel (prepare_weight)
+    // A weight plane against full-precision inputs (W1A32), transposed for the FP32 GEMM: k rows of
+    // b1_words(rows) canonical words each, present where sign / mask are (prepare_weight).
+    std::vector<uint64_t> sign_t, mask_t;
 };
 
 struct Operand {
@@ -62,7 +65,8 @@ struct Operand {
 //   int8 × int8      integer dot products (the int8 kernel: VNNI, AVX2 or portable)
 //   int8 × one plane integer dot products against the plane's codes {−1, 0, +1} (TerViT's ternary
 //                    weights), when prepare_weight built them
-//   f32 × planes     sign-select accumulation over the weight bits (W1A32)
+//   f32 × planes     the FP32 GEMM on the weight's values expanded from its bits (W1A32), when
+//                    prepare_weight kept them transposed; sign-select accumulation otherwise
 //   f32 × f32        FP32 GEMM
 // Any other pairing decodes the quantized side(s) to f32. Sizes must agree (x.k == w.k).
 //
@@ -70,11 +74,15 @@ struct Operand {
 // order training uses), inside the product's own epilogue where it can be, or null.
 void matmul(const Operand & x, const Operand & w, float * out, const float * bias = nullptr);
 
+// What a layer's input quantizer feeds its weight: binary planes, int8 codes, or full-precision floats.
+enum class LayerInputs { planes, int8, f32 };
+
 // Repacks a weight once for its kernel — ±1 planes into the XNOR kernel's panels, an f32 weight
 // transposed for the FP32 GEMM, int8 codes into the int8 kernel's panels — so matmul() does not redo
-// it on every call. With int8_inputs (the layer's input quantizer gives int8 codes), a weight of one
-// plane without offset (binary or ternary) is also kept as int8 codes {−1, 0, +1} for the int8 kernel.
-void prepare_weight(Operand & w, bool int8_inputs = false);
+// it on every call. With int8 inputs, a weight of one plane without offset (binary or ternary) is
+// also kept as int8 codes {−1, 0, +1} for the int8 kernel; with f32 inputs (W1A32), its planes are
+// also kept transposed for the FP32 GEMM (Plane::sign_t, mask_t).
+void prepare_weight(Operand & w, LayerInputs inputs = LayerInputs::planes);
 
 // Checks an operand's internal consistency (vector sizes against rows and k, padding bits zero,
 // sign bits inside masks, finite scales); throws std::invalid_argument naming `what`.

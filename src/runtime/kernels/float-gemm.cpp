@@ -1,9 +1,12 @@
 #include "runtime/kernels/float-gemm.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
+#include <cstring>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "runtime/cpu-features.h"
 #include "runtime/kernels/bgemm.h"
@@ -52,6 +55,51 @@ void f32_plane_gemm_ref(int64_t m, int64_t n, int64_t k, const float * a, PlaneB
             c[i * ldc + j] = sum;
         }
     }
+}
+
+namespace {
+
+// The eight values a byte of canonical bits stands for: sign bits -> ±1 (bit set: −1), mask bits ->
+// {0, 1}.
+struct ByteValues {
+    std::array<std::array<float, 8>, 256> sign, mask;
+    ByteValues() {
+        for (int byte = 0; byte < 256; ++byte) {
+            for (int b = 0; b < 8; ++b) {
+                sign[byte][b] = (byte >> b) & 1 ? -1.0f : 1.0f;
+                mask[byte][b] = (byte >> b) & 1 ? 1.0f : 0.0f;
+            }
+        }
+    }
+};
+
+// Row p of the plane's values, out[j] for j < n, from the transposed bits' row p.
+void expand_row(const uint64_t * sign, const uint64_t * mask, int64_t n, float * out) {
+    static const ByteValues values;
+    const auto * sign_bytes = reinterpret_cast<const uint8_t *>(sign);  // little-endian words: byte j/8 holds bits j..j+7
+    const auto * mask_bytes = reinterpret_cast<const uint8_t *>(mask);
+    for (int64_t j0 = 0; j0 < n; j0 += 8) {
+        const int64_t count = std::min<int64_t>(8, n - j0);
+        const float * s = sign ? values.sign[sign_bytes[j0 / 8]].data() : values.sign[0].data();
+        if (!mask) {
+            std::memcpy(out + j0, s, static_cast<size_t>(count) * sizeof(float));
+            continue;
+        }
+        const float * m = values.mask[mask_bytes[j0 / 8]].data();
+        for (int64_t b = 0; b < count; ++b) out[j0 + b] = s[b] * m[b];
+    }
+}
+
+}  // namespace
+
+void f32_plane_gemm(Isa isa, int64_t m, int64_t n, int64_t k, const float * a, PlaneBits wt, float * c, int64_t ldc) {
+    thread_local std::vector<float> values;  // [k, n], reused across calls on this thread
+    values.resize(static_cast<size_t>(k * n));
+    const int64_t nw = b1_words(n);
+    for (int64_t p = 0; p < k; ++p) {
+        expand_row(wt.sign ? wt.sign + p * nw : nullptr, wt.mask ? wt.mask + p * nw : nullptr, n, values.data() + p * n);
+    }
+    sgemm(isa, m, n, k, a, values.data(), c, ldc);
 }
 
 }  // namespace bitvit::runtime

@@ -20,5 +20,10 @@ void sgemm(Isa isa, int64_t m, int64_t n, int64_t k, const float * a, const floa
 // C[i][j] = Σ_k a[i][k]·w_j[k] for a binary plane w (n rows, plane-gemm.h): each value is added,
 // subtracted or skipped as w's bits say — no multiplications, 1 bit of weight per value.
 void f32_plane_gemm_ref(int64_t m, int64_t n, int64_t k, const float * a, PlaneBits w, float * c, int64_t ldc);
+// The same sums, bit for bit for finite a, at the FP32 GEMM's speed: w comes transposed (wt: k rows
+// of b1_words(n) words, canonical bits), its values (±1, or 0 outside its mask) are expanded to
+// floats one row of k at a time, and the tiered sgemm multiplies — a fused multiply-add by ±1 or 0 is
+// exactly the reference's add, subtract or skip (x86 has FMA: it beats a multiply-free sign select).
+void f32_plane_gemm(Isa isa, int64_t m, int64_t n, int64_t k, const float * a, PlaneBits wt, float * c, int64_t ldc);
 
 }  // namespace bitvit::runtime
