@@ -1,5 +1,6 @@
 #include "runtime/model.h"
 
+#include "runtime/kernels/softmax.h"
 #include "runtime/parallel.h"
 
 #include <algorithm>
@@ -481,18 +482,10 @@ void PackedModel::attention(const Block & b, const float * x, float * out, int t
         const Operand kh = b.k.encode(k.data() + h * N * d, N, d, d, SiteScope::per_head, h, k_max, k_min);
         float * scores = probs.data() + h * N * N;
         matmul(qh, kh, scores);
-        for (int64_t i = 0; i < N; ++i) {
-            float * row = scores + i * N;
-            for (int64_t j = 0; j < N; ++j) row[j] *= scale;
-            if (c.softmax && !sab_from_scores) {
-                const float mx = *std::max_element(row, row + N);
-                float sum = 0.0f;
-                for (int64_t j = 0; j < N; ++j) sum += (row[j] = std::exp(row[j] - mx));
-                for (int64_t j = 0; j < N; ++j) row[j] /= sum;
-            }
-            if (c.attn_bias) {
-                for (int64_t j = 0; j < N; ++j) row[j] += b.attn_bias[(h * N + i) * N + j];
-            }
+        for (int64_t i = 0; i < N * N; ++i) scores[i] *= scale;
+        if (c.softmax && !sab_from_scores) softmax_rows(scores, N, N, N);
+        if (c.attn_bias) {
+            for (int64_t i = 0; i < N * N; ++i) scores[i] += b.attn_bias[h * N * N + i];
         }
     }
     });

@@ -1,0 +1,65 @@
+// The row-softmax body, compiled once per ISA tier (softmax.cpp for the baseline, softmax-avx2.cpp
+// and softmax-avx512.cpp with their flags): plain loops the compiler vectorises with the tier's
+// registers. Every operation is written out (std::fma for each fused step, nothing else contracted:
+// -ffp-contract=off), so every tier gives the reference's bits (softmax.h). The exponentials are one
+// loop of their own, and the sum another over 16 lanes, the shapes GCC vectorises.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+namespace bitvit::runtime {
+
+// e^x by Cephes' expf: x = n·ln 2 + r (n = round(x·log2 e), ln 2 split in two for an exact-enough
+// r, |r| ≤ ln2/2), e^r ≈ 1 + r + r²·P(r) with a degree-5 P, times 2^n built in the exponent bits.
+// 0 below −87.336…, where e^x is subnormal (softmax's e^(s − max s) only needs x ≤ 0).
+inline float fixed_exp(float x) {
+    const float kLowest = -87.3365478515625f;  // ln(2^-126), rounded down to a float
+    const bool underflow = !(x >= kLowest);     // also NaN
+    const float xc = underflow ? kLowest : std::min(x, 0.0f);
+    const float n = std::floor(std::fma(xc, 1.44269504088896341f, 0.5f));
+    float r = std::fma(n, -0.693359375f, xc);
+    r = std::fma(n, 2.12194440e-4f, r);
+    float p = 1.9875691500e-4f;
+    p = std::fma(p, r, 1.3981999507e-3f);
+    p = std::fma(p, r, 8.3334519073e-3f);
+    p = std::fma(p, r, 4.1665795894e-2f);
+    p = std::fma(p, r, 1.6666665459e-1f);
+    p = std::fma(p, r, 5.0000001201e-1f);
+    const float y = std::fma(p, r * r, r) + 1.0f;
+    const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;  // 2^n, n in [−126, 0]
+    float scale;
+    std::memcpy(&scale, &bits, sizeof scale);
+    return underflow ? 0.0f : y * scale;
+}
+
+// One row of n ≥ 1 finite values in place: e^(x − max x), summed in 16 fixed lanes (lane l takes
+// j ≡ l mod 16) combined pairwise in a fixed order, then each divided by the sum.
+inline void softmax_row(float * x, int64_t n) {
+    float mx = x[0];
+    for (int64_t j = 1; j < n; ++j) mx = std::max(mx, x[j]);  // exact in any order
+    for (int64_t j = 0; j < n; ++j) x[j] = fixed_exp(x[j] - mx);
+    float lanes[16] = {};
+    int64_t j0 = 0;
+    for (; j0 + 16 <= n; j0 += 16) {
+        for (int l = 0; l < 16; ++l) lanes[l] += x[j0 + l];
+    }
+    for (int l = 0; j0 + l < n; ++l) lanes[l] += x[j0 + l];
+    for (int width = 8; width >= 1; width /= 2) {
+        for (int l = 0; l < width; ++l) lanes[l] += lanes[l + width];
+    }
+    const float sum = lanes[0];
+    for (int64_t j = 0; j < n; ++j) x[j] /= sum;
+}
+
+inline void softmax_rows_body(float * x, int64_t rows, int64_t n, int64_t ld) {
+    for (int64_t r = 0; r < rows; ++r) softmax_row(x + r * ld, n);
+}
+
+// The tiers' entry points (defined in their own translation units).
+void softmax_rows_avx2(float * x, int64_t rows, int64_t n, int64_t ld);
+void softmax_rows_avx512(float * x, int64_t rows, int64_t n, int64_t ld);
+
+}  // namespace bitvit::runtime
