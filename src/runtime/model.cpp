@@ -440,9 +440,11 @@ void PackedModel::attention(const Block & b, const float * x, float * out, int t
     auto & merged = scratch.merged;
     qkv.resize(static_cast<size_t>(N * 3 * D));
     b.qkv.forward(x, N, qkv.data(), threads);
-    // Split into per-head tensors [3][H, N, d] (and vᵀ [H, d, N] for the probs·v product).
+    // Split into per-head tensors [3][H, N, d] (and vᵀ [H, d, N] for the probs·v product), heads
+    // split over threads like the products that follow.
     for (auto * per_head : {&q, &k, &vt}) per_head->resize(static_cast<size_t>(H * N * d));
-    for (int64_t h = 0; h < H; ++h) {
+    parallel_for(H, threads_for(N * 3 * D * kElementwiseMacs, threads), [&](int64_t h0, int64_t h1) {
+    for (int64_t h = h0; h < h1; ++h) {
         for (int64_t n = 0; n < N; ++n) {
             const float * row = qkv.data() + n * 3 * D + h * d;
             std::copy(row, row + d, q.data() + (h * N + n) * d);
@@ -464,6 +466,7 @@ void PackedModel::attention(const Block & b, const float * x, float * out, int t
             }
         }
     }
+    });
     const auto [q_max, q_min] = range_for(b.q, q);
     const auto [k_max, k_min] = range_for(b.k, k);
     const auto [v_max, v_min] = range_for(b.v, vt);
