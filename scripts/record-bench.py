@@ -5,6 +5,7 @@ marked section of docs/results.md (replacing the previous figures of that benchm
     scripts/record-bench.py kernels   # binary, ternary×int8 and FP32 kernels vs LibTorch FP32 / BF16, one thread
     scripts/record-bench.py train     # training throughput of the small FP DeiTs, batch 128
     scripts/record-bench.py models    # whole W1A1 models: runtime vs LibTorch FP32 / BF16 (bitvit bench)
+    scripts/record-bench.py recipes   # every recipe's deployed DeiT-S, batch 1: runtime vs LibTorch FP32 / BF16
 """
 import json
 import os
@@ -98,23 +99,51 @@ def train_section(command, data):
 MODEL_RUNS = [("deit_micro_patch4_28", "1,64"), ("deit_tiny_patch16_224", "1,16"), ("deit_small_patch16_224", "1,16")]
 
 
+BENCH_ROW = re.compile(r"(runtime \(\S+\)|libtorch fp32|libtorch bf16)\s+(\d+)\s+(\d+)\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)x\s+([0-9.]+)x")
+
+
+def bench(args):
+    """Runs `bitvit bench` with these arguments: (command as run from ROOT, its rows as (engine, batch,
+    threads, ms, images/s, vs FP32, vs BF16), (file MB, FP32 MB, ratio))."""
+    cmd = [os.path.join(ROOT, "build", "bitvit"), "bench"] + args
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT).stdout
+    size = re.search(r"packed file: ([0-9.]+) MB, FP32 parameters: ([0-9.]+) MB \(([0-9.]+)x smaller\)", out)
+    rows = [(m[1], int(m[2]), int(m[3]), float(m[4]), float(m[5]), m[6], m[7])
+            for m in (BENCH_ROW.match(line) for line in out.splitlines()) if m]
+    return " ".join(["build/bitvit"] + cmd[1:]), rows, (size[1], size[2], size[3])
+
+
 def models_section():
     """Runs `bitvit bench` per architecture and tabulates its rows (the CLI prints the ratios)."""
     commands, rows = [], []
     for model, batches in MODEL_RUNS:
-        cmd = [os.path.join(ROOT, "build", "bitvit"), "bench", "--recipe", "recipes/bivit-w1a1.toml", "--model", model,
-               "--batch", batches, "--threads", "1,0", "--min-seconds", "2"]
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT).stdout
-        commands.append(" ".join(["build/bitvit"] + cmd[1:]))
-        size = re.search(r"packed file: ([0-9.]+) MB, FP32 parameters: ([0-9.]+) MB \(([0-9.]+)x smaller\)", out)
-        for line in out.splitlines():
-            m = re.match(r"(runtime \(\S+\)|libtorch fp32|libtorch bf16)\s+(\d+)\s+(\d+)\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)x\s+([0-9.]+)x", line)
-            if m:
-                rows.append(f"| {model} | {m[1]} | {m[2]} | {m[3]} | {float(m[4]):.2f} | {float(m[5]):.1f} | "
-                            f"{m[6]}× | {m[7]}× | {size[1]} / {size[2]} MB ({size[3]}×) |")
+        command, bench_rows, size = bench(["--recipe", "recipes/bivit-w1a1.toml", "--model", model, "--batch", batches,
+                                           "--threads", "1,0", "--min-seconds", "2"])
+        commands.append(command)
+        for engine, batch, threads, ms, ips, vs_fp32, vs_bf16 in bench_rows:
+            rows.append(f"| {model} | {engine} | {batch} | {threads} | {ms:.2f} | {ips:.1f} | "
+                        f"{vs_fp32}× | {vs_bf16}× | {size[0]} / {size[1]} MB ({size[2]}×) |")
     lines = [provenance(commands[0] + " (and --model " + ", ".join(m for m, _ in MODEL_RUNS[1:]) + ")"), "",
              "| model | engine | batch | threads | ms/batch | images/s | vs FP32 | vs BF16 | file / FP32 size |",
              "|---|---|---|---|---|---|---|---|---|"] + rows
+    return "\n".join(lines)
+
+
+def recipes_section(model="deit_small_patch16_224"):
+    """Every shipped recipe's deployed form on one architecture, batch 1: the runtime on one thread and
+    on all cores against LibTorch FP32 and BF16 each at its best thread count, all in one bench run."""
+    recipes = sorted(f[:-5] for f in os.listdir(os.path.join(ROOT, "recipes")) if f.endswith(".toml") and f != "fp.toml")
+    lines = [provenance(f"build/bitvit bench --recipe recipes/<recipe>.toml --model {model} --batch 1 --threads 1,0 "
+                        "--min-seconds 2 (each recipe)"), "",
+             "| recipe | runtime ms, 1 thread | runtime ms, all cores | LibTorch FP32 ms (best) | LibTorch BF16 ms (best) | "
+             "runtime vs FP32 | runtime vs BF16 | file / FP32 size |", "|---|---|---|---|---|---|---|---|"]
+    for recipe in recipes:
+        _, rows, size = bench(["--recipe", f"recipes/{recipe}.toml", "--model", model, "--batch", "1", "--threads", "1,0",
+                               "--min-seconds", "2"])
+        ms = lambda engine: [r[3] for r in rows if r[0].startswith(engine)]
+        runtime, fp32, bf16 = ms("runtime"), min(ms("libtorch fp32")), min(ms("libtorch bf16"))
+        lines.append(f"| {recipe} | {runtime[0]:.1f} | {runtime[1]:.1f} | {fp32:.1f} | {bf16:.1f} | {fp32 / min(runtime):.1f}× | "
+                     f"{bf16 / min(runtime):.1f}× | {size[0]} / {size[1]} MB ({size[2]}×) |")
     return "\n".join(lines)
 
 
@@ -139,6 +168,8 @@ if __name__ == "__main__":
         write_section("train", train_section(command, data))
     elif which == "models":
         write_section("models", models_section())
+    elif which == "recipes":
+        write_section("recipes", recipes_section())
     else:
-        sys.exit(f"unknown benchmark '{which}' (kernels, train, models)")
+        sys.exit(f"unknown benchmark '{which}' (kernels, train, models, recipes)")
     print(f"wrote the {which} figures into {os.path.relpath(RESULTS, ROOT)}")

@@ -1,6 +1,6 @@
 #include "runtime/model.h"
 
-#include "runtime/kernels/softmax.h"
+#include "runtime/kernels/activations.h"
 #include "runtime/parallel.h"
 
 #include <algorithm>
@@ -223,28 +223,6 @@ Linear read_linear(const std::string & name, int64_t in, int64_t out, bool bias,
 LayerNorm read_norm(const std::string & name, int64_t dim, float eps, TensorReader & r) {
     return LayerNorm{r.f32(name + ".weight", {dim}), r.f32(name + ".bias", {dim}), eps};
 }
-
-float gelu(float x) { return 0.5f * x * (1.0f + std::erf(x * static_cast<float>(M_SQRT1_2))); }
-
-// GELU(x) < 0 exactly for x in (floor, 0): below the floor erf(x/√2) rounds to −1 and GELU gives −0
-// (which binarizes to +1). The floor is found once, by bisection down to adjacent floats.
-float gelu_negative_floor() {
-    static const float floor = [] {
-        float lo = -30.0f, hi = -1.0f;  // gelu(lo) is −0, gelu(hi) < 0
-        while (std::nextafter(lo, hi) != hi) {
-            const float mid = lo + (hi - lo) / 2;
-            if (mid == lo || mid == hi) break;
-            (gelu(mid) < 0.0f ? hi : lo) = mid;
-        }
-        return lo;
-    }();
-    return floor;
-}
-
-// The sign GELU's output would have, without computing it: −1 or +1 (sign(0) = sign(−0) = +1).
-// Above the floor 1 + erf(x/√2) is in (0, 1], so gelu(x) < 0 exactly when 0.5·x < 0 (0.5·x only
-// underflows to −0 for the smallest subnormals, and then so does gelu(x)).
-float gelu_sign(float x, float floor) { return (x > floor) & (0.5f * x < 0.0f) ? -1.0f : 1.0f; }
 
 // Max and min over a whole sample's tensor at a site, for the quantizers that need them (GSB).
 std::pair<float, float> range_for(const ActQuantizer & q, const std::vector<float> & v) {
@@ -570,7 +548,7 @@ std::vector<float> PackedModel::forward(const float * image, int threads, std::v
             } else if (relu) {
                 for (int64_t i = 0; i < count; ++i) h[i] = std::max(h[i], 0.0f);
             } else {
-                for (int64_t i = 0; i < count; ++i) h[i] = gelu(h[i]);
+                runtime::gelu(h, count);
             }
             if (c.mlp_clip > 0 && !only_sign) {
                 for (int64_t i = 0; i < count; ++i) h[i] = std::min(std::max(h[i], -clip), clip);

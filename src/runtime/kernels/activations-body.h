@@ -1,8 +1,9 @@
-// The row-softmax body, compiled once per ISA tier (softmax.cpp for the baseline, softmax-avx2.cpp
-// and softmax-avx512.cpp with their flags): plain loops the compiler vectorises with the tier's
-// registers. Every operation is written out (std::fma for each fused step, nothing else contracted:
-// -ffp-contract=off), so every tier gives the reference's bits (softmax.h). The exponentials are one
-// loop of their own, and the sum another over 16 lanes, the shapes GCC vectorises.
+// The softmax and GELU bodies, compiled once per ISA tier (activations.cpp for the baseline,
+// activations-avx2.cpp and activations-avx512.cpp with their flags): plain loops the compiler
+// vectorises with the tier's registers. Every operation is written out (std::fma for each fused step,
+// nothing else contracted: -ffp-contract=off), so every tier gives the reference's bits
+// (activations.h). Softmax's exponentials are one loop of their own, and its sum another over 16
+// lanes: the shapes GCC vectorises.
 #pragma once
 
 #include <algorithm>
@@ -58,8 +59,31 @@ inline void softmax_rows_body(float * x, int64_t rows, int64_t n, int64_t ld) {
     for (int64_t r = 0; r < rows; ++r) softmax_row(x + r * ld, n);
 }
 
+// erf(x) by Abramowitz & Stegun 7.1.26, odd-extended: 1 − t·(a1 + t·(a2 + t·(a3 + t·(a4 + t·a5))))·e^(−x²)
+// with t = 1/(1 + p·|x|); absolute error ≤ 1.5e-7.
+inline float fixed_erf(float x) {
+    const float ax = std::fabs(x);
+    const float t = 1.0f / std::fma(0.3275911f, ax, 1.0f);
+    float poly = 1.061405429f;
+    poly = std::fma(poly, t, -1.453152027f);
+    poly = std::fma(poly, t, 1.421413741f);
+    poly = std::fma(poly, t, -0.284496736f);
+    poly = std::fma(poly, t, 0.254829592f);
+    const float y = std::fma(-(t * poly), fixed_exp(-(ax * ax)), 1.0f);
+    return std::copysign(y, x);
+}
+
+// GELU(x) = x/2·(1 + erf(x/√2)), the exact (erf) form.
+inline float fixed_gelu(float x) { return 0.5f * x * (1.0f + fixed_erf(x * 0.707106781186547524f)); }
+
+inline void gelu_body(float * x, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) x[i] = fixed_gelu(x[i]);
+}
+
 // The tiers' entry points (defined in their own translation units).
 void softmax_rows_avx2(float * x, int64_t rows, int64_t n, int64_t ld);
 void softmax_rows_avx512(float * x, int64_t rows, int64_t n, int64_t ld);
+void gelu_avx2(float * x, int64_t n);
+void gelu_avx512(float * x, int64_t n);
 
 }  // namespace bitvit::runtime
