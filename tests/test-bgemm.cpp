@@ -1,5 +1,5 @@
-// Binary GEMM: every ISA tier this CPU runs, bit-exact against the reference (integer results and
-// the scaled float epilogue), over shapes that hit every edge of the tiles (M, N from 1 past the
+// Binary GEMM: every ISA tier this CPU runs, bit-exact against the reference (integer results, the
+// scaled float epilogue and the sign-bit epilogue), over shapes that hit every edge of the tiles (M, N from 1 past the
 // tile; K around word and vector boundaries, and the real DeiT K), plus the packing convention
 // (sign(0) = +1, padding bits zero).
 #include <gtest/gtest.h>
@@ -85,6 +85,30 @@ void check_tier(Isa isa, int64_t m, int64_t n, int64_t k, uint64_t seed) {
         ASSERT_EQ(bits(expected), bits(reference)) << "reference, M=" << m << " N=" << n << " K=" << k;
         ASSERT_EQ(bits(expected), bits(got)) << "isa=" << isa_name(isa) << " scaled" << (with_bias ? " + bias" : "")
                                              << " M=" << m << " N=" << n << " K=" << k << " seed=" << seed;
+        // The same values into the next sign quantizer's bits: their own signs, or GELU's (a floor
+        // inside the values' range, so values fall below it, between it and 0, and above 0).
+        const int64_t nw = b1_words(n);
+        for (const bool through_gelu : {false, true}) {
+            const SignOut sign_ref{nullptr, row_scale.data(), col_scale.data(), with_bias ? bias.data() : nullptr,
+                                   through_gelu, -1.5f};
+            std::vector<uint64_t> want(static_cast<size_t>(m * nw), 0), ref_bits(want.size(), ~uint64_t{0}),
+                got_bits(want.size(), ~uint64_t{0});
+            for (int64_t i = 0; i < m; ++i) {
+                for (int64_t j = 0; j < n; ++j) {
+                    const float v = expected[i * ldo + j];
+                    const bool negative = through_gelu ? (v > -1.5f && v < 0.0f) : v < 0.0f;
+                    if (negative) want[i * nw + j / 64] |= uint64_t{1} << (j % 64);
+                }
+            }
+            SignOut o = sign_ref;
+            o.bits = ref_bits.data();
+            b1b1_gemm_signs_ref(m, n, k, a.data(), b.data(), o);
+            ASSERT_EQ(want, ref_bits) << "signs reference, M=" << m << " N=" << n << " K=" << k;
+            o.bits = got_bits.data();
+            kernel.gemm_signs(m, a.data(), b1_words(k), packed, o);
+            ASSERT_EQ(want, got_bits) << "isa=" << isa_name(isa) << (through_gelu ? " gelu signs" : " signs")
+                                      << (with_bias ? " + bias" : "") << " M=" << m << " N=" << n << " K=" << k;
+        }
     }
 }
 

@@ -10,6 +10,8 @@
 #include "runtime/kernels/float-gemm.h"
 #include "runtime/kernels/int8-gemm.h"
 #include "runtime/kernels/plane-gemm.h"
+#include "runtime/kernels/activations.h"
+#include "runtime/model.h"
 #include "runtime/operand.h"
 
 using namespace bitvit::runtime;
@@ -285,6 +287,56 @@ TEST(F32PlaneGemm, EveryTierMatchesTheSignSelectReferenceBitForBit) {
                 ASSERT_EQ(bit_patterns(fast), bit_patterns(slow)) << m << "x" << n << "x" << k;
             }
         }
+    }
+}
+
+// A linear layer whose outputs go straight to a sign quantizer gives the bits of the float path —
+// forward(), then GELU's sign (or the value's own) — whether the XNOR kernel makes them in its
+// epilogue or another product's floats are packed; and the next layer takes those bits as the
+// sign quantizer would have made them from floats.
+TEST(Linear, SignOutputsAreTheFloatPathsSigns) {
+    std::mt19937_64 rng(21);
+    std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+    const int64_t tokens = 37, in = 100, out = 130, words = b1_words(out);
+    std::vector<float> x(static_cast<size_t>(tokens * in));
+    for (float & v : x) v = u(rng);
+    for (const char * input : {"sign", ""}) {  // XNOR epilogue; W1A32 floats, then packed
+        Linear fc;
+        fc.weight = planes_operand({random_plane(PlaneKind::pm1, out, in, rng)}, out, in);
+        for (float & s : fc.weight.planes[0].scale) s = 0.01f + 0.1f * std::fabs(u(rng));
+        prepare_weight(fc.weight, *input ? LayerInputs::planes : LayerInputs::f32);
+        for (int64_t j = 0; j < out; ++j) fc.bias.push_back(3.0f * u(rng));
+        fc.input.name = input;
+        std::vector<float> y(static_cast<size_t>(tokens * out));
+        fc.forward(x.data(), tokens, y.data());
+        for (const bool through_gelu : {false, true}) {
+            std::vector<uint64_t> want(static_cast<size_t>(tokens * words), 0);
+            for (int64_t t = 0; t < tokens; ++t) {
+                for (int64_t j = 0; j < out; ++j) {
+                    const float v = y[t * out + j];
+                    const bool negative = through_gelu ? gelu_sign(v, gelu_negative_floor()) < 0 : v < 0.0f;
+                    if (negative) want[t * words + j / 64] |= uint64_t{1} << (j % 64);
+                }
+            }
+            for (int threads : {1, 2}) {
+                std::vector<uint64_t> got(want.size(), ~uint64_t{0});
+                fc.forward_signs(x.data(), tokens, got.data(), through_gelu, threads);
+                ASSERT_EQ(got, want) << "input '" << input << "'" << (through_gelu ? " through GELU" : "") << ", threads " << threads;
+            }
+        }
+        // The next layer from those bits equals it from the ±1 floats they stand for.
+        std::vector<uint64_t> bits(static_cast<size_t>(tokens * words));
+        fc.forward_signs(x.data(), tokens, bits.data(), false);
+        std::vector<float> pm1(y.size());
+        for (size_t i = 0; i < y.size(); ++i) pm1[i] = y[i] < 0.0f ? -1.0f : 1.0f;
+        Linear next;
+        next.weight = planes_operand({random_plane(PlaneKind::pm1, 9, out, rng)}, 9, out);
+        prepare_weight(next.weight);
+        next.input.name = "sign";
+        std::vector<float> from_floats(static_cast<size_t>(tokens * 9)), from_bits(from_floats.size());
+        next.forward(pm1.data(), tokens, from_floats.data());
+        next.forward_from_signs(bits.data(), tokens, from_bits.data());
+        ASSERT_EQ(from_bits, from_floats) << "input '" << input << "'";
     }
 }
 

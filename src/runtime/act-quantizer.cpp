@@ -243,6 +243,15 @@ Operand ActQuantizer::encode_sab_from_scores(const float * scores, int64_t rows,
     return op;
 }
 
+Operand ActQuantizer::encode_sign_bits(const uint64_t * bits, int64_t rows, int64_t k) const {
+    if (name != "sign" && name != "sign_approx") {
+        throw std::invalid_argument("encode_sign_bits needs a sign quantizer, not '" + name + "'");
+    }
+    Operand op = plane_operand(rows, k);
+    add_plane(op, std::vector<uint64_t>(bits, bits + rows * b1_words(k)), {}, 1.0f);
+    return op;
+}
+
 bool ActQuantizer::encodes_int8() const {
     if (name != "lsq") return false;
     const auto zero = params.find("zero_point");

@@ -51,6 +51,10 @@ struct ActQuantizer {
     // d^-½·2) do not produce. Only for quantizer "sab".
     Operand encode_sab_from_scores(const float * scores, int64_t rows, int64_t k, int64_t ld) const;
 
+    // The operand a sign quantizer (sign, sign_approx) makes of values whose sign bits are already
+    // packed — canonical rows × k bits (a product's SignOut): the ±1 plane encode() would give.
+    Operand encode_sign_bits(const uint64_t * bits, int64_t rows, int64_t k) const;
+
     // Checks parameters against the site: known name, the tensors it needs with `channels` values
     // (or 1 where a scalar is expected), finite values, options in range. Throws
     // std::invalid_argument naming `site`.

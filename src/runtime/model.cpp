@@ -274,6 +274,36 @@ void Linear::forward(const float * x, int64_t tokens, float * y, int threads) co
     });
 }
 
+void Linear::forward_signs(const float * x, int64_t tokens, uint64_t * bits, bool through_gelu, int threads) const {
+    const int64_t out_words = b1_words(weight.rows);
+    parallel_for(tokens, threads_for(tokens * weight.k * weight.rows, threads), [&](int64_t t0, int64_t t1) {
+        const Operand in = input.encode(x + t0 * weight.k, t1 - t0, weight.k, weight.k, SiteScope::token, 0);
+        const BgemmKernel & kernel = bgemm_kernel();
+        const SignOut o{bits + t0 * out_words, nullptr, nullptr, bias.empty() ? nullptr : bias.data(), through_gelu,
+                        gelu_negative_floor()};
+        const bool xnor = is_pm1_plane(in) && is_pm1_plane(weight) && weight.planes[0].packed.n == weight.rows;
+        if (xnor) {
+            SignOut scaled = o;
+            scaled.row_scale = in.planes[0].scale.data();
+            scaled.col_scale = weight.planes[0].scale.data();
+            kernel.gemm_signs(t1 - t0, in.planes[0].sign.data(), b1_words(weight.k), weight.planes[0].packed, scaled);
+            return;
+        }
+        thread_local std::vector<float> values;
+        values.resize(static_cast<size_t>((t1 - t0) * weight.rows));
+        matmul(in, weight, values.data(), o.bias);
+        pack_value_signs(values.data(), t1 - t0, weight.rows, o, o.bits, kernel.pack_signs);
+    });
+}
+
+void Linear::forward_from_signs(const uint64_t * bits, int64_t tokens, float * y, int threads) const {
+    const int64_t in_words = b1_words(weight.k);
+    parallel_for(tokens, threads_for(tokens * weight.k * weight.rows, threads), [&](int64_t t0, int64_t t1) {
+        const Operand in = input.encode_sign_bits(bits + t0 * in_words, t1 - t0, weight.k);
+        matmul(in, weight, y + t0 * weight.rows, bias.empty() ? nullptr : bias.data());
+    });
+}
+
 PackedModel PackedModel::load(const std::string & path) {
     const format::SafetensorsFile file = format::SafetensorsFile::load(path);
     return from_file(file);
@@ -510,6 +540,7 @@ std::vector<float> PackedModel::forward(const float * image, int threads, std::v
     for (size_t i = 0; i < x.size(); ++i) x[i] += pos_embed_[i];
 
     std::vector<float> normed(x.size()), branch(x.size()), hidden(static_cast<size_t>(N * c.hidden()));
+    std::vector<uint64_t> hidden_bits;  // fc1's outputs as fc2's sign bits, when that is all fc2 needs
     const bool relu = c.mlp_act == "relu", rprelu = c.mlp_act == "rprelu";
     const int64_t H = c.hidden();
     // Token-wise passes (residual adds, LayerNorms, the MLP activation) split over tokens like the
@@ -517,7 +548,6 @@ std::vector<float> PackedModel::forward(const float * image, int threads, std::v
     auto per_token = [&](int64_t width, const std::function<void(int64_t, int64_t)> & fn) {
         parallel_for(N, threads_for(N * width * kElementwiseMacs, threads), fn);
     };
-    const float gelu_floor = gelu_negative_floor();
     per_token(D, [&](int64_t t0, int64_t t1) { blocks_.front().norm1.forward(&x[t0 * D], t1 - t0, D, &normed[t0 * D]); });
     for (size_t bi = 0; bi < blocks_.size(); ++bi) {
         const Block & b = blocks_[bi];
@@ -526,35 +556,40 @@ std::vector<float> PackedModel::forward(const float * image, int threads, std::v
             for (int64_t i = t0 * D; i < t1 * D; ++i) x[i] += branch[i];
             b.norm2.forward(&x[t0 * D], t1 - t0, D, &normed[t0 * D]);
         });
-        b.fc1.forward(normed.data(), N, hidden.data(), threads);
         // fc2 keeps only the sign of a GELU or ReLU activation when its input quantizer is sign (a
         // clamp to ±clip keeps the sign too): GELU is reduced to its sign — exactly, including its
-        // underflow to −0 far below zero — and ReLU's output is never negative.
+        // underflow to −0 far below zero — straight from fc1's products (no floats stored), and
+        // ReLU's output is never negative.
         const bool only_sign = sign_only(b.fc2.input) && !rprelu;
-        const auto clip = static_cast<float>(c.mlp_clip);
-        per_token(H, [&](int64_t t0, int64_t t1) {
-            float * h = &hidden[t0 * H];
-            const int64_t count = (t1 - t0) * H;
-            if (only_sign && relu) {
-                std::fill(h, h + count, 1.0f);
-            } else if (only_sign) {
-                for (int64_t i = 0; i < count; ++i) h[i] = gelu_sign(h[i], gelu_floor);
-            } else if (rprelu) {
-                for (int64_t i = 0; i < count; ++i) {
-                    const int64_t ch = i % H;
-                    const float shifted = h[i] + b.act_shift[ch];
-                    h[i] = (shifted >= 0.0f ? shifted : shifted * b.act_slope[ch]) + b.act_bias[ch];
+        if (only_sign && !relu) {
+            hidden_bits.resize(static_cast<size_t>(N * b1_words(H)));
+            b.fc1.forward_signs(normed.data(), N, hidden_bits.data(), /*through_gelu=*/true, threads);
+            b.fc2.forward_from_signs(hidden_bits.data(), N, branch.data(), threads);
+        } else {
+            b.fc1.forward(normed.data(), N, hidden.data(), threads);
+            const auto clip = static_cast<float>(c.mlp_clip);
+            per_token(H, [&](int64_t t0, int64_t t1) {
+                float * h = &hidden[t0 * H];
+                const int64_t count = (t1 - t0) * H;
+                if (only_sign) {  // ReLU
+                    std::fill(h, h + count, 1.0f);
+                } else if (rprelu) {
+                    for (int64_t i = 0; i < count; ++i) {
+                        const int64_t ch = i % H;
+                        const float shifted = h[i] + b.act_shift[ch];
+                        h[i] = (shifted >= 0.0f ? shifted : shifted * b.act_slope[ch]) + b.act_bias[ch];
+                    }
+                } else if (relu) {
+                    for (int64_t i = 0; i < count; ++i) h[i] = std::max(h[i], 0.0f);
+                } else {
+                    runtime::gelu(h, count);
                 }
-            } else if (relu) {
-                for (int64_t i = 0; i < count; ++i) h[i] = std::max(h[i], 0.0f);
-            } else {
-                runtime::gelu(h, count);
-            }
-            if (c.mlp_clip > 0 && !only_sign) {
-                for (int64_t i = 0; i < count; ++i) h[i] = std::min(std::max(h[i], -clip), clip);
-            }
-        });
-        b.fc2.forward(hidden.data(), N, branch.data(), threads);
+                if (c.mlp_clip > 0 && !only_sign) {
+                    for (int64_t i = 0; i < count; ++i) h[i] = std::min(std::max(h[i], -clip), clip);
+                }
+            });
+            b.fc2.forward(hidden.data(), N, branch.data(), threads);
+        }
         // The residual add, then the next block's norm1 (or the final norm) on the same token.
         const LayerNorm & next_norm = bi + 1 < blocks_.size() ? blocks_[bi + 1].norm1 : norm_;
         per_token(D, [&](int64_t t0, int64_t t1) {

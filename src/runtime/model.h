@@ -49,6 +49,12 @@ struct Linear {
     std::vector<float> bias;   // [out] or empty
     ActQuantizer input;        // the "<layer>.input" site
     void forward(const float * x, int64_t tokens, float * y, int threads = 1) const;
+    // forward(), its outputs handed straight to a sign quantizer: bits [tokens, b1_words(out)] set where
+    // y < 0, or where GELU(y) < 0 with through_gelu (kernels/bgemm.h SignOut). A W1A1 product makes
+    // them as its results leave the registers; any other product through its float outputs.
+    void forward_signs(const float * x, int64_t tokens, uint64_t * bits, bool through_gelu, int threads = 1) const;
+    // forward() of an input whose sign quantizer's bits are already packed ([tokens, b1_words(in)]).
+    void forward_from_signs(const uint64_t * bits, int64_t tokens, float * y, int threads = 1) const;
 };
 
 struct Block {

@@ -82,7 +82,7 @@ bool planes_matmul(const Operand & x, const Operand & w, float * out, const floa
     thread_local std::vector<int32_t> dots;
     if (dots.size() < static_cast<size_t>(m * n)) dots.resize(static_cast<size_t>(m * n));
     const bool one_pair = x.planes.size() == 1 && w.planes.size() == 1 && x.offset.empty() && w.offset.empty();
-    if (one_pair && x.planes[0].mask.empty() && w.planes[0].mask.empty()) {
+    if (is_pm1_plane(x) && is_pm1_plane(w)) {
         // ±1 × ±1 (a W1A1 linear, binary q·kᵀ): scales and bias applied as the results leave the
         // registers. A weight comes prepared; an activation on the right (k) is repacked here.
         const BgemmKernel & kernel = bgemm_kernel();
@@ -246,6 +246,11 @@ std::vector<float> Operand::decode() const {
         }
     }
     return out;
+}
+
+bool is_pm1_plane(const Operand & op) {
+    return op.kind == Operand::Kind::planes && op.planes.size() == 1 && op.offset.empty() && op.planes[0].mask.empty() &&
+           !op.planes[0].sign.empty();
 }
 
 void matmul(const Operand & x, const Operand & w, float * out, const float * bias) {

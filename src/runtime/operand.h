@@ -60,6 +60,9 @@ struct Operand {
     std::vector<float> decode() const;
 };
 
+// One ±1 plane without mask or offset: what the XNOR kernel multiplies.
+bool is_pm1_plane(const Operand & op);
+
 // Products that run on the bits skip work on decode() and go through kernels:
 //   planes × planes  popcount kernels (XNOR for ±1 × ±1 planes, the general masked form otherwise)
 //   int8 × int8      integer dot products (the int8 kernel: VNNI, AVX2 or portable)

@@ -17,6 +17,7 @@
 #pragma once
 
 #include <algorithm>
+#include <vector>
 
 #include "runtime/kernels/bgemm.h"
 
@@ -124,12 +125,34 @@ void bgemm_drive_scaled(int64_t m, const uint64_t * a, int64_t lda, const Packed
     });
 }
 
+// The XNOR product into SignOut: a block of MR rows at a time through the scaled tile into a scratch
+// of MR × N floats (a few KB for the layer widths here, so it stays in L1), then packed with V.
+template <class Tile, class V>
+void bgemm_drive_signs(int64_t m, const uint64_t * a, int64_t lda, const PackedB1 & b, const SignOut & o);
+
 // pack_b1_rows_ref through V::negative_bits, a word at a time.
 template <class V>
 void pack_signs(const float * x, int64_t rows, int64_t k, int64_t ld, uint64_t * out) {
     const int64_t kw = b1_words(k);
     for (int64_t r = 0; r < rows; ++r) {
         for (int64_t w = 0; w < kw; ++w) out[r * kw + w] = V::negative_bits(x + r * ld + w * 64, std::min<int64_t>(64, k - w * 64));
+    }
+}
+
+template <class Tile, class V>
+void bgemm_drive_signs(int64_t m, const uint64_t * a, int64_t lda, const PackedB1 & b, const SignOut & o) {
+    thread_local std::vector<float> values;
+    values.resize(static_cast<size_t>(Tile::kMR * b.n));
+    const uint64_t * rows[Tile::kMR];
+    for (int64_t m0 = 0; m0 < m; m0 += Tile::kMR) {
+        const int64_t mr = std::min<int64_t>(Tile::kMR, m - m0);
+        for (int64_t i = 0; i < Tile::kMR; ++i) rows[i] = a + (m0 + std::min(i, mr - 1)) * lda;
+        const ScaledOut block{values.data(), b.n, o.row_scale + m0, o.col_scale, o.bias};
+        for (int64_t n0 = 0; n0 < b.n; n0 += Tile::kNR) {
+            Tile::run_scaled(rows, b.panel(n0 / Tile::kNR), b1_words(b.k), b.k, block, 0, n0, mr,
+                             std::min<int64_t>(Tile::kNR, b.n - n0));
+        }
+        pack_value_signs(values.data(), mr, b.n, o, o.bits + m0 * b1_words(b.n), pack_signs<V>);
     }
 }
 

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "runtime/kernels/bgemm-microkernel.h"
 #include "runtime/kernels/bgemm-tiers.h"
 
 namespace bitvit::runtime {
@@ -62,6 +63,20 @@ void b1b1_gemm_scaled_ref(int64_t m, int64_t n, int64_t k, const uint64_t * a, c
     }
 }
 
+void b1b1_gemm_signs_ref(int64_t m, int64_t n, int64_t k, const uint64_t * a, const uint64_t * b, const SignOut & o) {
+    std::vector<float> values(static_cast<size_t>(m * n));
+    b1b1_gemm_scaled_ref(m, n, k, a, b, ScaledOut{values.data(), n, o.row_scale, o.col_scale, o.bias});
+    const int64_t nw = b1_words(n);
+    std::fill(o.bits, o.bits + m * nw, uint64_t{0});
+    for (int64_t i = 0; i < m; ++i) {
+        for (int64_t j = 0; j < n; ++j) {
+            const float v = values[i * n + j];
+            const bool negative = o.through_gelu ? v > o.gelu_floor && 0.5f * v < 0.0f : v < 0.0f;
+            if (negative) o.bits[i * nw + j / 64] |= uint64_t{1} << (j % 64);
+        }
+    }
+}
+
 PackedB1 repack_b1_panels(const uint64_t * b, int64_t n, int64_t k, int64_t nr) {
     const int64_t kw = b1_words(k);
     const int64_t panels = (n + nr - 1) / nr;
@@ -102,11 +117,17 @@ void xnor_gemm_scaled_scalar(int64_t m, const uint64_t * a, int64_t lda, const P
         for (int64_t j = 0; j < b.n; ++j) o.out[i * o.ldo + j] = scaled(o, i, j, dots[i * b.n + j]);
     }
 }
+
+void xnor_gemm_signs_scalar(int64_t m, const uint64_t * a, int64_t lda, const PackedB1 & b, const SignOut & o) {
+    std::vector<float> values(static_cast<size_t>(m * b.n));
+    xnor_gemm_scaled_scalar(m, a, lda, b, ScaledOut{values.data(), b.n, o.row_scale, o.col_scale, o.bias});
+    pack_value_signs(values.data(), m, b.n, o, o.bits, pack_b1_rows_ref);
+}
 }  // namespace
 
 const BgemmKernel & bgemm_kernel(Isa isa) {
     static const BgemmKernel scalar{Isa::scalar, 1, 1, popcount_gemm_scalar<true>, popcount_gemm_scalar<false>,
-                                    xnor_gemm_scaled_scalar, pack_b1_rows_ref};
+                                    xnor_gemm_scaled_scalar, xnor_gemm_signs_scalar, pack_b1_rows_ref};
     if (static_cast<int>(isa) > static_cast<int>(best_supported_isa())) {
         throw std::invalid_argument(std::string("bgemm: this CPU cannot run the ") + isa_name(isa) + " tier");
     }

@@ -56,6 +56,44 @@ struct ScaledOut {
 // Reference: b1b1_gemm_ref, then the epilogue element by element.
 void b1b1_gemm_scaled_ref(int64_t m, int64_t n, int64_t k, const uint64_t * a, const uint64_t * b, const ScaledOut & o);
 
+// A binary product's results as the sign bits the next layer's sign quantizer makes of them, without
+// storing the floats: each value v is ScaledOut's, then bit j of row i is set where v < 0 — or, with
+// through_gelu, where GELU(v) < 0, i.e. v in (gelu_floor, 0) (gelu_sign, activations.h). The rows
+// are canonical: b1_words(N) words each, padding bits 0.
+struct SignOut {
+    uint64_t * bits = nullptr;          // [M, b1_words(N)]
+    const float * row_scale = nullptr;  // as ScaledOut
+    const float * col_scale = nullptr;
+    const float * bias = nullptr;
+    bool through_gelu = false;
+    float gelu_floor = 0.0f;
+};
+
+// Reference: b1b1_gemm_scaled_ref, then each value's sign by the predicate.
+void b1b1_gemm_signs_ref(int64_t m, int64_t n, int64_t k, const uint64_t * a, const uint64_t * b, const SignOut & o);
+
+// SignOut's bits of rows × n values (row stride n) through a tier's sign packer `pack`
+// (pack_signs' signature): the values' own signs, or GELU's — (0.5·v < 0) and (floor − v < 0), the
+// latter exactly v > floor, since a difference of distinct floats is never 0.
+template <class Pack>
+void pack_value_signs(const float * values, int64_t rows, int64_t n, const SignOut & o, uint64_t * out, Pack pack) {
+    if (!o.through_gelu) return pack(values, rows, n, n, out);
+    thread_local std::vector<float> half, above;
+    thread_local std::vector<uint64_t> above_bits;
+    half.resize(static_cast<size_t>(rows * n));
+    above.resize(half.size());
+    for (int64_t j = 0; j < rows * n; ++j) {
+        half[j] = 0.5f * values[j];
+        above[j] = o.gelu_floor - values[j];
+    }
+    const int64_t words = rows * b1_words(n);
+    above_bits.resize(static_cast<size_t>(words));
+    pack(half.data(), rows, n, n, out);
+    pack(above.data(), rows, n, n, above_bits.data());
+    for (int64_t w = 0; w < words; ++w) out[w] &= above_bits[w];
+}
+
+
 // One ISA tier's binary GEMMs, with the panel width their packed B must have.
 struct BgemmKernel {
     Isa isa;
@@ -69,6 +107,9 @@ struct BgemmKernel {
     Gemm and_gemm;
     // The XNOR product with the ScaledOut epilogue (a W1A1 linear layer's whole output).
     ScaledGemm gemm_scaled;
+    // The XNOR product into the next sign quantizer's bits (SignOut).
+    using SignGemm = void (*)(int64_t m, const uint64_t * a, int64_t lda, const PackedB1 & b, const SignOut & o);
+    SignGemm gemm_signs;
     // pack_b1_rows_ref: rows × K floats (row stride ld) -> canonical sign bits (1 where x < 0).
     void (*pack_signs)(const float * x, int64_t rows, int64_t k, int64_t ld, uint64_t * out);
 };
