@@ -220,7 +220,11 @@ Operand plane_operand(int64_t rows, int64_t k) {
 }
 
 void add_plane(Operand & op, std::vector<uint64_t> sign, std::vector<uint64_t> mask, float scale) {
-    op.planes.push_back(Plane{std::move(sign), std::move(mask), std::vector<float>(static_cast<size_t>(op.rows), scale), {}});
+    Plane plane;
+    plane.sign = std::move(sign);
+    plane.mask = std::move(mask);
+    plane.scale.assign(static_cast<size_t>(op.rows), scale);
+    op.planes.push_back(std::move(plane));
 }
 
 Operand f32_operand(int64_t rows, int64_t k) {

@@ -292,7 +292,7 @@ void Linear::forward_signs(const float * x, int64_t tokens, uint64_t * bits, boo
         thread_local std::vector<float> values;
         values.resize(static_cast<size_t>((t1 - t0) * weight.rows));
         matmul(in, weight, values.data(), o.bias);
-        pack_value_signs(values.data(), t1 - t0, weight.rows, o, o.bits, kernel.pack_signs);
+        pack_value_signs(values.data(), t1 - t0, weight.rows, o, o.bits, kernel.negative_bits);
     });
 }
 

@@ -59,7 +59,7 @@ ModelBenchReport bench_models(const ModelBenchOptions & o) {
         // Normalisation does not affect speed; the recipe's (1-channel) statistics are repeated per channel.
         const std::vector<double> mean(static_cast<size_t>(base.in_chans), config.data.mean.at(0));
         const std::vector<double> std(static_cast<size_t>(base.in_chans), config.data.std.at(0));
-        export_packed(quantized, ExportOptions{std::filesystem::path(o.recipe).stem().string(), mean, std, o.half_storage}, tmp.string());
+        export_packed(quantized, ExportOptions{std::filesystem::path(o.recipe).stem().string(), mean, std, o.half_storage, {}}, tmp.string());
         packed_path = tmp.string();
     }
     const runtime::PackedModel packed = runtime::PackedModel::load(packed_path);

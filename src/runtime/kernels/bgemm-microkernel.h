@@ -152,7 +152,7 @@ void bgemm_drive_signs(int64_t m, const uint64_t * a, int64_t lda, const PackedB
             Tile::run_scaled(rows, b.panel(n0 / Tile::kNR), b1_words(b.k), b.k, block, 0, n0, mr,
                              std::min<int64_t>(Tile::kNR, b.n - n0));
         }
-        pack_value_signs(values.data(), mr, b.n, o, o.bits + m0 * b1_words(b.n), pack_signs<V>);
+        pack_value_signs(values.data(), mr, b.n, o, o.bits + m0 * b1_words(b.n), V::negative_bits);
     }
 }
 

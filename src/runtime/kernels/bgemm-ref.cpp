@@ -21,6 +21,12 @@ void pack_b1_rows_ref(const float * x, int64_t rows, int64_t k, int64_t ld, uint
     }
 }
 
+uint64_t negative_bits_ref(const float * x, int64_t n) {
+    uint64_t bits = 0;
+    for (int64_t b = 0; b < n; ++b) bits |= static_cast<uint64_t>(x[b] < 0.0f) << b;
+    return bits;
+}
+
 namespace {
 // The references' one loop: popcount of a[i] ^ b[j] (stored as K − 2·count) or of a[i] & b[j].
 template <bool kXnor>
@@ -121,13 +127,14 @@ void xnor_gemm_scaled_scalar(int64_t m, const uint64_t * a, int64_t lda, const P
 void xnor_gemm_signs_scalar(int64_t m, const uint64_t * a, int64_t lda, const PackedB1 & b, const SignOut & o) {
     std::vector<float> values(static_cast<size_t>(m * b.n));
     xnor_gemm_scaled_scalar(m, a, lda, b, ScaledOut{values.data(), b.n, o.row_scale, o.col_scale, o.bias});
-    pack_value_signs(values.data(), m, b.n, o, o.bits, pack_b1_rows_ref);
+    pack_value_signs(values.data(), m, b.n, o, o.bits, negative_bits_ref);
 }
 }  // namespace
 
 const BgemmKernel & bgemm_kernel(Isa isa) {
     static const BgemmKernel scalar{Isa::scalar, 1, 1, popcount_gemm_scalar<true>, popcount_gemm_scalar<false>,
-                                    xnor_gemm_scaled_scalar, xnor_gemm_signs_scalar, pack_b1_rows_ref};
+                                    xnor_gemm_scaled_scalar, xnor_gemm_signs_scalar, pack_b1_rows_ref,
+                                    negative_bits_ref};
     if (static_cast<int>(isa) > static_cast<int>(best_supported_isa())) {
         throw std::invalid_argument(std::string("bgemm: this CPU cannot run the ") + isa_name(isa) + " tier");
     }

@@ -24,6 +24,8 @@ inline int64_t b1_words(int64_t k) { return (k + 63) / 64; }
 
 // Packs rows × K floats (row stride ld floats) into canonical bits: out has rows·b1_words(K) words.
 void pack_b1_rows_ref(const float * x, int64_t rows, int64_t k, int64_t ld, uint64_t * out);
+// One word of it: bit b set where x[b] < 0, for n ≤ 64 floats.
+uint64_t negative_bits_ref(const float * x, int64_t n);
 
 // Reference: C[m][n] = K − 2·popcount(a[m] ^ b[n]) over canonical a (M × kw) and b (N × kw).
 void b1b1_gemm_ref(int64_t m, int64_t n, int64_t k, const uint64_t * a, const uint64_t * b, int32_t * c,
@@ -72,27 +74,31 @@ struct SignOut {
 // Reference: b1b1_gemm_scaled_ref, then each value's sign by the predicate.
 void b1b1_gemm_signs_ref(int64_t m, int64_t n, int64_t k, const uint64_t * a, const uint64_t * b, const SignOut & o);
 
-// SignOut's bits of rows × n values (row stride n) through a tier's sign packer `pack`
-// (pack_signs' signature): the values' own signs, or GELU's — (0.5·v < 0) and (floor − v < 0), the
+// SignOut's bits of rows × n values (row stride n) into canonical rows of b1_words(n) words, a word
+// at a time through `negative_bits(x, count)` (bit b set where x[b] < 0, for count ≤ 64 floats: a
+// tier's V::negative_bits): the values' own signs, or GELU's — (0.5·v < 0) and (floor − v < 0), the
 // latter exactly v > floor, since a difference of distinct floats is never 0.
-template <class Pack>
-void pack_value_signs(const float * values, int64_t rows, int64_t n, const SignOut & o, uint64_t * out, Pack pack) {
-    if (!o.through_gelu) return pack(values, rows, n, n, out);
-    thread_local std::vector<float> half, above;
-    thread_local std::vector<uint64_t> above_bits;
-    half.resize(static_cast<size_t>(rows * n));
-    above.resize(half.size());
-    for (int64_t j = 0; j < rows * n; ++j) {
-        half[j] = 0.5f * values[j];
-        above[j] = o.gelu_floor - values[j];
+template <class NegativeBits>
+void pack_value_signs(const float * values, int64_t rows, int64_t n, const SignOut & o, uint64_t * out,
+                      NegativeBits negative_bits) {
+    const int64_t nw = b1_words(n);
+    for (int64_t r = 0; r < rows; ++r) {
+        for (int64_t w = 0; w < nw; ++w) {
+            const float * v = values + r * n + w * 64;
+            const int64_t count = n - w * 64 < 64 ? n - w * 64 : 64;
+            if (!o.through_gelu) {
+                out[r * nw + w] = negative_bits(v, count);
+                continue;
+            }
+            float half[64], above[64];
+            for (int64_t j = 0; j < count; ++j) {
+                half[j] = 0.5f * v[j];
+                above[j] = o.gelu_floor - v[j];
+            }
+            out[r * nw + w] = negative_bits(half, count) & negative_bits(above, count);
+        }
     }
-    const int64_t words = rows * b1_words(n);
-    above_bits.resize(static_cast<size_t>(words));
-    pack(half.data(), rows, n, n, out);
-    pack(above.data(), rows, n, n, above_bits.data());
-    for (int64_t w = 0; w < words; ++w) out[w] &= above_bits[w];
 }
-
 
 // One ISA tier's binary GEMMs, with the panel width their packed B must have.
 struct BgemmKernel {
@@ -112,6 +118,8 @@ struct BgemmKernel {
     SignGemm gemm_signs;
     // pack_b1_rows_ref: rows × K floats (row stride ld) -> canonical sign bits (1 where x < 0).
     void (*pack_signs)(const float * x, int64_t rows, int64_t k, int64_t ld, uint64_t * out);
+    // negative_bits_ref: one word of those bits from n ≤ 64 floats.
+    uint64_t (*negative_bits)(const float * x, int64_t n);
 };
 
 // The kernel of a tier (the CPU must support it), and the one selected_isa() picks.
