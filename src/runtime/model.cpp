@@ -449,28 +449,44 @@ void PackedModel::attention(const Block & b, const float * x, float * out, int t
     qkv.resize(static_cast<size_t>(N * 3 * D));
     b.qkv.forward(x, N, qkv.data(), threads);
     // Split into per-head tensors [3][H, N, d] (and vᵀ [H, d, N] for the probs·v product), heads
-    // split over threads like the products that follow.
-    for (auto * per_head : {&q, &k, &vt}) per_head->resize(static_cast<size_t>(H * N * d));
+    // split over threads like the products that follow. q and k are copied out only when something
+    // changes them in place or a quantizer needs their whole-sample range; otherwise each head reads
+    // its columns of qkv [N, 3·D] in place (row stride 3·D).
+    const bool qk_in_place = !c.qk_norm && !c.qkv_shift && !b.q.needs_range() && !b.k.needs_range();
+    if (!qk_in_place) for (auto * per_head : {&q, &k}) per_head->resize(static_cast<size_t>(H * N * d));
+    vt.resize(static_cast<size_t>(H * N * d));
     parallel_for(H, threads_for(N * 3 * D * kElementwiseMacs, threads), [&](int64_t h0, int64_t h1) {
     for (int64_t h = h0; h < h1; ++h) {
-        for (int64_t n = 0; n < N; ++n) {
-            const float * row = qkv.data() + n * 3 * D + h * d;
-            std::copy(row, row + d, q.data() + (h * N + n) * d);
-            std::copy(row + D, row + D + d, k.data() + (h * N + n) * d);
+        if (!qk_in_place) {
+            for (int64_t n = 0; n < N; ++n) {
+                const float * row = qkv.data() + n * 3 * D + h * d;
+                std::copy(row, row + d, q.data() + (h * N + n) * d);
+                std::copy(row + D, row + D + d, k.data() + (h * N + n) * d);
+            }
         }
         if (c.qk_norm) {
             b.norm_q.forward(q.data() + h * N * d, N, d, q.data() + h * N * d);
             b.norm_k.forward(k.data() + h * N * d, N, d, k.data() + h * N * d);
         }
-        for (int64_t n = 0; n < N; ++n) {
-            for (int64_t j = 0; j < d; ++j) {
-                float v = qkv[n * 3 * D + 2 * D + h * d + j];
-                if (c.qkv_shift) {
+        if (c.qkv_shift) {
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t j = 0; j < d; ++j) {
                     q[(h * N + n) * d + j] += b.shift_q[h * d + j];
                     k[(h * N + n) * d + j] += b.shift_k[h * d + j];
-                    v += b.shift_v[h * d + j];
                 }
-                vt[(h * d + j) * N + n] = v;
+            }
+        }
+        // vᵀ in blocks of 16 tokens: each j writes 16 adjacent floats (one cache line) while the
+        // block's 16 rows of v stay in L1.
+        for (int64_t n0 = 0; n0 < N; n0 += 16) {
+            const int64_t n1 = std::min<int64_t>(N, n0 + 16);
+            for (int64_t j = 0; j < d; ++j) {
+                const float shift = c.qkv_shift ? b.shift_v[h * d + j] : 0.0f;
+                float * dst = vt.data() + (h * d + j) * N;
+                for (int64_t n = n0; n < n1; ++n) {
+                    const float v = qkv[n * 3 * D + 2 * D + h * d + j];
+                    dst[n] = c.qkv_shift ? v + shift : v;
+                }
             }
         }
     }
@@ -489,8 +505,11 @@ void PackedModel::attention(const Block & b, const float * x, float * out, int t
     const int head_threads = threads_for(H * N * N * d, threads);  // q·kᵀ and probs·v: N·N·d each per head
     if (!all_positive) parallel_for(H, head_threads, [&](int64_t h0, int64_t h1) {
     for (int64_t h = h0; h < h1; ++h) {
-        const Operand qh = b.q.encode(q.data() + h * N * d, N, d, d, SiteScope::per_head, h, q_max, q_min);
-        const Operand kh = b.k.encode(k.data() + h * N * d, N, d, d, SiteScope::per_head, h, k_max, k_min);
+        const float * qh_in = qk_in_place ? qkv.data() + h * d : q.data() + h * N * d;
+        const float * kh_in = qk_in_place ? qkv.data() + D + h * d : k.data() + h * N * d;
+        const int64_t qk_ld = qk_in_place ? 3 * D : d;
+        const Operand qh = b.q.encode(qh_in, N, d, qk_ld, SiteScope::per_head, h, q_max, q_min);
+        const Operand kh = b.k.encode(kh_in, N, d, qk_ld, SiteScope::per_head, h, k_max, k_min);
         float * scores = probs.data() + h * N * N;
         matmul(qh, kh, scores);
         for (int64_t i = 0; i < N * N; ++i) scores[i] *= scale;
