@@ -1,7 +1,8 @@
 // The runtime's full-precision activations: softmax's exponential against std::exp (within 2 ulp over
 // the range softmax uses, 0 below the normal range), GELU against the exact formula in double, the
 // sign GELU is reduced to against GELU's own sign, and every ISA tier against its reference bit for
-// bit (softmax over row lengths around the 16 summation lanes and real attention widths).
+// bit (softmax over row lengths around the 16 summation lanes and real attention widths), and
+// LayerNorm likewise.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -106,4 +107,40 @@ TEST(Gelu, SignShortcutIsGelusOwnSign) {
     for (int i = 0; i < 4000; ++i, x = std::nextafter(x, 0.0f)) expect_same_sign(x);
     for (int64_t i = 0; i <= 310000; ++i) expect_same_sign(static_cast<float>(-30.0 + 1e-4 * static_cast<double>(i)));
     for (float z : {0.0f, -0.0f, 1e-45f, -1e-45f, 1e-38f, -1e-38f, -INFINITY, INFINITY}) expect_same_sign(z);
+}
+
+// LayerNorm per tier against its reference bit for bit, over widths around the 16 summation lanes and
+// the DeiT widths, out of place and in place; and the reference against the formula in double.
+TEST(LayerNorm, EveryTierMatchesTheReferenceBitForBit) {
+    std::mt19937_64 rng(11);
+    std::normal_distribution<float> values(0.5f, 3.0f);
+    const float eps = 1e-6f;
+    for (int64_t dim : {1, 2, 15, 16, 17, 33, 64, 96, 192, 384, 768}) {
+        const int64_t rows = 5;
+        std::vector<float> x(static_cast<size_t>(rows * dim)), weight(static_cast<size_t>(dim)), bias(weight.size());
+        for (float & v : x) v = values(rng);
+        for (float & v : weight) v = values(rng);
+        for (float & v : bias) v = values(rng);
+        std::vector<float> want(x.size());
+        layer_norm_rows_ref(x.data(), rows, dim, weight.data(), bias.data(), eps, want.data());
+        for (int64_t r = 0; r < rows; ++r) {
+            double mean = 0.0, var = 0.0;
+            for (int64_t i = 0; i < dim; ++i) mean += x[r * dim + i];
+            mean /= static_cast<double>(dim);
+            for (int64_t i = 0; i < dim; ++i) var += (x[r * dim + i] - mean) * (x[r * dim + i] - mean);
+            var /= static_cast<double>(dim);
+            for (int64_t i = 0; i < dim; ++i) {
+                const double exact = (x[r * dim + i] - mean) / std::sqrt(var + eps) * weight[i] + bias[i];
+                ASSERT_NEAR(want[r * dim + i], exact, 1e-4 * (1.0 + std::fabs(exact))) << "dim " << dim;
+            }
+        }
+        for (Isa isa : supported_isas()) {
+            std::vector<float> got(x.size());
+            layer_norm_rows(isa, x.data(), rows, dim, weight.data(), bias.data(), eps, got.data());
+            ASSERT_EQ(0, std::memcmp(got.data(), want.data(), got.size() * sizeof(float))) << isa_name(isa) << " dim " << dim;
+            std::vector<float> in_place = x;
+            layer_norm_rows(isa, in_place.data(), rows, dim, weight.data(), bias.data(), eps, in_place.data());
+            ASSERT_EQ(0, std::memcmp(in_place.data(), want.data(), want.size() * sizeof(float))) << isa_name(isa) << " in place, dim " << dim;
+        }
+    }
 }

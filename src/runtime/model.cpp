@@ -236,34 +236,8 @@ bool sign_only(const ActQuantizer & q) { return q.name == "sign" || q.name == "s
 
 }  // namespace
 
-namespace {
-
-// Σ f(x_i) in a fixed order: 16 interleaved partial sums (what a compiler can keep in vector
-// registers, so the sum is not one serial chain of dependent additions), then the partials in order.
-template <typename F>
-float lane_sum(const float * x, int64_t n, F f) {
-    constexpr int64_t kLanes = 16;
-    float partial[kLanes] = {};
-    int64_t i = 0;
-    for (; i + kLanes <= n; i += kLanes) {
-        for (int64_t l = 0; l < kLanes; ++l) partial[l] += f(x[i + l]);
-    }
-    for (; i < n; ++i) partial[i % kLanes] += f(x[i]);
-    float sum = 0.0f;
-    for (float p : partial) sum += p;
-    return sum;
-}
-
-}  // namespace
-
 void LayerNorm::forward(const float * x, int64_t rows, int64_t dim, float * out) const {
-    for (int64_t r = 0; r < rows; ++r) {
-        const float * row = x + r * dim;
-        const float mean = lane_sum(row, dim, [](float v) { return v; }) / static_cast<float>(dim);
-        const float var = lane_sum(row, dim, [mean](float v) { return (v - mean) * (v - mean); }) / static_cast<float>(dim);
-        const float inv = 1.0f / std::sqrt(var + eps);
-        for (int64_t i = 0; i < dim; ++i) out[r * dim + i] = (row[i] - mean) * inv * weight[i] + bias[i];
-    }
+    layer_norm_rows(x, rows, dim, weight.data(), bias.data(), eps, out);
 }
 
 void Linear::forward(const float * x, int64_t tokens, float * y, int threads) const {

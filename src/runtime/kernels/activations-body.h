@@ -1,4 +1,4 @@
-// The softmax and GELU bodies, compiled once per ISA tier (activations.cpp for the baseline,
+// The softmax, GELU and LayerNorm bodies, compiled once per ISA tier (activations.cpp for the baseline,
 // activations-avx2.cpp and activations-avx512.cpp with their flags): plain loops the compiler
 // vectorises with the tier's registers. Every operation is written out (std::fma for each fused step,
 // nothing else contracted: -ffp-contract=off), so every tier gives the reference's bits
@@ -36,22 +36,30 @@ inline float fixed_exp(float x) {
     return underflow ? 0.0f : y * scale;
 }
 
+// Σ f(x_i) over 16 lanes (lane l takes i ≡ l mod 16) combined pairwise in a fixed order (8 + 8,
+// 4 + 4, 2 + 2, 1 + 1): blocks of 16 the compiler keeps in one or two vector registers, then the
+// tail, and a 4-step combination instead of a chain of 15 dependent additions.
+template <class F>
+inline float lane_sum16(const float * x, int64_t n, F f) {
+    float lanes[16] = {};
+    int64_t i0 = 0;
+    for (; i0 + 16 <= n; i0 += 16) {
+        for (int l = 0; l < 16; ++l) lanes[l] += f(x[i0 + l]);
+    }
+    for (int l = 0; i0 + l < n; ++l) lanes[l] += f(x[i0 + l]);
+    for (int width = 8; width >= 1; width /= 2) {
+        for (int l = 0; l < width; ++l) lanes[l] += lanes[l + width];
+    }
+    return lanes[0];
+}
+
 // One row of n ≥ 1 finite values in place: e^(x − max x), summed in 16 fixed lanes (lane l takes
 // j ≡ l mod 16) combined pairwise in a fixed order, then each divided by the sum.
 inline void softmax_row(float * x, int64_t n) {
     float mx = x[0];
     for (int64_t j = 1; j < n; ++j) mx = std::max(mx, x[j]);  // exact in any order
     for (int64_t j = 0; j < n; ++j) x[j] = fixed_exp(x[j] - mx);
-    float lanes[16] = {};
-    int64_t j0 = 0;
-    for (; j0 + 16 <= n; j0 += 16) {
-        for (int l = 0; l < 16; ++l) lanes[l] += x[j0 + l];
-    }
-    for (int l = 0; j0 + l < n; ++l) lanes[l] += x[j0 + l];
-    for (int width = 8; width >= 1; width /= 2) {
-        for (int l = 0; l < width; ++l) lanes[l] += lanes[l + width];
-    }
-    const float sum = lanes[0];
+    const float sum = lane_sum16(x, n, [](float v) { return v; });
     for (int64_t j = 0; j < n; ++j) x[j] /= sum;
 }
 
@@ -80,10 +88,26 @@ inline void gelu_body(float * x, int64_t n) {
     for (int64_t i = 0; i < n; ++i) x[i] = fixed_gelu(x[i]);
 }
 
+inline void layer_norm_rows_body(const float * x, int64_t rows, int64_t dim, const float * weight, const float * bias,
+                                 float eps, float * out) {
+    for (int64_t r = 0; r < rows; ++r) {
+        const float * row = x + r * dim;
+        float * y = out + r * dim;
+        const float mean = lane_sum16(row, dim, [](float v) { return v; }) / static_cast<float>(dim);
+        const float var = lane_sum16(row, dim, [mean](float v) { return (v - mean) * (v - mean); }) / static_cast<float>(dim);
+        const float inv = 1.0f / std::sqrt(var + eps);
+        for (int64_t i = 0; i < dim; ++i) y[i] = (row[i] - mean) * inv * weight[i] + bias[i];
+    }
+}
+
 // The tiers' entry points (defined in their own translation units).
 void softmax_rows_avx2(float * x, int64_t rows, int64_t n, int64_t ld);
 void softmax_rows_avx512(float * x, int64_t rows, int64_t n, int64_t ld);
 void gelu_avx2(float * x, int64_t n);
 void gelu_avx512(float * x, int64_t n);
+void layer_norm_rows_avx2(const float * x, int64_t rows, int64_t dim, const float * weight, const float * bias, float eps,
+                          float * out);
+void layer_norm_rows_avx512(const float * x, int64_t rows, int64_t dim, const float * weight, const float * bias,
+                            float eps, float * out);
 
 }  // namespace bitvit::runtime

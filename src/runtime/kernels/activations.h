@@ -1,5 +1,6 @@
-// The runtime's full-precision activations, vectorised per ISA tier with identical bits on every tier:
-// each evaluates one fixed formula (activations-body.h) instead of the C library's expf / erff.
+// The runtime's full-precision activations and LayerNorm, vectorised per ISA tier with identical bits
+// on every tier: each evaluates one fixed formula in one fixed order (activations-body.h) instead of
+// the C library's expf / erff.
 //   softmax  softmax(x)_j = e^(x_j − max x) / Σ_i e^(x_i − max x), for full-precision attention maps
 //            (FP, LSQ, TWN, TerViT, GSB, Bi-ViT); e^x within 2 ulp of std::exp. Against LibTorch's
 //            softmax (its own vectorised exp, another summation order) maps differ by a few ulp.
@@ -8,6 +9,9 @@
 //            1.5e-7). Measured against LibTorch 1.13's CPU GELU on a 1e-4 grid: the same value bit for
 //            bit on 91 % of [−10, 10] (glibc's erff: 69 %), and the same sign on all of [−30, −1],
 //            where GELU underflows to −0 below x ≈ −5.5431 (glibc's erff: 5 sign differences).
+//   LayerNorm (x − mean)·(var + eps)^-½·weight + bias per row; mean and variance summed like
+//            softmax's denominator, in 16 fixed lanes (lane l takes i ≡ l mod 16) combined pairwise —
+//            a sum the vector registers hold, not one serial chain of dependent additions.
 #pragma once
 
 #include <cstdint>
@@ -33,6 +37,16 @@ void gelu_ref(float * x, int64_t n);
 // The same bits, vectorised for the selected ISA tier (or `isa`).
 void gelu(float * x, int64_t n);
 void gelu(Isa isa, float * x, int64_t n);
+
+// Reference: out[r][i] = LayerNorm of row r of x (rows × dim, contiguous; out == x allowed), one
+// value at a time.
+void layer_norm_rows_ref(const float * x, int64_t rows, int64_t dim, const float * weight, const float * bias,
+                         float eps, float * out);
+// The same bits, vectorised for the selected ISA tier (or `isa`).
+void layer_norm_rows(const float * x, int64_t rows, int64_t dim, const float * weight, const float * bias, float eps,
+                     float * out);
+void layer_norm_rows(Isa isa, const float * x, int64_t rows, int64_t dim, const float * weight, const float * bias,
+                     float eps, float * out);
 
 // GELU(x) < 0 exactly for x in (floor, 0): below the floor erf(x/√2) rounds to −1 and GELU gives −0
 // (which binarizes to +1). Found once, by bisection down to adjacent floats.
