@@ -52,7 +52,8 @@ struct BgemmTile {
     }
 
     // The same tile through the ScaledOut epilogue: rows m0 + i, columns n0 + j of o.
-    static void run_scaled(const uint64_t * const * a_rows, const uint64_t * panel, int64_t kw, int64_t k,
+    // Kept out of line: inlined into bgemm_drive_signs, GCC spilled the B vectors of the inner loop.
+    [[gnu::noinline]] static void run_scaled(const uint64_t * const * a_rows, const uint64_t * panel, int64_t kw, int64_t k,
                            const ScaledOut & o, int64_t m0, int64_t n0, int64_t mr, int64_t nr) {
         Vec acc[MR][NV];
         accumulate(acc, a_rows, panel, kw);
