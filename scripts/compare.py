@@ -171,6 +171,11 @@ def is_finished(run_dir):
     return len(finished_epochs(run_dir)) >= total
 
 
+def train_minutes(run_dir):
+    """Wall time of a run's epochs as its metrics record them (training and test evaluation), in minutes."""
+    return sum(m["seconds"] for m in finished_epochs(run_dir)) / 60
+
+
 def train_images(run_dir):
     """The training-set size a run used, from its stored config."""
     text = open(os.path.join(run_dir, "config.toml")).read()
@@ -234,32 +239,36 @@ def comparison_table(args, profile, base, teacher):
     teacher_ckpt = os.path.join(teacher, "checkpoint.pt")
     fp_ops, fp_size = ops_of(teacher_ckpt)
     rows = [("fp", train_images(teacher), finished_epochs(teacher)[-1]["test_acc"], fp_size, fp_ops,
-             deploy(teacher, args.profile), "recipes/fp.toml")]
+             deploy(teacher, args.profile), train_minutes(teacher), "recipes/fp.toml")]
     for recipe in args.recipes:
         for regime in args.regimes:
             if args.report and not is_finished(os.path.join(base, f"{recipe}-{regime}")):
-                rows.append((recipe, regime, None, None, None, None, "not trained yet"))
+                rows.append((recipe, regime, None, None, None, None, None, "not trained yet"))
                 continue
             run_dir, acc, size, ops, cmd = train_row(base, f"{recipe}-{regime}", os.path.join(ROOT, "recipes", recipe + ".toml"),
                                                      teacher_ckpt, profile["common"] + profile[regime])
-            rows.append((recipe, train_images(run_dir), acc, size, ops, deploy(run_dir, args.profile), cmd))
+            rows.append((recipe, train_images(run_dir), acc, size, ops, deploy(run_dir, args.profile),
+                         train_minutes(run_dir), cmd))
 
     lines = [f"Command: `scripts/compare.py --profile {args.profile}{' --report' if args.report else ''}` · "
              f"commit `{commit_id()}` · "
              f"teacher `{os.path.relpath(teacher_ckpt, ROOT)}` · test accuracy on the "
              f"{'500-image test subset' if args.profile == 'smoke' else 'full 10,000-image test set'}", "",
              "| recipe | training set | test acc | Δ vs FP | packed MB (accounting) | file MB | OPs (M) | "
-             "runtime agreement | runtime acc | bitvit train arguments |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "runtime agreement | runtime acc | training min | bitvit train arguments |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     fp_acc = rows[0][2]
-    for recipe, regime, acc, size, ops, deployed, cmd in rows:
+    for recipe, regime, acc, size, ops, deployed, minutes, cmd in rows:
         if acc is None:
-            lines.append(f"| {recipe} | {regime} | — | — | — | — | — | — | — | {cmd} |")
+            lines.append(f"| {recipe} | {regime} | — | — | — | — | — | — | — | — | {cmd} |")
             continue
         file_mb, agreement, runtime_acc = deployed
         lines.append(f"| {recipe} | {regime} | {100 * acc:.2f} % | "
                      f"{100 * (acc - fp_acc):+.2f} | {size:.3f} | {file_mb:.3f} | {ops:.2f} | {agreement:.2f} % | "
-                     f"{runtime_acc:.2f} % | `{cmd}` |")
+                     f"{runtime_acc:.2f} % | {minutes:.1f} | `{cmd}` |")
+    trained = sum(r[6] for r in rows[1:] if r[6] is not None)
+    lines += ["", f"Training time of the quantized rows shown (sum of their epochs' wall time, evaluation "
+                  f"included, on this shared machine): {trained / 60:.1f} h."]
     return lines
 
 
