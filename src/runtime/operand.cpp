@@ -59,10 +59,12 @@ void plane_pair_dots(const Plane & px, const Plane & pw, int64_t m, int64_t n, i
     }
     // Σ over the mask's ones of (1 − 2·s): present − 2·negative, with present = popcount(mx) (±1 right
     // side) or popcount(mx & mw) (ternary right side).
-    std::vector<int32_t> negative(static_cast<size_t>(m * n));
+    // Scratch reused on this thread: the kernel writes every element, so it is never cleared.
+    thread_local std::vector<int32_t> negative, present;
+    if (negative.size() < static_cast<size_t>(m * n)) negative.resize(static_cast<size_t>(m * n));
     kernel.and_gemm(m, px.mask.data(), kw, panels(pw.sign), negative.data(), n);
     if (w_pm1) {
-        std::vector<int32_t> present(static_cast<size_t>(m));
+        if (present.size() < static_cast<size_t>(m)) present.resize(static_cast<size_t>(m));
         plane_row_sums(m, k, PlaneBits{nullptr, px.mask.data()}, present.data());
         for (int64_t i = 0; i < m; ++i) {
             for (int64_t j = 0; j < n; ++j) dots[i * n + j] = present[i] - 2 * negative[i * n + j];
