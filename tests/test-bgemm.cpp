@@ -4,6 +4,7 @@
 // (sign(0) = +1, padding bits zero).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -157,6 +158,30 @@ TEST(Bgemm, PackingSignConventionAndPadding) {
     EXPECT_EQ(rows[0], ~uint64_t{0});
     EXPECT_EQ(rows[1], uint64_t{1});  // one valid bit, 63 padding zeros
     EXPECT_EQ(rows[3], uint64_t{1});
+}
+
+// A column range of packed rows, at every offset and width around the word boundaries, against the
+// bits one at a time; and the 64 × 64 bit transpose against its definition.
+TEST(Bgemm, FieldsAndTransposeOfPackedBits) {
+    std::mt19937_64 rng(21);
+    std::vector<uint64_t> row(3);
+    for (auto & w : row) w = rng();
+    auto bit = [&](int64_t i) { return (row[static_cast<size_t>(i / 64)] >> (i % 64)) & 1; };
+    for (int64_t start = 0; start < 128; ++start) {
+        for (int64_t count = 1; count <= 64; ++count) {
+            const uint64_t got = b1_field(row.data(), start, count);
+            uint64_t want = 0;
+            for (int64_t i = 0; i < count; ++i) want |= bit(start + i) << i;
+            ASSERT_EQ(got, want) << "start " << start << " count " << count;
+        }
+    }
+    uint64_t a[64], original[64];
+    for (auto & w : a) w = rng();
+    std::copy(a, a + 64, original);
+    transpose_b1_64x64(a);
+    for (int r = 0; r < 64; ++r) {
+        for (int c = 0; c < 64; ++c) ASSERT_EQ((a[c] >> r) & 1, (original[r] >> c) & 1) << r << ", " << c;
+    }
 }
 
 TEST(Bgemm, ExtremesAtTheLargestK) {

@@ -234,6 +234,33 @@ std::pair<float, float> range_for(const ActQuantizer & q, const std::vector<floa
 // Whether a quantizer's output depends on its input's sign alone (sign(0) = +1, sign(−0) = +1).
 bool sign_only(const ActQuantizer & q) { return q.name == "sign" || q.name == "sign_approx"; }
 
+// One head's operands from the qkv product's sign bits (rows [N] of b1_words(3·D) words: q, k, v
+// side by side): q_bits and k_bits [N, b1_words(d)] (head h's columns of q and of k), vt_bits
+// [d, b1_words(N)] (vᵀ: each value channel's tokens as one packed row, transposed 64 × 64 at a time).
+void split_head_signs(const uint64_t * qkv_bits, int64_t N, int64_t D, int64_t d, int64_t h, uint64_t * q_bits,
+                      uint64_t * k_bits, uint64_t * vt_bits) {
+    const int64_t row_words = b1_words(3 * D), dw = b1_words(d), nw = b1_words(N);
+    for (int64_t n = 0; n < N; ++n) {
+        const uint64_t * row = qkv_bits + n * row_words;
+        for (int64_t w = 0; w < dw; ++w) {
+            const int64_t count = std::min<int64_t>(64, d - w * 64);
+            q_bits[n * dw + w] = b1_field(row, h * d + w * 64, count);
+            k_bits[n * dw + w] = b1_field(row, D + h * d + w * 64, count);
+        }
+    }
+    for (int64_t n0 = 0; n0 < N; n0 += 64) {
+        for (int64_t j0 = 0; j0 < d; j0 += 64) {
+            const int64_t channels = std::min<int64_t>(64, d - j0);
+            uint64_t block[64] = {};  // [token n0 + t] bit j: v's channel j0 + j; tokens past N stay 0
+            for (int64_t t = 0; t < 64 && n0 + t < N; ++t) {
+                block[t] = b1_field(qkv_bits + (n0 + t) * row_words, 2 * D + h * d + j0, channels);
+            }
+            transpose_b1_64x64(block);  // [channel j0 + j] bit t: token n0 + t
+            for (int64_t j = 0; j < channels; ++j) vt_bits[(j0 + j) * nw + n0 / 64] = block[j];
+        }
+    }
+}
+
 }  // namespace
 
 void LayerNorm::forward(const float * x, int64_t rows, int64_t dim, float * out) const {
@@ -412,6 +439,7 @@ void PackedModel::attention(const Block & b, const float * x, float * out, int t
     // than naming the worker's own thread_local instance.
     struct Scratch {
         std::vector<float> qkv, q, k, vt, probs, merged;
+        std::vector<uint64_t> qkv_bits, q_bits, k_bits, vt_bits;
     };
     thread_local Scratch scratch;
     auto & qkv = scratch.qkv;
@@ -420,51 +448,73 @@ void PackedModel::attention(const Block & b, const float * x, float * out, int t
     auto & vt = scratch.vt;
     auto & probs = scratch.probs;
     auto & merged = scratch.merged;
-    qkv.resize(static_cast<size_t>(N * 3 * D));
-    b.qkv.forward(x, N, qkv.data(), threads);
-    // Split into per-head tensors [3][H, N, d] (and vᵀ [H, d, N] for the probs·v product), heads
-    // split over threads like the products that follow. q and k are copied out only when something
-    // changes them in place or a quantizer needs their whole-sample range; otherwise each head reads
-    // its columns of qkv [N, 3·D] in place (row stride 3·D).
+    auto & q_bits = scratch.q_bits;
+    auto & k_bits = scratch.k_bits;
+    auto & vt_bits = scratch.vt_bits;
+    const int64_t dw = b1_words(d), nw = b1_words(N);
+    // q, k and v reduced to their signs (every fully binary recipe): the qkv product hands over
+    // bits (as fc1 does to fc2), and each head's operands are cut from them — no floats for q, k, v.
+    const bool qkv_as_signs = sign_only(b.q) && sign_only(b.k) && sign_only(b.v) && !c.qk_norm && !c.qkv_shift;
+    // Otherwise q, k and v are split into per-head floats; q and k are copied out only when something
+    // changes them in place or a quantizer needs their whole-sample range, else each head reads its
+    // columns of qkv [N, 3·D] in place (row stride 3·D).
     const bool qk_in_place = !c.qk_norm && !c.qkv_shift && !b.q.needs_range() && !b.k.needs_range();
-    if (!qk_in_place) for (auto * per_head : {&q, &k}) per_head->resize(static_cast<size_t>(H * N * d));
-    vt.resize(static_cast<size_t>(H * N * d));
-    parallel_for(H, threads_for(N * 3 * D * kElementwiseMacs, threads), [&](int64_t h0, int64_t h1) {
-    for (int64_t h = h0; h < h1; ++h) {
-        if (!qk_in_place) {
-            for (int64_t n = 0; n < N; ++n) {
-                const float * row = qkv.data() + n * 3 * D + h * d;
-                std::copy(row, row + d, q.data() + (h * N + n) * d);
-                std::copy(row + D, row + D + d, k.data() + (h * N + n) * d);
+    if (qkv_as_signs) {
+        auto & qkv_bits = scratch.qkv_bits;
+        qkv_bits.resize(static_cast<size_t>(N * b1_words(3 * D)));
+        b.qkv.forward_signs(x, N, qkv_bits.data(), /*through_gelu=*/false, threads);
+        q_bits.resize(static_cast<size_t>(H * N * dw));
+        k_bits.resize(q_bits.size());
+        vt_bits.resize(static_cast<size_t>(H * d * nw));
+        parallel_for(H, threads_for(N * 3 * D * kElementwiseMacs, threads), [&](int64_t h0, int64_t h1) {
+            for (int64_t h = h0; h < h1; ++h) {
+                split_head_signs(qkv_bits.data(), N, D, d, h, &q_bits[h * N * dw], &k_bits[h * N * dw], &vt_bits[h * d * nw]);
             }
-        }
-        if (c.qk_norm) {
-            b.norm_q.forward(q.data() + h * N * d, N, d, q.data() + h * N * d);
-            b.norm_k.forward(k.data() + h * N * d, N, d, k.data() + h * N * d);
-        }
-        if (c.qkv_shift) {
-            for (int64_t n = 0; n < N; ++n) {
+        });
+    } else {
+        qkv.resize(static_cast<size_t>(N * 3 * D));
+        b.qkv.forward(x, N, qkv.data(), threads);
+        // Per-head tensors [3][H, N, d] (vᵀ [H, d, N] for the probs·v product), heads split over
+        // threads like the products that follow.
+        if (!qk_in_place) for (auto * per_head : {&q, &k}) per_head->resize(static_cast<size_t>(H * N * d));
+        vt.resize(static_cast<size_t>(H * N * d));
+        parallel_for(H, threads_for(N * 3 * D * kElementwiseMacs, threads), [&](int64_t h0, int64_t h1) {
+        for (int64_t h = h0; h < h1; ++h) {
+            if (!qk_in_place) {
+                for (int64_t n = 0; n < N; ++n) {
+                    const float * row = qkv.data() + n * 3 * D + h * d;
+                    std::copy(row, row + d, q.data() + (h * N + n) * d);
+                    std::copy(row + D, row + D + d, k.data() + (h * N + n) * d);
+                }
+            }
+            if (c.qk_norm) {
+                b.norm_q.forward(q.data() + h * N * d, N, d, q.data() + h * N * d);
+                b.norm_k.forward(k.data() + h * N * d, N, d, k.data() + h * N * d);
+            }
+            if (c.qkv_shift) {
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t j = 0; j < d; ++j) {
+                        q[(h * N + n) * d + j] += b.shift_q[h * d + j];
+                        k[(h * N + n) * d + j] += b.shift_k[h * d + j];
+                    }
+                }
+            }
+            // vᵀ in blocks of 16 tokens: each j writes 16 adjacent floats (one cache line) while the
+            // block's 16 rows of v stay in L1.
+            for (int64_t n0 = 0; n0 < N; n0 += 16) {
+                const int64_t n1 = std::min<int64_t>(N, n0 + 16);
                 for (int64_t j = 0; j < d; ++j) {
-                    q[(h * N + n) * d + j] += b.shift_q[h * d + j];
-                    k[(h * N + n) * d + j] += b.shift_k[h * d + j];
+                    const float shift = c.qkv_shift ? b.shift_v[h * d + j] : 0.0f;
+                    float * dst = vt.data() + (h * d + j) * N;
+                    for (int64_t n = n0; n < n1; ++n) {
+                        const float v = qkv[n * 3 * D + 2 * D + h * d + j];
+                        dst[n] = c.qkv_shift ? v + shift : v;
+                    }
                 }
             }
         }
-        // vᵀ in blocks of 16 tokens: each j writes 16 adjacent floats (one cache line) while the
-        // block's 16 rows of v stay in L1.
-        for (int64_t n0 = 0; n0 < N; n0 += 16) {
-            const int64_t n1 = std::min<int64_t>(N, n0 + 16);
-            for (int64_t j = 0; j < d; ++j) {
-                const float shift = c.qkv_shift ? b.shift_v[h * d + j] : 0.0f;
-                float * dst = vt.data() + (h * d + j) * N;
-                for (int64_t n = n0; n < n1; ++n) {
-                    const float v = qkv[n * 3 * D + 2 * D + h * d + j];
-                    dst[n] = c.qkv_shift ? v + shift : v;
-                }
-            }
-        }
+        });
     }
-    });
     const auto [q_max, q_min] = range_for(b.q, q);
     const auto [k_max, k_min] = range_for(b.k, k);
     const auto [v_max, v_min] = range_for(b.v, vt);
@@ -482,8 +532,10 @@ void PackedModel::attention(const Block & b, const float * x, float * out, int t
         const float * qh_in = qk_in_place ? qkv.data() + h * d : q.data() + h * N * d;
         const float * kh_in = qk_in_place ? qkv.data() + D + h * d : k.data() + h * N * d;
         const int64_t qk_ld = qk_in_place ? 3 * D : d;
-        const Operand qh = b.q.encode(qh_in, N, d, qk_ld, SiteScope::per_head, h, q_max, q_min);
-        const Operand kh = b.k.encode(kh_in, N, d, qk_ld, SiteScope::per_head, h, k_max, k_min);
+        const Operand qh = qkv_as_signs ? b.q.encode_sign_bits(&q_bits[h * N * dw], N, d)
+                                        : b.q.encode(qh_in, N, d, qk_ld, SiteScope::per_head, h, q_max, q_min);
+        const Operand kh = qkv_as_signs ? b.k.encode_sign_bits(&k_bits[h * N * dw], N, d)
+                                        : b.k.encode(kh_in, N, d, qk_ld, SiteScope::per_head, h, k_max, k_min);
         float * scores = probs.data() + h * N * N;
         matmul(qh, kh, scores);
         for (int64_t i = 0; i < N * N; ++i) scores[i] *= scale;
@@ -501,7 +553,8 @@ void PackedModel::attention(const Block & b, const float * x, float * out, int t
         const float * ph_in = probs.data() + h * N * N;
         const Operand ph = sab_from_scores ? b.probs.encode_sab_from_scores(ph_in, N, N, N)
                                            : b.probs.encode(ph_in, N, N, N, SiteScope::per_head, h, p_max, p_min);
-        const Operand vh = b.v.encode(vt.data() + h * d * N, d, N, N, SiteScope::per_head, h, v_max, v_min);
+        const Operand vh = qkv_as_signs ? b.v.encode_sign_bits(&vt_bits[h * d * nw], d, N)
+                                        : b.v.encode(vt.data() + h * d * N, d, N, N, SiteScope::per_head, h, v_max, v_min);
         matmul(ph, vh, head_out.data());
         for (int64_t n = 0; n < N; ++n) std::copy(head_out.data() + n * d, head_out.data() + (n + 1) * d, merged.data() + n * D + h * d);
     }

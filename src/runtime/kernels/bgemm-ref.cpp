@@ -27,6 +27,18 @@ uint64_t negative_bits_ref(const float * x, int64_t n) {
     return bits;
 }
 
+void transpose_b1_64x64(uint64_t (&a)[64]) {
+    uint64_t mask = 0x00000000FFFFFFFFull;  // the low half of each block's columns
+    for (int half = 32; half != 0; half >>= 1, mask ^= mask << half) {
+        // Rows r (bit `half` clear) and r + half: r's high columns swap with r + half's low ones.
+        for (int r = 0; r < 64; r = ((r | half) + 1) & ~half) {
+            const uint64_t swap = ((a[r] >> half) ^ a[r | half]) & mask;
+            a[r] ^= swap << half;
+            a[r | half] ^= swap;
+        }
+    }
+}
+
 namespace {
 // The references' one loop: popcount of a[i] ^ b[j] (stored as K − 2·count) or of a[i] & b[j].
 template <bool kXnor>

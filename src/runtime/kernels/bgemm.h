@@ -27,6 +27,19 @@ void pack_b1_rows_ref(const float * x, int64_t rows, int64_t k, int64_t ld, uint
 // One word of it: bit b set where x[b] < 0, for n ≤ 64 floats.
 uint64_t negative_bits_ref(const float * x, int64_t n);
 
+// Bits [start, start + count) of a canonically packed row, as one word (bit i = value start + i,
+// higher bits 0), for 1 ≤ count ≤ 64: a column range of a packed matrix, such as one head's q.
+inline uint64_t b1_field(const uint64_t * row, int64_t start, int64_t count) {
+    const int64_t w = start / 64, shift = start % 64;
+    uint64_t v = row[w] >> shift;
+    if (shift != 0 && shift + count > 64) v |= row[w + 1] << (64 - shift);
+    return count == 64 ? v : v & ((uint64_t{1} << count) - 1);
+}
+
+// Transposes a 64 × 64 bit matrix in place: bit c of a[r] becomes bit r of a[c] (swaps of ever
+// smaller off-diagonal blocks, 32 × 32 down to 1 × 1: 6 · 32 word steps instead of 4096 bit moves).
+void transpose_b1_64x64(uint64_t (&a)[64]);
+
 // Reference: C[m][n] = K − 2·popcount(a[m] ^ b[n]) over canonical a (M × kw) and b (N × kw).
 void b1b1_gemm_ref(int64_t m, int64_t n, int64_t k, const uint64_t * a, const uint64_t * b, int32_t * c,
                    int64_t ldc);
