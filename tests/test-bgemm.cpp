@@ -229,7 +229,7 @@ TEST(Bgemm, EveryTierPacksSignsLikeTheReference) {
         pack_b1_rows_ref(x.data(), rows, k, ld, expected.data());
         for (Isa isa : supported_isas()) {
             std::vector<uint64_t> got(expected.size(), ~uint64_t{0});
-            bgemm_kernel(isa).pack_signs(x.data(), rows, k, ld, got.data());
+            pack_sign_rows(bgemm_kernel(isa), x.data(), rows, k, ld, got.data());
             EXPECT_EQ(expected, got) << "isa=" << isa_name(isa) << " K=" << k;
         }
     }

@@ -281,7 +281,7 @@ Operand ActQuantizer::encode(const float * x, int64_t rows, int64_t k, int64_t l
     const std::vector<float> zero_threshold = {0.0f};
     if (name == "sign" || name == "sign_approx") {
         std::vector<uint64_t> bits(static_cast<size_t>(rows * b1_words(k)));
-        bgemm_kernel().pack_signs(x, rows, k, ld, bits.data());
+        pack_sign_rows(bgemm_kernel(), x, rows, k, ld, bits.data());
         add_plane(op, std::move(bits), none, 1.0f);
         return op;
     }

@@ -70,7 +70,7 @@ using AndTile = BgemmTile<Avx2Ops, 4, 2, BitOp::and_>;
 const BgemmKernel & bgemm_kernel_avx2() {
     static const BgemmKernel kernel{Isa::avx2, Tile::kMR, Tile::kNR, bgemm_drive<Tile>, bgemm_drive<AndTile>,
                                     bgemm_drive_scaled<Tile>, bgemm_drive_signs<Tile, Avx2Ops>,
-                                    pack_signs<Avx2Ops>, Avx2Ops::negative_bits};
+                                    Avx2Ops::negative_bits};
     return kernel;
 }
 

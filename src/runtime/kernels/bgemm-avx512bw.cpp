@@ -31,7 +31,7 @@ using AndTile = BgemmTile<Avx512BwOps, 4, 4, BitOp::and_>;
 const BgemmKernel & bgemm_kernel_avx512bw() {
     static const BgemmKernel kernel{Isa::avx512bw, Tile::kMR, Tile::kNR, bgemm_drive<Tile>, bgemm_drive<AndTile>,
                                     bgemm_drive_scaled<Tile>, bgemm_drive_signs<Tile, Avx512BwOps>,
-                                    pack_signs<Avx512BwOps>, Avx512BwOps::negative_bits};
+                                    Avx512BwOps::negative_bits};
     return kernel;
 }
 

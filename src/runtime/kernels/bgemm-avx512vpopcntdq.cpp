@@ -21,7 +21,7 @@ using AndTile = BgemmTile<Avx512PopcntOps, 4, 4, BitOp::and_>;
 const BgemmKernel & bgemm_kernel_avx512vpopcntdq() {
     static const BgemmKernel kernel{Isa::avx512vpopcntdq, Tile::kMR, Tile::kNR, bgemm_drive<Tile>, bgemm_drive<AndTile>,
                                     bgemm_drive_scaled<Tile>, bgemm_drive_signs<Tile, Avx512PopcntOps>,
-                                    pack_signs<Avx512PopcntOps>, Avx512PopcntOps::negative_bits};
+                                    Avx512PopcntOps::negative_bits};
     return kernel;
 }
 

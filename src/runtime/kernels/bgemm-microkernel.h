@@ -131,15 +131,6 @@ void bgemm_drive_scaled(int64_t m, const uint64_t * a, int64_t lda, const Packed
 template <class Tile, class V>
 void bgemm_drive_signs(int64_t m, const uint64_t * a, int64_t lda, const PackedB1 & b, const SignOut & o);
 
-// pack_b1_rows_ref through V::negative_bits, a word at a time.
-template <class V>
-void pack_signs(const float * x, int64_t rows, int64_t k, int64_t ld, uint64_t * out) {
-    const int64_t kw = b1_words(k);
-    for (int64_t r = 0; r < rows; ++r) {
-        for (int64_t w = 0; w < kw; ++w) out[r * kw + w] = V::negative_bits(x + r * ld + w * 64, std::min<int64_t>(64, k - w * 64));
-    }
-}
-
 template <class Tile, class V>
 void bgemm_drive_signs(int64_t m, const uint64_t * a, int64_t lda, const PackedB1 & b, const SignOut & o) {
     thread_local std::vector<float> values;

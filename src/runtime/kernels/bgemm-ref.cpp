@@ -145,8 +145,7 @@ void xnor_gemm_signs_scalar(int64_t m, const uint64_t * a, int64_t lda, const Pa
 
 const BgemmKernel & bgemm_kernel(Isa isa) {
     static const BgemmKernel scalar{Isa::scalar, 1, 1, popcount_gemm_scalar<true>, popcount_gemm_scalar<false>,
-                                    xnor_gemm_scaled_scalar, xnor_gemm_signs_scalar, pack_b1_rows_ref,
-                                    negative_bits_ref};
+                                    xnor_gemm_scaled_scalar, xnor_gemm_signs_scalar, negative_bits_ref};
     if (static_cast<int>(isa) > static_cast<int>(best_supported_isa())) {
         throw std::invalid_argument(std::string("bgemm: this CPU cannot run the ") + isa_name(isa) + " tier");
     }
@@ -162,6 +161,15 @@ const BgemmKernel & bgemm_kernel(Isa isa) {
 const BgemmKernel & bgemm_kernel() {
     static const BgemmKernel & selected = bgemm_kernel(selected_isa());
     return selected;
+}
+
+void pack_sign_rows(const BgemmKernel & kernel, const float * x, int64_t rows, int64_t k, int64_t ld, uint64_t * out) {
+    const int64_t kw = b1_words(k);
+    for (int64_t r = 0; r < rows; ++r) {
+        for (int64_t w = 0; w < kw; ++w) {
+            out[r * kw + w] = kernel.negative_bits(x + r * ld + w * 64, std::min<int64_t>(64, k - w * 64));
+        }
+    }
 }
 
 }  // namespace bitvit::runtime

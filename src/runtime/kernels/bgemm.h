@@ -129,11 +129,13 @@ struct BgemmKernel {
     // The XNOR product into the next sign quantizer's bits (SignOut).
     using SignGemm = void (*)(int64_t m, const uint64_t * a, int64_t lda, const PackedB1 & b, const SignOut & o);
     SignGemm gemm_signs;
-    // pack_b1_rows_ref: rows × K floats (row stride ld) -> canonical sign bits (1 where x < 0).
-    void (*pack_signs)(const float * x, int64_t rows, int64_t k, int64_t ld, uint64_t * out);
-    // negative_bits_ref: one word of those bits from n ≤ 64 floats.
+    // negative_bits_ref: one word of canonical sign bits (bit b set where x[b] < 0) from n ≤ 64 floats.
     uint64_t (*negative_bits)(const float * x, int64_t n);
 };
+
+// pack_b1_rows_ref (rows × K floats, row stride ld -> canonical sign bits) a word at a time through
+// kernel.negative_bits.
+void pack_sign_rows(const BgemmKernel & kernel, const float * x, int64_t rows, int64_t k, int64_t ld, uint64_t * out);
 
 // The kernel of a tier (the CPU must support it), and the one selected_isa() picks.
 const BgemmKernel & bgemm_kernel(Isa isa);
