@@ -5,7 +5,7 @@
 // The peak/* rows are the instruction ceilings of int8 (VPDPBUSD), FP32 (VFMADD) and binary (VPXORQ + VPOPCNTQ +
 // VPADDQ) multiply-adds (peak-rates.h).
 //   bench-kernels --benchmark_filter=deit_small
-// scripts/bench-kernels.sh runs it and writes the ratios into docs/results.md.
+// `scripts/record-bench.py kernels` runs it and writes the ratios into docs/results.md.
 #include <benchmark/benchmark.h>
 #include <torch/torch.h>
 

@@ -63,11 +63,11 @@ def bibert_attention(recipe):
 
 
 def replace_quantizer(old, new):
-    """Swaps every site quantized by `old` to `new`, in every stage."""
+    """Swaps every site quantized by `old` to `new`, in every stage (resolved entries are tables)."""
     def change(recipe):
         for stage in recipe["stage"]:
             for site, q in stage["quantizers"].items():
-                if q == old:
+                if (q["name"] if isinstance(q, dict) else q) == old:
                     stage["quantizers"][site] = new
     return change
 
@@ -288,8 +288,9 @@ def ablation_table(args, profile, base, teacher):
             continue
         seed_acc = train(os.path.join(base, f"{seed}-subset"), ["--recipe", os.path.join(ROOT, "recipes", seed + ".toml"),
                                                                  "--fp-checkpoint", teacher_ckpt] + regime)[-1]["test_acc"]
-        with open(os.path.join(ROOT, "recipes", seed + ".toml"), "rb") as f:
-            recipe = tomllib.load(f)
+        # The recipe as training resolves it (base merged, extended stages expanded), so the one
+        # change reaches every stage and the derived file stands on its own.
+        recipe = tomllib.loads(sh([BITVIT, "config", os.path.join(ROOT, "recipes", seed + ".toml")]))
         change(recipe)
         derived = os.path.join(base, name + ".toml")
         os.makedirs(base, exist_ok=True)

@@ -37,10 +37,13 @@ struct File {
     std::map<std::string, std::string> metadata;
     std::map<std::string, Tensor> tensors;
 
-    std::vector<uint8_t> serialize() const {
+    // With `reseal`, a checksum matching the content (a crafted file's), so mutations reach the
+    // structural checks behind it; without, the checksum itself is what refuses them.
+    std::vector<uint8_t> serialize(bool reseal = true) const {
         format::SafetensorsWriter w;
         for (const auto & [k, v] : metadata) w.set_metadata(k, v);
         for (const auto & [name, t] : tensors) w.add(name, t.dtype, t.shape, t.bytes.data(), t.bytes.size());
+        if (reseal) w.set_metadata("checksum", "sha256:" + w.content_digest("checksum"));
         return w.serialize();
     }
 };
@@ -75,7 +78,7 @@ File seed_model() {
     std::mt19937_64 rng(7);
     File f;
     f.metadata["format"] = "bitvit-packed";
-    f.metadata["format_version"] = "2";  // F16 tensors below
+    f.metadata["format_version"] = "3";  // F16 tensors below; a checksum
     f.metadata["method"] = "fuzz";
     f.metadata["architecture"] = json{{"name", "fuzz"},     {"img_size", 4},      {"patch_size", 2},  {"in_chans", 1},
                                       {"num_classes", 3},   {"embed_dim", 4},     {"depth", 1},       {"num_heads", 2},
@@ -87,14 +90,14 @@ File seed_model() {
     f.metadata["sites"] = json{{"blocks.0.attn.qkv.weight", {{"quantizer", "pws"}}},
                                {"blocks.0.attn.qkv.input", {{"quantizer", "rsign"}}},
                                {"blocks.0.attn.q", {{"quantizer", "sign"}}},
-                               {"blocks.0.attn.k", {{"quantizer", "bivit_act"}}},
+                               {"blocks.0.attn.k", {{"quantizer", "actbi"}}},
                                {"blocks.0.attn.v", {{"quantizer", "gsb_value"}}},
                                {"blocks.0.attn.probs", {{"quantizer", "sab"}, {"options", {{"beta", 0.25}}}}},
                                {"blocks.0.attn.proj.weight", {{"quantizer", "twn"}}},
                                {"blocks.0.attn.proj.input", {{"quantizer", "elastic_unsigned"}}},
                                {"blocks.0.mlp.fc1.weight", {{"quantizer", "lsq"}}},
                                {"blocks.0.mlp.fc1.input", {{"quantizer", "lsq"}, {"options", {{"qn", -128}, {"qp", 127}}}}},
-                               {"blocks.0.mlp.fc2.input", {{"quantizer", "bivit_act"}}}}
+                               {"blocks.0.mlp.fc2.input", {{"quantizer", "actbi"}}}}
                              .dump();
     auto & t = f.tensors;
     t["patch_embed.proj.weight"] = f32({4, 1, 2, 2}, rng);
@@ -246,12 +249,17 @@ int main(int argc, char ** argv) {
             File f = base;
             const int edits = 1 + static_cast<int>(rng() % 3);
             for (int e = 0; e < edits; ++e) mutate(f, rng);
-            std::vector<uint8_t> bytes = f.serialize();
+            std::vector<uint8_t> bytes = f.serialize(rng() % 8 != 0);
             if (rng() % 4 == 0 && !bytes.empty()) bytes[rng() % bytes.size()] ^= static_cast<uint8_t>(1u << (rng() % 8));
             loaded += run_one(bytes, rng);
         }
     }
-    // A crash or sanitizer report aborts before this line.
+    // A crash or sanitizer report aborts before this line (-fno-sanitize-recover), with a non-zero exit.
+    if (inputs == 0 || loaded == 0) {
+        std::printf("fuzz-packed-model: %llu inputs, %llu loaded: the mutations never reach a loadable model\n",
+                    static_cast<unsigned long long>(inputs), static_cast<unsigned long long>(loaded));
+        return 1;
+    }
     std::printf("fuzz-packed-model: %llu inputs (%llu loaded), 0 crashes (seed %llu)\n",
                 static_cast<unsigned long long>(inputs), static_cast<unsigned long long>(loaded),
                 static_cast<unsigned long long>(seed));

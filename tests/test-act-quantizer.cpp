@@ -7,7 +7,7 @@
 #include <cmath>
 #include <limits>
 
-#include "runtime/act-quantizer.h"
+#include "runtime/quant/act-quantizer.h"
 
 using namespace bitvit::runtime;
 
@@ -15,7 +15,7 @@ namespace {
 
 ActQuantizer make(const std::string & name, std::map<std::string, std::vector<float>> params = {},
                   std::map<std::string, double> options = {}) {
-    return ActQuantizer{name, std::move(params), std::move(options)};
+    return ActQuantizer::named(name, std::move(params), std::move(options));
 }
 
 // Encodes x (rows × k) and returns the decoded values.
@@ -89,7 +89,7 @@ TEST(ActQuantizer, LsqInt8CodesMatchNearbyintOnEveryTieAndNaN) {
 
 TEST(ActQuantizer, BiVitActUsesThePerHeadScaleAndZeroPoint) {
     // (sign(x/α + z) − z)·α for head 1: α = 2, z = 1 -> levels 0 and −4.
-    const auto q = make("bivit_act", {{"alpha", {1.0f, 2.0f}}, {"zero_point", {0.0f, 1.0f}}});
+    const auto q = make("actbi", {{"alpha", {1.0f, 2.0f}}, {"zero_point", {0.0f, 1.0f}}});
     EXPECT_EQ(roundtrip(q, {-3.0f, -2.0f, 0.0f, 5.0f}, 2, SiteScope::per_head, 1), (std::vector<float>{-4, 0, 0, 0}));
 }
 
@@ -105,24 +105,35 @@ TEST(ActQuantizer, GsbGroupsFollowTheSampleRange) {
 }
 
 TEST(ActQuantizer, ValidationNamesTheSiteAndTheProblem) {
-    auto rejects = [](const ActQuantizer & q, int64_t channels, const std::string & needle) {
+    using bitvit::spec::SiteClass;
+    auto rejects = [](const std::string & name, std::map<std::string, std::vector<float>> params,
+                      std::map<std::string, double> options, int64_t channels, const std::string & needle,
+                      SiteClass cls = bitvit::spec::kHeadSite) {
         try {
-            q.validate("blocks.2.attn.q", channels);
+            make(name, std::move(params), std::move(options)).validate("blocks.2.attn.q", cls, channels);
             FAIL() << "accepted: " << needle;
         } catch (const std::invalid_argument & e) {
-            EXPECT_NE(std::string(e.what()).find("blocks.2.attn.q"), std::string::npos) << e.what();
+            if (name != "sign_magic" && name != "pws") {
+                EXPECT_NE(std::string(e.what()).find("blocks.2.attn.q"), std::string::npos) << e.what();
+            }
             EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
         }
     };
-    rejects(make("sign_magic"), 3, "unknown activation quantizer");
-    rejects(make("rsign"), 3, "needs parameter 'shift'");
-    rejects(make("rsign", {{"shift", {0, 0}}}), 3, "has 2 values");
-    rejects(make("rsign", {{"shift", {0, 0, 0}}, {"bogus", {1}}}), 3, "no parameter 'bogus'");
-    rejects(make("elastic_signed", {{"shift", {0, 0, 0}}, {"alpha", {std::nanf("")}}}), 3, "non-finite");
-    rejects(make("elastic_signed", {{"shift", {0, 0, 0}}, {"alpha", {-1.0f}}}), 3, "positive");
-    rejects(make("sab", {}, {{"beta", 1.5}}), 3, "beta");
-    rejects(make("sab"), 3, "needs option 'beta'");
-    rejects(make("lsq", {{"step", {1.0f}}}, {{"qn", 5}, {"qp", 2}}), 3, "qn < qp");
-    rejects(make("bivit_act", {{"alpha", {1, 1, 1}}, {"zero_point", {0.5f, 0, 0}}}), 3, "integers");
-    EXPECT_NO_THROW(make("gsb_value", {{"alphas", {1, 1, 1}}}).validate("s", 3));
+    rejects("sign_magic", {}, {}, 3, "unknown activation quantizer");
+    rejects("pws", {}, {}, 3, "quantizes weights");
+    rejects("sab", {}, {{"beta", 0.25}}, 3, "cannot quantize q/k/v");
+    rejects("gsb_value", {{"alphas", {1, 1, 1}}}, {}, 3, "cannot quantize linear inputs", bitvit::spec::kTokenSite);
+    rejects("rsign", {}, {}, 3, "needs parameter 'shift'");
+    rejects("rsign", {{"shift", {0, 0}}}, {}, 3, "has 2 values");
+    rejects("rsign", {{"shift", {0, 0, 0}}, {"bogus", {1}}}, {}, 3, "no parameter 'bogus'");
+    rejects("elastic_signed", {{"shift", {0, 0, 0}}, {"alpha", {std::nanf("")}}}, {}, 3, "non-finite");
+    rejects("elastic_signed", {{"shift", {0, 0, 0}}, {"alpha", {-1.0f}}}, {}, 3, "positive");
+    rejects("sab", {}, {{"beta", 1.5}}, 3, "beta", bitvit::spec::kAttentionSite);
+    rejects("sab", {}, {}, 3, "needs option 'beta'", bitvit::spec::kAttentionSite);
+    rejects("sab", {}, {{"beta", 0.25}, {"gamma", 1}}, 3, "no option 'gamma'", bitvit::spec::kAttentionSite);
+    rejects("lsq", {{"step", {1.0f}}}, {{"qn", 5}, {"qp", 2}}, 3, "qn < qp");
+    rejects("lsq", {{"step", {1.0f}}}, {{"qn", -8.5}, {"qp", 7}}, 3, "out of range");
+    rejects("actbi", {{"alpha", {1, 1, 1}}, {"zero_point", {0.5f, 0, 0}}}, {}, 3, "integers");
+    rejects("", {{"alpha", {1, 1, 1}}}, {}, 3, "full-precision site has quantizer parameters");
+    EXPECT_NO_THROW(make("gsb_value", {{"alphas", {1, 1, 1}}}).validate("s", bitvit::spec::kHeadSite, 3));
 }

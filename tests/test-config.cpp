@@ -1,5 +1,10 @@
 #include <gtest/gtest.h>
 
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <unistd.h>
+
 #include "train/config.h"
 
 using namespace bitvit;
@@ -57,4 +62,109 @@ TEST(Config, ErrorsNameTheKeyAndOrigin) {
     EXPECT_NE(config_error([] { parse_config("[train\n", "r.toml"); }).find("r.toml:1"), std::string::npos);
     EXPECT_NE(config_error([] { parse_config("", "r", {"data.std=[1,2]"}); }).find("equal length"), std::string::npos);
     EXPECT_NE(config_error([] { load_config_file("/nonexistent.toml"); }).find("/nonexistent.toml"), std::string::npos);
+}
+
+namespace {
+
+// Writes recipe files into a fresh directory for one test.
+class RecipeDir {
+  public:
+    RecipeDir() : path_(std::filesystem::temp_directory_path() / ("bitvit-config-" + std::to_string(::getpid()) + "-" +
+                                                                  std::to_string(counter_++))) {
+        std::filesystem::create_directories(path_ / "base");
+    }
+    ~RecipeDir() { std::filesystem::remove_all(path_); }
+    std::string write(const std::string & name, const std::string & text) const {
+        const auto p = (path_ / name).string();
+        std::ofstream(p) << text;
+        return p;
+    }
+
+  private:
+    std::filesystem::path path_;
+    static inline int counter_ = 0;
+};
+
+}  // namespace
+
+TEST(Config, RecipesStartFromABaseFile) {
+    RecipeDir dir;
+    dir.write("base/common.toml", "[data]\ncrop_padding = 3\nhflip = false\n[optim]\nlr = 2e-4\nweight_decay = 0.1\n");
+    dir.write("base/middle.toml", "base = \"common.toml\"\n[optim]\nweight_decay = 0.0\n");
+    const auto path = dir.write("r.toml", "base = \"base/middle.toml\"\n[data]\nhflip = true\n[train]\nepochs = 2\n");
+    const TrainConfig c = load_config_file(path, {"optim.lr=1e-3"});
+    EXPECT_EQ(c.data.crop_padding, 3);           // from the base's base
+    EXPECT_TRUE(c.data.hflip);                   // the recipe's own key wins
+    EXPECT_DOUBLE_EQ(c.optim.weight_decay, 0.0); // the nearer base wins over the farther
+    EXPECT_DOUBLE_EQ(c.optim.lr, 1e-3);          // --set wins over all
+    EXPECT_EQ(c.train.epochs, 2);
+    // The stored config stands alone: no base left in it.
+    EXPECT_EQ(c.to_toml().find("base"), std::string::npos);
+    // A cycle, a missing base, a base in text that is no file, an unknown key inside a base.
+    dir.write("loop.toml", "base = \"loop.toml\"\n");
+    EXPECT_NE(config_error([&] { load_config_file(dir.write("cyc.toml", "base = \"loop.toml\"\n")); }).find("nest more than 8"), std::string::npos);
+    EXPECT_NE(config_error([&] { load_config_file(dir.write("m.toml", "base = \"nope.toml\"\n")); }).find("nope.toml: cannot read"), std::string::npos);
+    EXPECT_NE(config_error([] { parse_config("base = \"x.toml\"\n", "text"); }).find("resolved only in recipe files"), std::string::npos);
+    dir.write("base/typo.toml", "[optim]\nlrr = 1\n");
+    EXPECT_NE(config_error([&] { load_config_file(dir.write("t.toml", "base = \"base/typo.toml\"\n")); }).find("optim.lrr"), std::string::npos);
+}
+
+TEST(Config, AStageCanExtendThePreviousStage) {
+    const auto c = parse_config(R"(
+[optim]
+lr = 1e-3
+warmup_epochs = 2
+[train]
+epoch_scale = 0.5
+[[stage]]
+name = "one"
+epochs = 4
+init = "fp"
+[stage.optim]
+lr = 5e-4
+[stage.model]
+qk_norm = true
+[stage.quantizers]
+"attn.q" = "sign"
+"attn.k" = "sign"
+"mlp.fc1.weight" = { name = "lsq", bits = 4 }
+[stage.distill]
+teacher = "t.pt"
+kind = "hard"
+[[stage]]
+name = "two"
+epochs = 8
+extends = "previous"
+[stage.quantizers]
+"attn.k" = "fp"
+"mlp.fc1.weight" = "xnor"
+"mlp.fc2.weight" = "xnor"
+[stage.distill]
+alpha = 0.25
+)", "r");
+    ASSERT_EQ(c.stages.size(), 2u);
+    const StageSection & two = c.stages[1];
+    EXPECT_EQ(two.init, "previous");
+    EXPECT_DOUBLE_EQ(two.optim.lr, 5e-4);      // the previous stage's optimiser
+    EXPECT_TRUE(two.variant.qk_norm);         // and block variant
+    EXPECT_EQ(two.distill.kind, "hard");      // and distillation, with its own override
+    EXPECT_EQ(two.distill.teacher, "t.pt");
+    EXPECT_DOUBLE_EQ(two.distill.alpha, 0.25);
+    std::map<std::string, std::string> map;
+    for (const auto & a : two.quantizers) map[a.pattern] = a.quantizer;
+    EXPECT_EQ(map, (std::map<std::string, std::string>{
+                       {"attn.q", "sign"}, {"attn.k", "fp"}, {"mlp.fc1.weight", "xnor"}, {"mlp.fc2.weight", "xnor"}}));
+    for (const auto & a : two.quantizers) {
+        if (a.pattern == "mlp.fc1.weight") EXPECT_TRUE(a.options.empty());  // replaced whole, options included
+    }
+    // epoch_scale applies once to each stage, also to one copied from its predecessor: 8 → 4 epochs,
+    // warm-up 2 → 1.
+    EXPECT_EQ(two.epochs, 4);
+    EXPECT_DOUBLE_EQ(two.optim.warmup_epochs, 1.0);
+    EXPECT_EQ(c.stages[0].epochs, 2);
+    EXPECT_NE(config_error([] { parse_config("[[stage]]\nepochs = 1\nextends = \"previous\"\n", "r"); }).find("needs a stage before"),
+              std::string::npos);
+    EXPECT_NE(config_error([] { parse_config("[[stage]]\nepochs = 1\n[[stage]]\nepochs = 1\nextends = \"first\"\n", "r"); })
+                  .find("must be \"previous\""),
+              std::string::npos);
 }

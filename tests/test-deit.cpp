@@ -4,7 +4,11 @@
 
 #include <set>
 
+#include <map>
+
+#include "spec/sites.h"
 #include "train/deit.h"
+#include "train/quant/quantizers.h"
 
 using namespace bitvit;
 
@@ -219,4 +223,19 @@ TEST(Deit, RpreluValuesGradientsAndParameters) {
         EXPECT_TRUE(is_method_tensor(n)) << n;  // a model without them (the FP teacher) still loads into it
     }
     EXPECT_TRUE(torch::allclose(model->blocks[0]->as<Block>()->mlp->act_slope, torch::full({256}, 0.25)));
+}
+
+// Training's modules and the torch-free site list (spec/sites.h, which the runtime validates packed
+// files against) name the same sites with the same classes and channel counts.
+TEST(Deit, SitesAreTheSpecsSites) {
+    for (const char * name : {"deit_nano_patch7_28", "deit_micro_patch4_28_distilled"}) {
+        Deit model(deit_config(name));
+        std::map<std::string, std::pair<bitvit::spec::SiteClass, int64_t>> training, spec;
+        for (const auto & site : model->site_names()) {
+            const SiteInfo info = model->site_info(site);
+            training[site] = {quant::site_class(info.kind), info.channels};
+        }
+        for (const auto & s : bitvit::spec::deit_sites(model->config())) spec[s.name] = {s.site_class, s.channels};
+        EXPECT_EQ(training, spec) << name;
+    }
 }

@@ -1,6 +1,8 @@
 // Data readers: valid files in every supported encoding, and every kind of malformed file giving a
 // DataError that names the file and the problem.
 #include <gtest/gtest.h>
+
+#include "require-data.h"
 #include <stb_image_write.h>
 #include <zlib.h>
 
@@ -158,7 +160,7 @@ TEST(Idx, ImplausibleHeader) {
 }
 
 TEST(FashionMnist, PackageFilesLoad) {
-    if (!fs::exists(default_root("fashion-mnist"))) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+    BITVIT_REQUIRE_FASHION_MNIST();
     const ImageDataset test = load_dataset({"fashion-mnist", "", 0, 1}, Split::test);
     EXPECT_EQ(test.size(), 10000);
     EXPECT_EQ(test.height, 28);

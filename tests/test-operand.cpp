@@ -180,6 +180,59 @@ TEST(Matmul, Int8FloatAndMixedPairingsMatchDecodedProduct) {
     }
 }
 
+// Where the pairing is integer (planes × planes, int8 × int8, int8 × one plane) and every scale is
+// a power of two and every offset a multiple of 1/8, each product is an integer count times exact
+// factors: the runtime's float result must equal the exact sum, not come close to it.
+TEST(Matmul, IntegerPairingsAreExact) {
+    std::mt19937_64 rng(13);
+    auto exact_scales = [&](Operand & op) {
+        for (auto & plane : op.planes) {
+            for (float & s : plane.scale) s = std::ldexp(1.0f, static_cast<int>(rng() % 5) - 2);
+        }
+        for (float & o : op.offset) o = static_cast<float>(static_cast<int>(rng() % 17) - 8) / 8;
+        for (float & s : op.scale) s = std::ldexp(1.0f, static_cast<int>(rng() % 5) - 2);
+    };
+    auto expect_exact = [](const Operand & x, const Operand & w, const char * what) {
+        std::vector<float> got(static_cast<size_t>(x.rows * w.rows));
+        matmul(x, w, got.data());
+        const std::vector<double> want = decoded_product(x, w);
+        for (size_t i = 0; i < got.size(); ++i) ASSERT_EQ(static_cast<double>(got[i]), want[i]) << what << " k=" << x.k << " at " << i;
+    };
+    std::uniform_int_distribution<int> code(-128, 127), zero(-20, 20);
+    for (int64_t k : kOddK) {
+        Operand x = planes_operand({random_plane(PlaneKind::pm1, 7, k, rng), random_plane(PlaneKind::ternary, 7, k, rng)}, 7, k,
+                                   std::vector<float>(7));
+        Operand x_pm1 = planes_operand({random_plane(PlaneKind::pm1, 7, k, rng)}, 7, k);
+        Operand x_01 = planes_operand({random_plane(PlaneKind::zero_one, 7, k, rng)}, 7, k);
+        Operand w_pm1 = planes_operand({random_plane(PlaneKind::pm1, 9, k, rng)}, 9, k);
+        Operand w_ternary = planes_operand({random_plane(PlaneKind::ternary, 9, k, rng)}, 9, k, std::vector<float>(9));
+        for (Operand * op : {&x, &x_pm1, &x_01, &w_pm1, &w_ternary}) exact_scales(*op);
+        expect_exact(x, w_ternary, "planes with offsets x ternary with offsets");
+        expect_exact(x_01, w_pm1, "{0,1} x pm1 (SAB map times v)");
+        expect_exact(x_pm1, w_pm1, "pm1 x pm1 (generic)");
+        prepare_weight(w_pm1);
+        expect_exact(x_pm1, w_pm1, "pm1 x pm1 (XNOR kernel)");
+        expect_exact(x, w_pm1, "planes x pm1 (prepared)");
+        Operand xi;
+        xi.kind = Operand::Kind::int8;
+        xi.rows = 4;
+        xi.k = k;
+        for (int64_t i = 0; i < 4 * k; ++i) xi.codes.push_back(static_cast<int8_t>(code(rng)));
+        for (int r = 0; r < 4; ++r) {
+            xi.scale.push_back(1.0f);
+            xi.zero.push_back(zero(rng));
+        }
+        exact_scales(xi);
+        Operand wi = xi;
+        for (auto & c : wi.codes) c = static_cast<int8_t>(code(rng));
+        expect_exact(xi, wi, "int8 x int8");
+        Operand w1 = planes_operand({random_plane(PlaneKind::ternary, 6, k, rng)}, 6, k);
+        exact_scales(w1);
+        prepare_weight(w1, LayerInputs::int8);
+        expect_exact(xi, w1, "int8 x ternary plane (TerViT, int8 kernel)");
+    }
+}
+
 TEST(Matmul, BiasIsAddedAfterTheProductBitForBit) {
     // A fused bias (one plane pair, int8) and a separate pass (offsets, several planes, f32) must
     // both give exactly product + bias, the order training uses.
@@ -306,7 +359,7 @@ TEST(Linear, SignOutputsAreTheFloatPathsSigns) {
         for (float & s : fc.weight.planes[0].scale) s = 0.01f + 0.1f * std::fabs(u(rng));
         prepare_weight(fc.weight, *input ? LayerInputs::planes : LayerInputs::f32);
         for (int64_t j = 0; j < out; ++j) fc.bias.push_back(3.0f * u(rng));
-        fc.input.name = input;
+        fc.input = ActQuantizer::named(input);
         std::vector<float> y(static_cast<size_t>(tokens * out));
         fc.forward(x.data(), tokens, y.data());
         for (const bool through_gelu : {false, true}) {
@@ -332,7 +385,7 @@ TEST(Linear, SignOutputsAreTheFloatPathsSigns) {
         Linear next;
         next.weight = planes_operand({random_plane(PlaneKind::pm1, 9, out, rng)}, 9, out);
         prepare_weight(next.weight);
-        next.input.name = "sign";
+        next.input = ActQuantizer::named("sign");
         std::vector<float> from_floats(static_cast<size_t>(tokens * 9)), from_bits(from_floats.size());
         next.forward(pm1.data(), tokens, from_floats.data());
         next.forward_from_signs(bits.data(), tokens, from_bits.data());

@@ -1,5 +1,5 @@
 // OPs and size accounting: reproduces BiViT's Table 3 (DeiT-T 0.39 G, DeiT-B 5.81 G OPs with attention
-// W1A1 and MLP W1A32) within 3 %, the FP totals of methods.md §6, and GSB's superposed-group factor.
+// W1A1 and MLP W1A32) within 3 %, the FP totals of docs/methods.md §8, and GSB's superposed-group factor.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -22,7 +22,7 @@ Deit recipe_model(const std::string & recipe, const std::string & arch, size_t s
 TEST(Ops, FullPrecisionDeitTotals) {
     Deit tiny(deit_config("deit_tiny_patch16_224"));
     const auto r = count_ops(tiny);
-    EXPECT_NEAR(r.macs / 1e9, 1.254, 0.002);  // methods.md §6
+    EXPECT_NEAR(r.macs / 1e9, 1.254, 0.002);  // docs/methods.md §8
     EXPECT_DOUBLE_EQ(r.flops, r.macs);
     EXPECT_EQ(r.bops, 0);
     EXPECT_DOUBLE_EQ(r.fp32_bytes, 5717416.0 * 4);
@@ -53,7 +53,7 @@ TEST(Ops, ReproducesBiVitTable3) {
 
 // Bi-ViT's DeiT-Tiny claim, 61.5x fewer OPs than FP, under our convention (OPs = FLOPs + BOPs/64) on
 // Bi-ViT's own student, the distilled DeiT-T (cls and dist tokens, two FP heads): reached with the
-// patch embedding binarized too (methods.md §4.5), 62.8x; with it in full precision, 26x.
+// patch embedding binarized too (docs/methods.md §8), 62.8x; with it in full precision, 26x.
 TEST(Ops, ReproducesBiVitFactorWithABinaryPatchEmbedding) {
     const std::string arch = "deit_tiny_patch16_224_distilled";
     Deit fp(deit_config(arch));

@@ -4,6 +4,8 @@
 // exports and runs in the bit-wise runtime with the same predictions as LibTorch.
 #include <gtest/gtest.h>
 
+#include "require-data.h"
+
 #include <filesystem>
 
 #include "train/export.h"
@@ -60,7 +62,7 @@ TEST(Recipes, AllShippedRecipesParseAndBuild) {
 }
 
 TEST_P(RecipeRun, TrainsAndLowersItsLoss) {
-    if (!fs::exists(data::default_root("fashion-mnist"))) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+    BITVIT_REQUIRE_FASHION_MNIST();
     const std::string name = GetParam();
     auto config = load_config_file(recipe_path(name),
                                    {"model.name=deit_nano_patch7_28", "data.train_subset=640", "data.test_subset=100",

@@ -1,12 +1,16 @@
 // Trainer, loader and checkpoints on real Fashion-MNIST subsets: learning beats chance, a killed and
 // resumed run equals an uninterrupted one, NaN stops the run and keeps the last good checkpoint.
 #include <gtest/gtest.h>
+
+#include "require-data.h"
 #include <torch/torch.h>
 
 #include <cmath>
 #include <filesystem>
 #include <fstream>
 
+#include "train/optimizer.h"
+#include "train/quant/quantizers.h"
 #include "train/trainer.h"
 
 namespace fs = std::filesystem;
@@ -26,7 +30,6 @@ class TempDir {
     static inline int counter_ = 0;
 };
 
-bool have_fashion_mnist() { return fs::exists(data::default_root("fashion-mnist")); }
 
 // A small, single-threaded (hence bit-reproducible) run of the nano model on a Fashion-MNIST subset.
 TrainConfig small_run(int64_t train_images, int64_t epochs) {
@@ -80,6 +83,50 @@ TEST(Schedule, WarmupThenCosine) {
     EXPECT_NEAR(scheduled_lr(o, 60, 10, 110), 0.55, 1e-12);  // half-way: min + (lr - min) / 2
     EXPECT_NEAR(scheduled_lr(o, 110, 10, 110), 0.1, 1e-12);
     EXPECT_DOUBLE_EQ(scheduled_lr(o, 0, 0, 100), 1.0);  // no warm-up
+}
+
+TEST(Optimizer, WeightDecayReachesWeightMatricesOnly) {
+    Deit model(deit_config("deit_nano_patch7_28_distilled"));
+    model->install("blocks.0.attn.qkv.weight", quant::make_quantizer({"pws", {}}, model->site_info("blocks.0.attn.qkv.weight")));
+    model->install("blocks.0.attn.q", quant::make_quantizer({"elastic_signed", {}}, model->site_info("blocks.0.attn.q")));
+    OptimSection o;
+    o.optimizer = "adamw";
+    o.lr = 0.1;
+    o.weight_decay = 0.5;
+    auto optimizer = make_optimizer(o, *model);
+    std::map<std::string, torch::Tensor> before;
+    for (const auto & p : model->named_parameters()) {
+        before[p.key()] = p.value().detach().clone();
+        p.value().mutable_grad() = torch::zeros_like(p.value());  // no gradient: only the decay moves a weight
+    }
+    optimizer->step();
+    int decayed = 0;
+    for (const auto & p : model->named_parameters()) {
+        const std::string & name = p.key();
+        const bool matrix = p.value().dim() >= 2 && name != "cls_token" && name != "dist_token" && name != "pos_embed";
+        EXPECT_EQ(decays(name, p.value()), matrix) << name;
+        // AdamW's decoupled decay: w ← w·(1 − lr·wd) = 0.95·w; everything else stays put.
+        const torch::Tensor want = matrix ? before[name] * (1 - 0.1 * 0.5) : before[name];
+        EXPECT_TRUE(torch::allclose(p.value(), want, 1e-6, 1e-8)) << name;
+        decayed += matrix;
+    }
+    EXPECT_EQ(decayed, 1 + 4 * 4 + 2);  // patch embedding, 4 linears × 4 blocks, both heads
+}
+
+TEST(Optimizer, GradientClippingScalesToTheMaximumNorm) {
+    torch::nn::Linear layer(3, 2);
+    layer->weight.mutable_grad() = torch::full({2, 3}, 2.0);  // norm sqrt(6·4)
+    layer->bias.mutable_grad() = torch::tensor({4.0f, 0.0f});  // total norm sqrt(24 + 16) = sqrt(40)
+    const double norm = clip_gradients(*layer, 1.0);
+    EXPECT_NEAR(norm, std::sqrt(40.0), 1e-5);
+    const double after = std::sqrt(layer->weight.grad().pow(2).sum().item<double>() + layer->bias.grad().pow(2).sum().item<double>());
+    EXPECT_NEAR(after, 1.0, 1e-5);
+    EXPECT_NEAR(layer->bias.grad()[0].item<double>(), 4.0 / std::sqrt(40.0), 1e-5);  // direction kept
+    // Off (0): measured, untouched.
+    layer->bias.mutable_grad() = torch::tensor({4.0f, 0.0f});
+    layer->weight.mutable_grad() = torch::zeros({2, 3});
+    EXPECT_NEAR(clip_gradients(*layer, 0.0), 4.0, 1e-6);
+    EXPECT_FLOAT_EQ(layer->bias.grad()[0].item<float>(), 4.0f);
 }
 
 TEST(Loader, EpochOrderIsASeededPermutation) {
@@ -169,7 +216,7 @@ TEST(Loader, YieldsEveryBatchAndRethrowsErrors) {
 }
 
 TEST(Trainer, LearnsFashionMnistWellAboveChance) {
-    if (!have_fashion_mnist()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+    BITVIT_REQUIRE_FASHION_MNIST();
     TempDir dir;
     auto config = small_run(3000, 3);
     config.optim.lr = 3e-3;
@@ -195,7 +242,7 @@ TEST(Trainer, LearnsFashionMnistWellAboveChance) {
 }
 
 TEST(Trainer, KilledAndResumedRunEqualsUninterruptedRun) {
-    if (!have_fashion_mnist()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+    BITVIT_REQUIRE_FASHION_MNIST();
     TempDir dir;
     const auto config = small_run(512, 3);
     Trainer straight(config, dir.str("straight"), load_train_test(config));
@@ -215,7 +262,7 @@ TEST(Trainer, KilledAndResumedRunEqualsUninterruptedRun) {
 }
 
 TEST(Trainer, NonFiniteLossStopsAndKeepsLastGoodCheckpoint) {
-    if (!have_fashion_mnist()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+    BITVIT_REQUIRE_FASHION_MNIST();
     TempDir dir;
     const auto config = small_run(256, 3);
     Trainer trainer(config, dir.str("run"), load_train_test(config));
@@ -237,7 +284,7 @@ TEST(Trainer, NonFiniteLossStopsAndKeepsLastGoodCheckpoint) {
 }
 
 TEST(Checkpoint, CorruptOrForeignFilesGiveClearErrors) {
-    if (!have_fashion_mnist()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+    BITVIT_REQUIRE_FASHION_MNIST();
     TempDir dir;
     const auto config = small_run(128, 1);
     Trainer trainer(config, dir.str("run"), load_train_test(config));

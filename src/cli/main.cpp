@@ -11,6 +11,7 @@
 #include "runtime/cpu-features.h"
 #include "cli/runtime-commands.h"
 #include "runtime/model.h"
+#include "spec/quantizers.h"
 #include "train/bench.h"
 #include "train/checkpoint.h"
 #include "train/export.h"
@@ -247,6 +248,18 @@ int run_bench(const ModelBenchOptions & o) {
     return 0;
 }
 
+int print_quantizers(bool markdown) {
+    if (markdown) {
+        std::printf("%s", spec::quantizer_table_markdown().c_str());
+        return 0;
+    }
+    std::printf("%-17s %-7s %-44s %s\n", "quantizer", "family", "sites", "source");
+    for (const auto & row : spec::quantizer_table()) {
+        std::printf("%-17s %-7s %-44s %s\n", row.name, spec::family_name(row.family), spec::site_classes(row.sites).c_str(), row.source);
+    }
+    return 0;
+}
+
 }  // namespace
 
 int main(int argc, char ** argv) {
@@ -325,6 +338,16 @@ int main(int argc, char ** argv) {
     ver->add_option("--blocks", ver_blocks,
                     "Also compare each block's output tokens on the first N images (where does the runtime depart?)");
 
+    std::string config_recipe;
+    std::vector<std::string> config_sets;
+    auto * config = app.add_subcommand("config", "Print a recipe as training resolves it: bases merged, stages expanded, --set applied");
+    config->add_option("recipe", config_recipe, "Recipe file (TOML)")->required()->check(CLI::ExistingFile);
+    config->add_option("--set", config_sets, "Override a recipe setting: section.key=value (repeatable)");
+
+    bool table_markdown = false;
+    auto * quantizers = app.add_subcommand("quantizers", "The quantizer table: every quantizer, its sites, options and source");
+    quantizers->add_flag("--markdown", table_markdown, "As the Markdown table of docs/quantization.md");
+
     ModelBenchOptions bo;
     bo.recipe = "recipes/bnn.toml";
     auto * bench = app.add_subcommand("bench", "Speed of the bit-wise runtime against LibTorch FP32 and BF16 on one architecture");
@@ -345,6 +368,11 @@ int main(int argc, char ** argv) {
         if (*bench) return run_bench(bo);
         if (*exp) return run_export(ex_ckpt, ex_out, ex_method, ex_half);
         if (*run) return cli::run_command(run_args);
+        if (*config) {
+            std::printf("%s", load_config_file(config_recipe, config_sets).to_toml().c_str());
+            return 0;
+        }
+        if (*quantizers) return print_quantizers(table_markdown);
         if (*ver) return run_verify(ver_ckpt, ver_model, cli::runtime_images(ver_inputs), ver_inputs.threads, ver_blocks);
         if (*info) {
             if (list) {

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "atomic-file.h"
+#include "sha256.h"
 
 namespace bitvit::format {
 namespace {
@@ -194,6 +195,63 @@ SafetensorsFile SafetensorsFile::parse(std::vector<uint8_t> bytes, const std::st
     f.data_start_ = 8 + header;
     f.bytes_ = std::move(bytes);
     return f;
+}
+
+namespace {
+
+// The canonical content digest both sides compute: metadata then tensors, each in name order.
+class ContentDigest {
+  public:
+    void metadata(const std::string & key, const std::string & value) {
+        field(key);
+        field(value);
+    }
+    void tensor(const std::string & name, const TensorInfo & info, const uint8_t * bytes) {
+        field(name);
+        field(dtype_name(info.dtype));
+        std::string shape;
+        for (int64_t d : info.shape) shape += std::to_string(d) + ",";
+        field(shape);
+        const uint64_t size = info.end - info.begin;
+        sha_.update(&size, sizeof size);
+        sha_.update(bytes, size);
+    }
+    std::string hex() { return sha_.hex(); }
+
+  private:
+    void field(const std::string & text) {
+        const uint64_t size = text.size();
+        sha_.update(&size, sizeof size);  // length-prefixed: no two field lists hash alike
+        sha_.update(text);
+    }
+    Sha256 sha_;
+};
+
+}  // namespace
+
+std::string SafetensorsFile::content_digest(const std::string & skip_key) const {
+    ContentDigest d;
+    for (const auto & [key, value] : metadata_) {
+        if (key != skip_key) d.metadata(key, value);
+    }
+    for (const auto & [name, info] : tensors_) d.tensor(name, info, data(name));
+    return d.hex();
+}
+
+std::string SafetensorsWriter::content_digest(const std::string & skip_key) const {
+    ContentDigest d;
+    for (const auto & [key, value] : metadata_) {
+        if (key != skip_key) d.metadata(key, value);
+    }
+    std::map<std::string, const Entry *> by_name;
+    for (const auto & e : entries_) by_name[e.name] = &e;
+    for (const auto & [name, e] : by_name) {
+        TensorInfo info = e->info;
+        info.begin = 0;
+        info.end = e->bytes.size();
+        d.tensor(name, info, e->bytes.data());
+    }
+    return d.hex();
 }
 
 const TensorInfo & SafetensorsFile::info(const std::string & name) const {

@@ -54,6 +54,11 @@ class SafetensorsFile {
     // The tensor's bytes (info(name).end − begin of them).
     const uint8_t * data(const std::string & name) const;
     const std::string & origin() const { return origin_; }
+    // The whole file's size in bytes (length prefix, header and data).
+    uint64_t size_bytes() const { return bytes_.size(); }
+    // SHA-256 over the metadata (except `skip_key`) and every tensor's name, dtype, shape and bytes,
+    // in name order: independent of the header's layout and key order (docs/format.md, "checksum").
+    std::string content_digest(const std::string & skip_key) const;
 
   private:
     std::string origin_;
@@ -71,6 +76,8 @@ class SafetensorsWriter {
     // match shape × dtype.
     void add(const std::string & name, DType dtype, std::vector<int64_t> shape, const void * bytes, size_t size);
     std::vector<uint8_t> serialize() const;
+    // SafetensorsFile::content_digest() of the file serialize() makes.
+    std::string content_digest(const std::string & skip_key) const;
     // Writes atomically: a temporary file in the same directory, fsync, rename.
     void write(const std::string & path) const;
 

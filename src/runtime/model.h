@@ -9,32 +9,18 @@
 #include <vector>
 
 #include "format/safetensors.h"
-#include "runtime/act-quantizer.h"
+#include "runtime/quant/act-quantizer.h"
 #include "runtime/operand.h"
+#include "spec/architecture.h"
 
 namespace bitvit::runtime {
 
 // The newest packed format version this runtime reads (metadata "format_version"; it reads every
 // version from 1 up): 1 stores every float tensor F32; 2 may also store the full-precision tensors
-// and weight scales F16 (docs/format.md).
-constexpr int kPackedFormatVersion = 2;
+// and weight scales F16; 3 adds blocks without linear biases (architecture.linear_bias, docs/format.md).
+constexpr int kPackedFormatVersion = 3;
 
-// The architecture (torch-free mirror of the training side's DeitConfig and BlockVariant).
-struct ModelConfig {
-    std::string name;
-    int64_t img_size = 0, patch_size = 0, in_chans = 0, num_classes = 0, embed_dim = 0, depth = 0, num_heads = 0;
-    double mlp_ratio = 4.0;
-    bool qkv_bias = true, distilled = false;
-    bool qk_norm = false, softmax = true, qkv_shift = false, attn_bias = false;
-    double mlp_clip = 0.0;
-    std::string mlp_act = "gelu";
-
-    int64_t grid() const { return img_size / patch_size; }
-    int64_t num_patches() const { return grid() * grid(); }
-    int64_t num_tokens() const { return num_patches() + (distilled ? 2 : 1); }
-    int64_t head_dim() const { return embed_dim / num_heads; }
-    int64_t hidden() const { return static_cast<int64_t>(embed_dim * mlp_ratio); }
-};
+using ModelConfig = spec::DeitConfig;  // the architecture, shared with training (src/spec)
 
 struct LayerNorm {
     std::vector<float> weight, bias;  // [dim]
@@ -66,6 +52,10 @@ struct Block {
     ActQuantizer q, k, v, probs;                   // per-head sites
 };
 
+// Turns attention's fast paths (attention.cpp) off and on again, process-wide, so tests can check
+// each against the generic path. On by default; never needed outside tests.
+void set_attention_fast_paths(bool on);
+
 class PackedModel {
   public:
     static PackedModel load(const std::string & path);
@@ -76,6 +66,7 @@ class PackedModel {
     const std::string & method() const { return method_; }
     // Site name -> quantizer name, for every quantized site.
     const std::map<std::string, std::string> & site_quantizers() const { return site_quantizers_; }
+    // The packed file's size on disk (header included): the one size every command reports.
     int64_t file_bytes() const { return file_bytes_; }
     // The classes' names from the file's metadata (index = class), or empty when it records none.
     const std::vector<std::string> & class_names() const { return class_names_; }
@@ -95,6 +86,7 @@ class PackedModel {
     std::vector<std::vector<float>> predict(const uint8_t * pixels, int64_t count, int threads = 0) const;
 
   private:
+    friend struct PackedModelLoader;  // load.cpp
     ModelConfig config_;
     std::string method_;
     std::map<std::string, std::string> site_quantizers_;
@@ -107,7 +99,9 @@ class PackedModel {
     LayerNorm norm_;
     Linear head_, head_dist_;
 
+    void embed(const float * image, float * x, int threads) const;  // image [C, H, W] -> tokens x [N, D]
     void attention(const Block & b, const float * x, float * out, int threads) const;  // x [N, D] normed -> [N, D]
+    void mlp(const Block & b, const float * x, float * out, int threads) const;        // x [N, D] normed -> [N, D]
 };
 
 }  // namespace bitvit::runtime

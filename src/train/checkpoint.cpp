@@ -56,9 +56,14 @@ std::string block_local_name(const std::string & site) {
 
 DeitConfig resolve_model_config(const ModelSection & model, const DataShape & shape) {
     DeitConfig c = deit_config(model.name);
+    const DeitConfig registered = c;
     if (model.embed_dim > 0) c.embed_dim = model.embed_dim;
     if (model.depth > 0) c.depth = model.depth;
     if (model.num_heads > 0) c.num_heads = model.num_heads;
+    if (c.embed_dim != registered.embed_dim || c.depth != registered.depth || c.num_heads != registered.num_heads) {
+        // Another architecture under the registry's name would be refused by the runtime.
+        c.name += "-dim" + std::to_string(c.embed_dim) + "-depth" + std::to_string(c.depth) + "-heads" + std::to_string(c.num_heads);
+    }
     c.drop_path = model.drop_path;
     if (shape.img_size != c.img_size) {
         throw std::invalid_argument("model '" + model.name + "' takes " + std::to_string(c.img_size) + "×" +

@@ -2,12 +2,17 @@
 
 #include <toml++/toml.h>
 
+#include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <set>
 #include <sstream>
 
 namespace bitvit {
+
+static TrainConfig parse_config_table(toml::table root, const std::string & origin, const std::vector<std::string> & overrides);
+
 namespace {
 
 // Reads the keys of one [section], remembering which it consumed so that unknown keys (typos) fail.
@@ -152,6 +157,7 @@ void read_variant(SectionReader & r, BlockVariant & v) {
     r.read("attn_bias", v.attn_bias);
     r.read("mlp_clip", v.mlp_clip);
     r.read("mlp_act", v.mlp_act);
+    r.read("linear_bias", v.linear_bias);
     r.check(std::isfinite(v.mlp_clip) && v.mlp_clip >= 0, "mlp_clip", "must be >= 0 (0 = off)");
     r.check(v.mlp_act == "gelu" || v.mlp_act == "relu" || v.mlp_act == "rprelu", "mlp_act",
             "must be \"gelu\", \"relu\" or \"rprelu\"");
@@ -159,7 +165,8 @@ void read_variant(SectionReader & r, BlockVariant & v) {
 
 toml::table variant_table(const BlockVariant & v) {
     return toml::table{{"qk_norm", v.qk_norm},     {"softmax", v.softmax},   {"qkv_shift", v.qkv_shift},
-                       {"attn_bias", v.attn_bias}, {"mlp_clip", v.mlp_clip}, {"mlp_act", v.mlp_act}};
+                       {"attn_bias", v.attn_bias}, {"mlp_clip", v.mlp_clip}, {"mlp_act", v.mlp_act},
+                       {"linear_bias", v.linear_bias}};
 }
 
 void read_optim(SectionReader & optim, OptimSection & o) {
@@ -201,17 +208,100 @@ void scale_epochs(int64_t & epochs, OptimSection & optim, double scale) {
     epochs = scaled;
 }
 
-StageSection read_stage(const toml::table * table, size_t index, const TrainConfig & base, const std::string & origin) {
-    StageSection st;
-    st.name = "stage" + std::to_string(index + 1);
+// Adds `more` to a stage's quantizer map: an entry for a pattern already present replaces it (so
+// "fp" removes an inherited quantizer), a new pattern is appended.
+void merge_quantizers(std::vector<QuantizerAssignment> & map, std::vector<QuantizerAssignment> more) {
+    for (auto & a : more) {
+        auto same = std::find_if(map.begin(), map.end(), [&](const QuantizerAssignment & b) { return b.pattern == a.pattern; });
+        if (same != map.end()) {
+            *same = std::move(a);
+        } else {
+            map.push_back(std::move(a));
+        }
+    }
+}
+
+// A stage's [stage.quantizers] table: pattern -> name, or { name = ..., options }.
+std::vector<QuantizerAssignment> read_quantizers(const toml::table & quantizers, const std::string & label, const std::string & origin) {
+    std::vector<QuantizerAssignment> out;
+    for (const auto & [key, node] : quantizers) {
+        const std::string where = label + ".quantizers." + std::string(key.str());
+        QuantizerAssignment a;
+        a.pattern = std::string(key.str());
+        if (const auto name = node.value<std::string>()) {
+            a.quantizer = *name;  // "site" = "sign"
+        } else if (const toml::table * spec = node.as_table()) {
+            for (const auto & [opt, value] : *spec) {
+                if (opt.str() == "name") {
+                    const auto name = value.value<std::string>();
+                    if (!name) throw ConfigError(origin + ": " + where + ".name must be a string");
+                    a.quantizer = *name;
+                } else if (const auto b = value.value_exact<bool>()) {
+                    a.options[std::string(opt.str())] = *b ? 1.0 : 0.0;
+                } else if (const auto v = value.value<double>()) {
+                    a.options[std::string(opt.str())] = *v;
+                } else {
+                    throw ConfigError(origin + ": " + where + "." + std::string(opt.str()) + " must be a number or boolean");
+                }
+            }
+            if (a.quantizer.empty()) throw ConfigError(origin + ": " + where + " needs name = \"<quantizer>\"");
+        } else {
+            throw ConfigError(origin + ": " + where + " must be a quantizer name or { name = ..., options }");
+        }
+        out.push_back(std::move(a));
+    }
+    return out;
+}
+
+void read_distill(SectionReader & d, DistillSection & out) {
+    d.read("teacher", out.teacher);
+    d.read("kind", out.kind);
+    d.read("alpha", out.alpha);
+    d.read("tau", out.tau);
+    d.read("attn_mse", out.attn_mse);
+    d.read("hidden_mse", out.hidden_mse);
+    d.read("dmd", out.dmd);
+    d.read("rank", out.rank);
+    d.read("rank_top_k", out.rank_top_k);
+    d.read("rank_tau", out.rank_tau);
+    d.finish();
+    const std::pair<const char *, double> weights[] = {
+        {"attn_mse", out.attn_mse}, {"hidden_mse", out.hidden_mse}, {"dmd", out.dmd}, {"rank", out.rank}};
+    for (const auto & [key, w] : weights) d.check(std::isfinite(w) && w >= 0 && w <= 1e6, key, "must be a weight in [0, 1e6]");
+    d.check(out.rank_top_k >= 2 && out.rank_top_k <= 65536, "rank_top_k", "must be in [2, 65536]");
+    d.check(std::isfinite(out.rank_tau) && out.rank_tau > 0, "rank_tau", "must be positive");
+    d.check(out.kind == "none" || out.kind == "distribution" || out.kind == "hard" || out.kind == "soft", "kind",
+            "must be none, distribution, hard or soft, not \"" + out.kind + "\"");
+    d.check(!out.uses_teacher() || !out.teacher.empty(), "teacher", "is required for distillation");
+    d.check(out.alpha >= 0 && out.alpha <= 1, "alpha", "must be in [0, 1]");
+    d.check(std::isfinite(out.tau) && out.tau > 0, "tau", "must be positive");
+}
+
+// [[stage]] element `index`. With extends = "previous" it starts as a copy of the previous stage
+// (optimiser, block variant, quantizer map, distillation) and its own tables add to or override
+// that; otherwise from the top-level [optim] and [model] with no quantizers.
+StageSection read_stage(const toml::table * table, size_t index, const TrainConfig & base, const StageSection * previous,
+                        const std::string & origin) {
     SectionReader r(table, "stage[" + std::to_string(index) + "]", origin);
+    std::string extends;
+    r.read("extends", extends);
+    r.check(extends.empty() || extends == "previous", "extends", "must be \"previous\" (or absent)");
+    r.check(extends.empty() || previous != nullptr, "extends", "= \"previous\" needs a stage before this one");
+    StageSection st;
+    if (!extends.empty()) {
+        st = *previous;
+        st.init = "previous";
+    } else {
+        st.optim = base.optim;
+        st.variant = base.model.variant;
+    }
+    st.name = "stage" + std::to_string(index + 1);
+    st.epochs = 0;
     r.read("name", st.name);
     r.read("epochs", st.epochs);
     r.read("init", st.init);
-    r.check(st.epochs >= 1, "epochs", "must be at least 1");
+    r.check(st.epochs >= 1 && st.epochs <= 100000, "epochs", "must be in [1, 100000]");
     r.check(!st.init.empty(), "init", "must be \"scratch\", \"previous\" or a checkpoint path");
-    st.optim = base.optim;
-    st.variant = base.model.variant;
     if (const toml::table * model = r.subtable("model")) {
         SectionReader m(model, r.label() + ".model", origin);
         read_variant(m, st.variant);
@@ -221,60 +311,10 @@ StageSection read_stage(const toml::table * table, size_t index, const TrainConf
         SectionReader o(optim, r.label() + ".optim", origin);
         read_optim(o, st.optim);
     }
-    if (const toml::table * quantizers = r.subtable("quantizers")) {
-        for (const auto & [key, node] : *quantizers) {
-            const std::string where = r.label() + ".quantizers." + std::string(key.str());
-            QuantizerAssignment a;
-            a.pattern = std::string(key.str());
-            if (const auto name = node.value<std::string>()) {
-                a.quantizer = *name;  // "site" = "sign"
-            } else if (const toml::table * spec = node.as_table()) {
-                for (const auto & [opt, value] : *spec) {
-                    if (opt.str() == "name") {
-                        const auto name = value.value<std::string>();
-                        if (!name) throw ConfigError(origin + ": " + where + ".name must be a string");
-                        a.quantizer = *name;
-                    } else if (const auto b = value.value_exact<bool>()) {
-                        a.options[std::string(opt.str())] = *b ? 1.0 : 0.0;
-                    } else if (const auto v = value.value<double>()) {
-                        a.options[std::string(opt.str())] = *v;
-                    } else {
-                        throw ConfigError(origin + ": " + where + "." + std::string(opt.str()) + " must be a number or boolean");
-                    }
-                }
-                if (a.quantizer.empty()) throw ConfigError(origin + ": " + where + " needs name = \"<quantizer>\"");
-            } else {
-                throw ConfigError(origin + ": " + where + " must be a quantizer name or { name = ..., options }");
-            }
-            st.quantizers.push_back(std::move(a));
-        }
-    }
+    if (const toml::table * quantizers = r.subtable("quantizers")) merge_quantizers(st.quantizers, read_quantizers(*quantizers, r.label(), origin));
     if (const toml::table * distill = r.subtable("distill")) {
         SectionReader d(distill, r.label() + ".distill", origin);
-        d.read("teacher", st.distill.teacher);
-        d.read("kind", st.distill.kind);
-        d.read("alpha", st.distill.alpha);
-        d.read("tau", st.distill.tau);
-        d.read("attn_mse", st.distill.attn_mse);
-        d.read("hidden_mse", st.distill.hidden_mse);
-        d.read("dmd", st.distill.dmd);
-        d.read("rank", st.distill.rank);
-        d.read("rank_top_k", st.distill.rank_top_k);
-        d.read("rank_tau", st.distill.rank_tau);
-        d.finish();
-        const std::pair<const char *, double> weights[] = {{"attn_mse", st.distill.attn_mse},
-                                                           {"hidden_mse", st.distill.hidden_mse},
-                                                           {"dmd", st.distill.dmd},
-                                                           {"rank", st.distill.rank}};
-        for (const auto & [key, w] : weights) d.check(std::isfinite(w) && w >= 0, key, "must be a non-negative weight");
-        d.check(st.distill.rank_top_k >= 2, "rank_top_k", "must be at least 2");
-        d.check(std::isfinite(st.distill.rank_tau) && st.distill.rank_tau > 0, "rank_tau", "must be positive");
-        d.check(st.distill.kind == "none" || st.distill.kind == "distribution" || st.distill.kind == "hard" ||
-                    st.distill.kind == "soft",
-                "kind", "must be none, distribution, hard or soft, not \"" + st.distill.kind + "\"");
-        d.check(!st.distill.uses_teacher() || !st.distill.teacher.empty(), "teacher", "is required for distillation");
-        d.check(st.distill.alpha >= 0 && st.distill.alpha <= 1, "alpha", "must be in [0, 1]");
-        d.check(std::isfinite(st.distill.tau) && st.distill.tau > 0, "tau", "must be positive");
+        read_distill(d, st.distill);
     }
     r.finish();
     return st;
@@ -282,16 +322,65 @@ StageSection read_stage(const toml::table * table, size_t index, const TrainConf
 
 }  // namespace
 
-TrainConfig parse_config(const std::string & toml_text, const std::string & origin,
-                         const std::vector<std::string> & overrides) {
-    toml::table root;
+namespace {
+
+toml::table parse_toml(const std::string & text, const std::string & origin) {
     try {
-        root = toml::parse(toml_text, origin);
+        return toml::parse(text, origin);
     } catch (const toml::parse_error & e) {
         std::ostringstream msg;
         msg << origin << ":" << e.source().begin.line << ":" << e.source().begin.column << ": " << e.description();
         throw ConfigError(msg.str());
     }
+}
+
+std::string read_text(const std::string & path, const std::string & what) {
+    std::ifstream in(path);
+    if (!in) throw ConfigError(path + ": cannot read " + what);
+    std::stringstream text;
+    text << in.rdbuf();
+    return text.str();
+}
+
+// `over` merged onto `under`: tables key by key, recursively; anything else (values, arrays —
+// [[stage]] lists included) replaced whole.
+void merge_tables(toml::table & under, const toml::table & over) {
+    for (const auto & [key, node] : over) {
+        toml::node * existing = under.get(key);
+        if (existing && existing->is_table() && node.is_table()) {
+            merge_tables(*existing->as_table(), *node.as_table());
+        } else {
+            under.insert_or_assign(key, node);
+        }
+    }
+}
+
+// A recipe file with its `base = "other.toml"` chain resolved (paths relative to the file naming
+// them): the base's settings, then this file's on top.
+toml::table load_recipe_table(const std::string & path, int depth) {
+    if (depth > 8) throw ConfigError(path + ": recipe bases nest more than 8 deep (a cycle?)");
+    toml::table root = parse_toml(read_text(path, "recipe file"), path);
+    const toml::node * base = root.get("base");
+    if (!base) return root;
+    const auto base_name = base->value<std::string>();
+    if (!base_name) throw ConfigError(path + ": base must be a file name (a recipe to start from)");
+    const std::string base_path = (std::filesystem::path(path).parent_path() / *base_name).string();
+    toml::table merged = load_recipe_table(base_path, depth + 1);
+    root.erase("base");
+    merge_tables(merged, root);
+    return merged;
+}
+
+}  // namespace
+
+TrainConfig parse_config(const std::string & toml_text, const std::string & origin,
+                         const std::vector<std::string> & overrides) {
+    toml::table root = parse_toml(toml_text, origin);
+    if (root.contains("base")) throw ConfigError(origin + ": base = ... is resolved only in recipe files (bitvit train --recipe)");
+    return parse_config_table(std::move(root), origin, overrides);
+}
+
+static TrainConfig parse_config_table(toml::table root, const std::string & origin, const std::vector<std::string> & overrides) {
     for (const auto & o : overrides) apply_override(root, o);
     check_known_sections(root, origin);
 
@@ -361,9 +450,10 @@ TrainConfig parse_config(const std::string & toml_text, const std::string & orig
         for (size_t i = 0; i < array->size(); ++i) {
             const toml::table * table = (*array)[i].as_table();
             if (table == nullptr) throw ConfigError(origin + ": stage[" + std::to_string(i) + "] must be a table");
-            c.stages.push_back(read_stage(table, i, c, origin));
-            scale_epochs(c.stages.back().epochs, c.stages.back().optim, c.train.epoch_scale);
+            c.stages.push_back(read_stage(table, i, c, c.stages.empty() ? nullptr : &c.stages.back(), origin));
         }
+        // After all are read, so a stage that extends its predecessor copies the unscaled schedule.
+        for (auto & st : c.stages) scale_epochs(st.epochs, st.optim, c.train.epoch_scale);
         c.staged = true;
     } else {
         StageSection only;
@@ -384,11 +474,7 @@ int64_t TrainConfig::total_epochs() const {
 }
 
 TrainConfig load_config_file(const std::string & path, const std::vector<std::string> & overrides) {
-    std::ifstream in(path);
-    if (!in) throw ConfigError(path + ": cannot read recipe file");
-    std::stringstream text;
-    text << in.rdbuf();
-    return parse_config(text.str(), path, overrides);
+    return parse_config_table(load_recipe_table(path, 0), path, overrides);
 }
 
 namespace {

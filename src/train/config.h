@@ -9,9 +9,11 @@
 #include <string>
 #include <vector>
 
-#include "block-variant.h"
+#include "spec/architecture.h"
 
 namespace bitvit {
+
+using spec::BlockVariant;
 
 class ConfigError : public std::runtime_error {
   public:
@@ -132,7 +134,7 @@ struct TrainConfig {
     std::string to_toml() const;
 };
 
-// Parses TOML text and applies overrides ("train.lr=5e-4", "data.name=\"mnist\"" or data.name=mnist:
+// Parses TOML text and applies overrides ("optim.lr=5e-4", "data.name=\"mnist\"" or data.name=mnist:
 // a value that does not parse as TOML is taken as a string). Unknown sections or keys, wrong value
 // types and out-of-range values throw ConfigError naming the key and `origin` (a file name or
 // "checkpoint").

@@ -114,14 +114,14 @@ AttentionImpl::AttentionImpl(int64_t dim, int64_t heads, bool qkv_bias, const Bl
       sites(*this, {{"q", {SiteKind::head_activation, heads}},
                     {"k", {SiteKind::head_activation, heads}},
                     {"v", {SiteKind::head_activation, heads}},
-                    {"probs", {SiteKind::head_activation, heads}}}) {
+                    {"probs", {SiteKind::attention_map, heads}}}) {
     if (dim % heads != 0) {
         throw std::invalid_argument("embed_dim " + std::to_string(dim) + " is not divisible by num_heads " +
                                     std::to_string(heads));
     }
     scale = 1.0 / std::sqrt(static_cast<double>(dim / heads));
-    qkv = register_module("qkv", QLinear(dim, 3 * dim, qkv_bias));
-    proj = register_module("proj", QLinear(dim, dim, true));
+    qkv = register_module("qkv", QLinear(dim, 3 * dim, qkv_bias && v.linear_bias));
+    proj = register_module("proj", QLinear(dim, dim, v.linear_bias));
     const int64_t head_dim = dim / heads;
     if (variant.qk_norm) {
         norm_q = register_module("norm_q", torch::nn::LayerNorm(torch::nn::LayerNormOptions({head_dim})));
@@ -174,8 +174,8 @@ torch::Tensor site_matmul(const torch::Tensor & a, const SiteTransform & ta, con
 }
 
 MlpImpl::MlpImpl(int64_t dim, int64_t hidden, const BlockVariant & v) : variant(v) {
-    fc1 = register_module("fc1", QLinear(dim, hidden, true));
-    fc2 = register_module("fc2", QLinear(hidden, dim, true));
+    fc1 = register_module("fc1", QLinear(dim, hidden, v.linear_bias));
+    fc2 = register_module("fc2", QLinear(hidden, dim, v.linear_bias));
     if (variant.mlp_act == "rprelu") {
         act_shift = register_parameter("act_shift", torch::zeros({hidden}));
         act_slope = register_parameter("act_slope", torch::full({hidden}, 0.25));  // nn.PReLU's initial slope
@@ -235,74 +235,6 @@ torch::Tensor PatchEmbedImpl::forward(const torch::Tensor & images) {
     const int64_t p = proj->options.kernel_size()->at(0);
     const auto patches = F::unfold(images, F::UnfoldFuncOptions({p, p}).stride({p, p})).transpose(1, 2);
     return codes_first_linear(input->forward(patches), input, w.flatten(1), sites.installed("proj.weight"), proj->bias);
-}
-
-void DeitConfig::validate() const {
-    auto fail = [&](const std::string & what) { throw std::invalid_argument("model '" + name + "': " + what); };
-    if (img_size <= 0 || patch_size <= 0) fail("img_size and patch_size must be positive");
-    if (img_size % patch_size != 0) {
-        fail("img_size " + std::to_string(img_size) + " is not a multiple of patch_size " + std::to_string(patch_size));
-    }
-    if (in_chans <= 0 || num_classes <= 0 || embed_dim <= 0 || depth <= 0 || num_heads <= 0) {
-        fail("in_chans, num_classes, embed_dim, depth and num_heads must be positive");
-    }
-    if (embed_dim % num_heads != 0) fail("embed_dim must be divisible by num_heads");
-    if (!(mlp_ratio > 0.0)) fail("mlp_ratio must be positive");
-    if (!(drop_path >= 0.0 && drop_path < 1.0)) fail("drop_path must be in [0, 1)");
-    if (variant.mlp_act != "gelu" && variant.mlp_act != "relu" && variant.mlp_act != "rprelu") {
-        fail("mlp_act must be gelu, relu or rprelu");
-    }
-    if (!(variant.mlp_clip >= 0.0)) fail("mlp_clip must be >= 0");
-}
-
-namespace {
-struct NamedConfig {
-    const char * name;
-    int64_t img_size, patch_size, in_chans, embed_dim, depth, num_heads;
-};
-// timm's DeiT sizes, and small configurations for 28×28 single-channel images (Fashion-MNIST):
-//   deit_nano_patch7_28  — 16 patches, for tests and quick smoke runs;
-//   deit_micro_patch4_28 — 49 patches, the experiment and teacher model of this project.
-constexpr NamedConfig kConfigs[] = {
-    {"deit_tiny_patch16_224", 224, 16, 3, 192, 12, 3},
-    {"deit_small_patch16_224", 224, 16, 3, 384, 12, 6},
-    {"deit_base_patch16_224", 224, 16, 3, 768, 12, 12},
-    {"deit_nano_patch7_28", 28, 7, 1, 64, 4, 2},
-    {"deit_micro_patch4_28", 28, 4, 1, 96, 6, 3},
-};
-}  // namespace
-
-DeitConfig deit_config(const std::string & name) {
-    const std::string suffix = "_distilled";
-    const bool distilled = name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
-    const std::string base = distilled ? name.substr(0, name.size() - suffix.size()) : name;
-    for (const auto & c : kConfigs) {
-        if (base == c.name) {
-            DeitConfig config;
-            config.name = name;
-            config.img_size = c.img_size;
-            config.patch_size = c.patch_size;
-            config.in_chans = c.in_chans;
-            config.embed_dim = c.embed_dim;
-            config.depth = c.depth;
-            config.num_heads = c.num_heads;
-            config.num_classes = c.img_size == 224 ? 1000 : 10;
-            config.distilled = distilled;
-            return config;
-        }
-    }
-    std::string known;
-    for (const auto & n : deit_config_names()) known += (known.empty() ? "" : ", ") + n;
-    throw std::invalid_argument("unknown model '" + name + "' (known: " + known + ")");
-}
-
-std::vector<std::string> deit_config_names() {
-    std::vector<std::string> names;
-    for (const auto & c : kConfigs) {
-        names.emplace_back(c.name);
-        names.emplace_back(std::string(c.name) + "_distilled");
-    }
-    return names;
 }
 
 DeitImpl::DeitImpl(const DeitConfig & config) : config_(config) {

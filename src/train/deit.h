@@ -20,9 +20,12 @@
 #include <string>
 #include <vector>
 
-#include "block-variant.h"
+#include "spec/architecture.h"
 
 namespace bitvit {
+
+// The architecture is torch-free, shared with the runtime (src/spec/architecture.h).
+using spec::BlockVariant;
 
 // A transform applied to the tensor at one site (weights, activations, attention probabilities).
 // Quantizers derive from this; with nothing installed a site is the identity.
@@ -44,7 +47,8 @@ using SiteTransform = std::shared_ptr<SiteTransformImpl>;
 enum class SiteKind {
     weight,            // a [out, in] (or conv [out, in, kh, kw]) weight; channels = out
     token_activation,  // a [..., C] activation entering a linear; channels = C
-    head_activation,   // a [B, H, N, *] per-head tensor (q, k, v, attention probabilities); channels = H
+    head_activation,   // a [B, H, N, d] per-head tensor (q, k, v); channels = H
+    attention_map,     // the [B, H, N, N] attention probabilities (or scores); channels = H
 };
 struct SiteInfo {
     SiteKind kind;
@@ -118,7 +122,7 @@ class AttentionImpl : public torch::nn::Module {
 TORCH_MODULE(Attention);
 
 // ReActNet's RPReLU, per channel c of the last dimension: y = PReLU_β(x + γ) + ζ, i.e.
-// (x + γ_c) if x + γ_c ≥ 0 else β_c·(x + γ_c), then + ζ_c (methods.md §1.2).
+// (x + γ_c) if x + γ_c ≥ 0 else β_c·(x + γ_c), then + ζ_c (docs/methods.md §1).
 torch::Tensor rprelu(const torch::Tensor & x, const torch::Tensor & shift, const torch::Tensor & slope,
                      const torch::Tensor & bias);
 
@@ -146,30 +150,9 @@ class BlockImpl : public torch::nn::Module {
 };
 TORCH_MODULE(Block);
 
-struct DeitConfig {
-    std::string name;          // registry name, e.g. "deit_tiny_patch16_224"
-    int64_t img_size = 224;    // square input
-    int64_t patch_size = 16;
-    int64_t in_chans = 3;
-    int64_t num_classes = 1000;
-    int64_t embed_dim = 192;
-    int64_t depth = 12;
-    int64_t num_heads = 3;
-    double mlp_ratio = 4.0;
-    bool qkv_bias = true;
-    double drop_path = 0.0;    // stochastic depth rate of the last block; linear from 0 over depth
-    bool distilled = false;    // adds dist_token and head_dist (DeiT distillation)
-    BlockVariant variant;      // structural options of every block (quantization methods)
-
-    int64_t num_patches() const { return (img_size / patch_size) * (img_size / patch_size); }
-    int64_t num_tokens() const { return num_patches() + (distilled ? 2 : 1); }
-    void validate() const;  // throws std::invalid_argument naming the offending field
-};
-
-// The registered architectures: deit_{tiny,small,base}_patch16_224 (timm's sizes, plus
-// "_distilled" variants) and the small 28×28 configurations used for the experiments here.
-DeitConfig deit_config(const std::string & name);
-std::vector<std::string> deit_config_names();
+using spec::DeitConfig;
+using spec::deit_config;
+using spec::deit_config_names;
 
 struct DeitOutput {
     torch::Tensor logits;       // [B, classes] from the class token

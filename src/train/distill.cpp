@@ -103,4 +103,17 @@ Tensor feature_loss(const std::vector<BlockTaps> & s, const std::vector<BlockTap
     return loss;
 }
 
+BatchLoss stage_loss(Deit & student, Deit * teacher, const Tensor & images, const Tensor & labels,
+                     const DistillSection & distill, double label_smoothing) {
+    Tensor teacher_logits;
+    if (teacher) {
+        torch::NoGradGuard no_grad;
+        teacher_logits = (*teacher)->forward(images);
+    }
+    const DeitOutput out = student->forward_heads(images);
+    Tensor loss = logit_loss(out, labels, teacher_logits, distill, label_smoothing);
+    if (distill.uses_features()) loss = loss + feature_loss(student->taps(), (*teacher)->taps(), distill);
+    return {loss, out.logits.argmax(1).eq(labels).sum().item<int64_t>()};
+}
+
 }  // namespace bitvit

@@ -41,4 +41,14 @@ torch::Tensor ranking_loss(const std::vector<BlockTaps> & student, const std::ve
 torch::Tensor feature_loss(const std::vector<BlockTaps> & student, const std::vector<BlockTaps> & teacher,
                            const DistillSection & distill);
 
+// One batch's training loss for a stage: the student's (and the frozen teacher's, when the stage
+// distils; nullptr otherwise) forward pass, logit_loss, plus feature_loss when the stage distils
+// features (both models must have capture on). `correct`: the student's correct top-1 predictions.
+struct BatchLoss {
+    torch::Tensor loss;
+    int64_t correct = 0;
+};
+BatchLoss stage_loss(Deit & student, Deit * teacher, const torch::Tensor & images, const torch::Tensor & labels,
+                     const DistillSection & distill, double label_smoothing);
+
 }  // namespace bitvit

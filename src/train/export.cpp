@@ -1,6 +1,7 @@
 #include "export.h"
 
 #include <cmath>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <stdexcept>
@@ -49,66 +50,57 @@ void add_bits(format::SafetensorsWriter & out, const std::string & name, const t
     out.add(name, DType::U64, {set.size(0), runtime::b1_words(set.size(1))}, bits.data(), bits.size() * sizeof(uint64_t));
 }
 
-// A quantized weight [out, …] as the runtime stores it; `w_hat` is the quantizer's output.
-void add_quantized_weight(format::SafetensorsWriter & out, const std::string & site, quant::QuantizerImpl & q,
+// An LSQ weight as int8 codes, per-row scales and (with LSQ+) zero points: w_hat = (q − z)·s.
+void add_code_weight(format::SafetensorsWriter & out, const std::string & site, const quant::QuantizerImpl & q,
+                     const torch::Tensor & w_hat, bool half_scales, const std::function<void(const std::string &)> & fail) {
+    const quant::Deployed d = q.deployed();
+    const torch::Tensor step = d.tensors.at("step").flatten();
+    if (d.options.at("qn") < -128 || d.options.at("qp") > 127) fail("codes wider than 8 bits cannot be packed");
+    const torch::Tensor s = (step.numel() == 1 ? step.expand({w_hat.size(0)}) : step).contiguous();
+    torch::Tensor zero = torch::zeros({w_hat.size(0)});
+    if (d.tensors.count("zero_point")) {
+        const torch::Tensor z = d.tensors.at("zero_point").flatten();
+        zero = (z.numel() == 1 ? z.expand({w_hat.size(0)}) : z).contiguous();
+    }
+    // q = w_hat / s + z, an integer in [qn, qp].
+    const torch::Tensor codes = torch::round(w_hat / s.unsqueeze(1) + zero.unsqueeze(1));
+    if (!torch::allclose((codes - zero.unsqueeze(1)) * s.unsqueeze(1), w_hat, 1e-5, 1e-7)) fail("output is not step × integer code");
+    const torch::Tensor codes8 = codes.to(torch::kInt8).contiguous();
+    out.add(site + ".codes", DType::I8, codes8.sizes().vec(), codes8.data_ptr<int8_t>(), static_cast<size_t>(codes8.numel()));
+    add_float(out, site + ".scale", s, half_scales);
+    if (d.tensors.count("zero_point")) {
+        const torch::Tensor z32 = zero.to(torch::kInt32).contiguous();
+        out.add(site + ".zero_point", DType::I32, z32.sizes().vec(), z32.data_ptr<int32_t>(),
+                static_cast<size_t>(z32.numel()) * sizeof(int32_t));
+    }
+}
+
+// A quantized weight [out, …] in the encoding its table row promises; `w_hat` is the quantizer's
+// output, checked to be exactly that encoding before anything is written.
+void add_quantized_weight(format::SafetensorsWriter & out, const std::string & site, const quant::QuantizerImpl & q,
                           const torch::Tensor & w_hat_in, bool half_scales) {
     const torch::Tensor w_hat = w_hat_in.detach().flatten(1).contiguous();  // [out, K]
-    auto fail = [&](const std::string & problem) {
+    const std::function<void(const std::string &)> fail = [&](const std::string & problem) {
         throw std::invalid_argument("export: weight site " + site + " (" + q.quantizer_name() + "): " + problem);
     };
+    const spec::Encoding encoding = q.row().encoding;
+    if (encoding == spec::Encoding::int8_codes) return add_code_weight(out, site, q, w_hat, half_scales, fail);
+    if (encoding != spec::Encoding::pm1_plane && encoding != spec::Encoding::ternary_planes) fail("no packed form for this weight quantizer");
+    // ±1 plane: every value ±s_row. Ternary: every value 0 or ±s_row.
     const torch::Tensor magnitude = w_hat.abs();
-    const quant::Precision precision = q.precision();
-    if (q.quantizer_name() == "lsq") {
-        const quant::Deployed d = q.deployed();
-        const torch::Tensor step = d.tensors.at("step").flatten();
-        if (d.options.at("qn") < -128 || d.options.at("qp") > 127) fail("codes wider than 8 bits cannot be packed");
-        const torch::Tensor s = (step.numel() == 1 ? step.expand({w_hat.size(0)}) : step).contiguous();
-        torch::Tensor zero = torch::zeros({w_hat.size(0)});
-        if (d.tensors.count("zero_point")) {
-            const torch::Tensor z = d.tensors.at("zero_point").flatten();
-            zero = (z.numel() == 1 ? z.expand({w_hat.size(0)}) : z).contiguous();
-        }
-        // w_hat = (q − z)·s  ->  q = w_hat / s + z, an integer in [qn, qp].
-        const torch::Tensor codes = torch::round(w_hat / s.unsqueeze(1) + zero.unsqueeze(1));
-        if (!torch::allclose((codes - zero.unsqueeze(1)) * s.unsqueeze(1), w_hat, 1e-5, 1e-7)) {
-            fail("output is not step × integer code");
-        }
-        const torch::Tensor codes8 = codes.to(torch::kInt8).contiguous();
-        out.add(site + ".codes", DType::I8, codes8.sizes().vec(), codes8.data_ptr<int8_t>(), static_cast<size_t>(codes8.numel()));
-        add_float(out, site + ".scale", s, half_scales);
-        if (d.tensors.count("zero_point")) {
-            const torch::Tensor z32 = zero.to(torch::kInt32).contiguous();
-            out.add(site + ".zero_point", DType::I32, z32.sizes().vec(), z32.data_ptr<int32_t>(),
-                    static_cast<size_t>(z32.numel()) * sizeof(int32_t));
-        }
-        return;
-    }
-    if (precision.groups != 1 || precision.bits > 2) fail("no packed form for this weight quantizer");
-    // Binary (bits 1): every value ±s_row. Ternary (bits 2): every value 0 or ±s_row.
     const torch::Tensor scale = std::get<0>(magnitude.max(1));
     const torch::Tensor nonzero = magnitude > 0;
     const torch::Tensor expected = torch::where(nonzero, scale.unsqueeze(1).expand_as(magnitude), torch::zeros_like(magnitude));
     if (!torch::equal(magnitude, expected)) fail("row values differ in magnitude");
-    if (precision.bits == 1) {
+    add_bits(out, site + ".sign", w_hat < 0);
+    if (encoding == spec::Encoding::pm1_plane) {
         // A zero is only possible in an all-zero row (scale 0): it decodes as 0·(+1).
         const torch::Tensor zero_rows = scale == 0;
         if (!torch::equal(nonzero.all(1) | zero_rows, torch::ones_like(zero_rows))) fail("a binary weight has zeros");
-        add_bits(out, site + ".sign", w_hat < 0);
     } else {
-        add_bits(out, site + ".sign", w_hat < 0);
         add_bits(out, site + ".mask", nonzero);
     }
     add_float(out, site + ".scale", scale, half_scales);
-}
-
-json architecture_json(const DeitConfig & c) {
-    const BlockVariant & v = c.variant;
-    return json{{"name", c.name},           {"img_size", c.img_size},   {"patch_size", c.patch_size},
-                {"in_chans", c.in_chans},   {"num_classes", c.num_classes}, {"embed_dim", c.embed_dim},
-                {"depth", c.depth},         {"num_heads", c.num_heads}, {"mlp_ratio", c.mlp_ratio},
-                {"qkv_bias", c.qkv_bias},   {"distilled", c.distilled}, {"qk_norm", v.qk_norm},
-                {"softmax", v.softmax},     {"qkv_shift", v.qkv_shift}, {"attn_bias", v.attn_bias},
-                {"mlp_clip", v.mlp_clip},   {"mlp_act", v.mlp_act}};
 }
 
 }  // namespace
@@ -156,8 +148,11 @@ ExportSummary export_packed(Deit & model, const ExportOptions & options, const s
     }
 
     out.set_metadata("format", "bitvit-packed");
-    out.set_metadata("format_version", options.half_storage ? "2" : "1");  // version 1 readers read F32-only files
-    out.set_metadata("architecture", architecture_json(config).dump());
+    // The oldest version that can hold this file, so older runtimes read what they can: 1 is F32
+    // only, 2 adds F16 storage, 3 blocks without linear biases (docs/format.md).
+    const int version = !config.variant.linear_bias ? 3 : options.half_storage ? 2 : 1;
+    out.set_metadata("format_version", std::to_string(version));
+    out.set_metadata("architecture", spec::architecture_json(config).dump());
     out.set_metadata("preprocess", json{{"mean", options.mean}, {"std", options.std}}.dump());
     out.set_metadata("method", options.method);
     out.set_metadata("sites", sites.dump());
@@ -168,6 +163,8 @@ ExportSummary export_packed(Deit & model, const ExportOptions & options, const s
         }
         out.set_metadata("class_names", json(options.class_names).dump());
     }
+    // Last: the digest of everything above, so a changed byte anywhere is refused (docs/format.md).
+    out.set_metadata("checksum", "sha256:" + out.content_digest("checksum"));
     // The runtime must accept what we write: check before the file replaces anything.
     const std::vector<uint8_t> bytes = out.serialize();
     summary.file_bytes = static_cast<int64_t>(bytes.size());

@@ -1,5 +1,5 @@
 // Operation and size accounting of a (quantized) DeiT, per layer, under the convention of BiViT and
-// its predecessors (XNOR-Net, Bi-Real, ReActNet) — methods.md §6, §2.7:
+// its predecessors (XNOR-Net, Bi-Real, ReActNet) — docs/methods.md §8:
 //   OPs = FLOPs + BOPs / 64,
 //   a full-precision multiply-accumulate is one FLOP (the papers count MACs as "FLOPs");
 //   a product of a ≤ 2-bit operand with a full-precision one is half a FLOP per MAC (add/subtract only:

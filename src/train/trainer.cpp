@@ -1,6 +1,9 @@
 #include "trainer.h"
 
+#include "data-parallel.h"
 #include "distill.h"
+#include "optimizer.h"
+#include "progress.h"
 
 #include <dlfcn.h>
 #include <fcntl.h>
@@ -26,87 +29,6 @@ using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point start) {
     return std::chrono::duration<double>(Clock::now() - start).count();
-}
-
-std::string format_duration(double seconds) {
-    const auto s = static_cast<int64_t>(seconds + 0.5);
-    char buf[32];
-    std::snprintf(buf, sizeof buf, "%lld:%02lld:%02lld", static_cast<long long>(s / 3600),
-                  static_cast<long long>(s / 60 % 60), static_cast<long long>(s % 60));
-    return buf;
-}
-
-// One status line per epoch on a terminal (redrawn in place), or a plain log line every `log_every`
-// steps when stderr is a file or pipe.
-class Progress {
-  public:
-    Progress(int64_t epoch, int64_t epochs, int64_t total_steps, int64_t log_every)
-        : epoch_(epoch), epochs_(epochs), total_(total_steps), log_every_(log_every), tty_(::isatty(2) != 0),
-          start_(Clock::now()) {}
-
-    void update(int64_t done, double loss, double acc, int64_t images) {
-        const bool last = done == total_;
-        if (!tty_ && !last && done % log_every_ != 0) return;
-        const double elapsed = seconds_since(start_);
-        const double rate = elapsed > 0 ? images / elapsed : 0.0;
-        const double eta = done > 0 ? elapsed * (total_ - done) / done : 0.0;
-        if (tty_) {
-            constexpr int kWidth = 24;
-            const int filled = static_cast<int>(kWidth * done / std::max<int64_t>(total_, 1));
-            std::fprintf(stderr, "\repoch %lld/%lld [%s%s] %lld/%lld loss %.4f acc %.2f%% %.0f img/s ETA %s   ",
-                         static_cast<long long>(epoch_), static_cast<long long>(epochs_),
-                         std::string(filled, '#').c_str(), std::string(kWidth - filled, '.').c_str(),
-                         static_cast<long long>(done), static_cast<long long>(total_), loss, 100 * acc, rate,
-                         format_duration(eta).c_str());
-            if (last) std::fprintf(stderr, "\n");
-        } else {
-            std::fprintf(stderr, "epoch %lld/%lld step %lld/%lld loss %.4f acc %.2f%% %.0f img/s ETA %s\n",
-                         static_cast<long long>(epoch_), static_cast<long long>(epochs_),
-                         static_cast<long long>(done), static_cast<long long>(total_), loss, 100 * acc, rate,
-                         format_duration(eta).c_str());
-        }
-        std::fflush(stderr);
-    }
-
-  private:
-    int64_t epoch_, epochs_, total_, log_every_;
-    bool tty_;
-    Clock::time_point start_;
-};
-
-// Weight decay applies to weight matrices only: never to norms, biases, tokens or position
-// embeddings (timm's no_weight_decay set), nor to quantizer scales (1-D or scalar).
-bool decays(const std::string & name, const torch::Tensor & p) {
-    if (p.dim() < 2) return false;
-    return name != "cls_token" && name != "dist_token" && name != "pos_embed";
-}
-
-// Two parameter groups, with and without weight decay, for Adam or AdamW (same option setters).
-template <class Optim, class Options>
-std::unique_ptr<torch::optim::Optimizer> make_adam(const OptimSection & o, std::vector<torch::Tensor> with_decay,
-                                                   std::vector<torch::Tensor> without_decay) {
-    auto options = [&](double wd) {
-        return std::make_unique<Options>(Options(o.lr).betas({o.beta1, o.beta2}).eps(o.eps).weight_decay(wd));
-    };
-    std::vector<torch::optim::OptimizerParamGroup> groups;
-    groups.emplace_back(std::move(with_decay), options(o.weight_decay));
-    groups.emplace_back(std::move(without_decay), options(0.0));
-    return std::make_unique<Optim>(groups, Options(o.lr));
-}
-
-std::unique_ptr<torch::optim::Optimizer> make_optimizer(const OptimSection & o, torch::nn::Module & model) {
-    std::vector<torch::Tensor> with_decay, without_decay;
-    for (const auto & item : model.named_parameters()) {
-        (decays(item.key(), item.value()) ? with_decay : without_decay).push_back(item.value());
-    }
-    if (o.optimizer == "adamw") {
-        return make_adam<torch::optim::AdamW, torch::optim::AdamWOptions>(o, std::move(with_decay), std::move(without_decay));
-    }
-    return make_adam<torch::optim::Adam, torch::optim::AdamOptions>(o, std::move(with_decay), std::move(without_decay));
-}
-
-void set_lr(torch::optim::Optimizer & optimizer, double lr) {
-    for (auto & group : optimizer.param_groups()) group.options().set_lr(lr);
 }
 
 DataShape shape_of(const data::ImageDataset & d) {
@@ -174,13 +96,6 @@ TrainTestData load_train_test(const TrainConfig & config) {
                                                                   config.data.test_subset, config.train.seed + 1));
     }
     return out;
-}
-
-double scheduled_lr(const OptimSection & o, int64_t step, int64_t warmup_steps, int64_t total_steps) {
-    if (step < warmup_steps) return o.warmup_lr + (o.lr - o.warmup_lr) * step / warmup_steps;
-    const int64_t decay_steps = std::max<int64_t>(1, total_steps - warmup_steps);
-    const double progress = std::min(1.0, static_cast<double>(step - warmup_steps) / decay_steps);
-    return o.min_lr + 0.5 * (o.lr - o.min_lr) * (1.0 + std::cos(M_PI * progress));
 }
 
 EvalResult evaluate(Deit & model, const data::ImageDataset & data, const Preprocess & pre, int64_t batch_size) {
@@ -337,12 +252,11 @@ void Trainer::enter_stage(size_t index, bool resuming) {
     }
     optimizer_ = make_optimizer(st.optim, *model_);
     if (resuming) load_checkpoint_weights(checkpoint_path(), *model_, optimizer_.get(), true);
-    replicas_ = {model_};
+    std::vector<Deit> replicas = {model_};
     teachers_.clear();
-    const auto count = static_cast<size_t>(state_.config.train.data_parallel);
-    for (size_t r = 0; r < count; ++r) {
-        if (r > 0) replicas_.push_back(build_stage_model(state_.config, state_.shape, index));
-        replicas_[r]->set_capture(st.distill.uses_features());
+    for (int64_t r = 0; r < state_.config.train.data_parallel; ++r) {
+        if (r > 0) replicas.push_back(build_stage_model(state_.config, state_.shape, index));
+        replicas.back()->set_capture(st.distill.uses_features());
         if (st.distill.uses_teacher()) {
             Deit teacher = load_model(state_.config.checkpoint_ref(st.distill.teacher)).model;
             for (auto & p : teacher->parameters()) p.set_requires_grad(false);
@@ -350,8 +264,7 @@ void Trainer::enter_stage(size_t index, bool resuming) {
             teachers_.push_back(teacher);
         }
     }
-    sync_replicas();
-    replicas_need_init_ = count > 1;
+    parallel_ = std::make_unique<DataParallel>(std::move(replicas));
 }
 
 std::unique_ptr<Trainer> Trainer::resume(const std::string & run_dir, const std::vector<std::string> & overrides,
@@ -411,99 +324,24 @@ EpochMetrics Trainer::train_epoch() {
     return m;
 }
 
-void Trainer::sync_replicas() {
-    torch::NoGradGuard no_grad;
-    const auto params = model_->parameters();
-    const auto buffers = model_->buffers();
-    for (size_t r = 1; r < replicas_.size(); ++r) {
-        const auto rp = replicas_[r]->parameters();
-        const auto rb = replicas_[r]->buffers();
-        for (size_t i = 0; i < params.size(); ++i) rp[i].copy_(params[i]);
-        for (size_t i = 0; i < buffers.size(); ++i) rb[i].copy_(buffers[i]);
-    }
-}
-
-std::pair<double, int64_t> Trainer::shard_step(size_t r, const torch::Tensor & images, const torch::Tensor & labels,
-                                               double weight) {
-    const StageSection & st = stage();
-    torch::Tensor teacher_logits;
-    if (!teachers_.empty()) {
-        torch::NoGradGuard no_grad;
-        teacher_logits = teachers_[r]->forward(images);
-    }
-    auto out = replicas_[r]->forward_heads(images);
-    auto loss = logit_loss(out, labels, teacher_logits, st.distill, st.optim.label_smoothing);
-    if (st.distill.uses_features()) loss = loss + feature_loss(replicas_[r]->taps(), teachers_[r]->taps(), st.distill);
-    const double value = loss.item<double>();
-    if (std::isfinite(value)) (weight == 1.0 ? loss : loss * weight).backward();
-    return {value, out.logits.argmax(1).eq(labels).sum().item<int64_t>()};
-}
-
 std::pair<double, int64_t> Trainer::train_step(const Batch & batch) {
     const StageSection & st = stage();
-    const int64_t n = batch.labels.size(0);
-    for (auto & replica : replicas_) {
-        for (auto & p : replica->parameters()) p.mutable_grad() = torch::Tensor();
-    }
-    if (replicas_need_init_) {
-        // Quantizers initialise on their first batch; do it once, on the whole batch as a single
-        // process would, and hand the result to every replica.
-        torch::NoGradGuard no_grad;
-        model_->forward_heads(batch.images);
-        sync_replicas();
-        replicas_need_init_ = false;
-    }
-    double loss_value = 0.0;
-    int64_t correct = 0;
-    if (replicas_.size() == 1) {
-        std::tie(loss_value, correct) = shard_step(0, batch.images, batch.labels, 1.0);
-    } else {
-        const auto images = batch.images.chunk(static_cast<int64_t>(replicas_.size()));
-        const auto labels = batch.labels.chunk(static_cast<int64_t>(replicas_.size()));
-        std::vector<std::pair<double, int64_t>> results(images.size());
-        std::vector<std::exception_ptr> errors(images.size());
-        std::vector<std::thread> workers;
-        for (size_t r = 0; r < images.size(); ++r) {
-            const double weight = static_cast<double>(labels[r].size(0)) / n;
-            workers.emplace_back([&, r, weight] {
-                try {
-                    results[r] = shard_step(r, images[r], labels[r], weight);
-                } catch (...) {
-                    errors[r] = std::current_exception();
-                }
-            });
-        }
-        for (auto & w : workers) w.join();
-        for (const auto & e : errors) {
-            if (e) std::rethrow_exception(e);
-        }
-        for (size_t r = 0; r < images.size(); ++r) {
-            loss_value += results[r].first * labels[r].size(0) / n;
-            correct += results[r].second;
-        }
-        // All-reduce (sum) into replica 0, whose optimiser steps; the others copy the result.
-        torch::NoGradGuard no_grad;
-        const auto params = model_->parameters();
-        for (size_t r = 1; r < images.size(); ++r) {
-            const auto rp = replicas_[r]->parameters();
-            for (size_t i = 0; i < params.size(); ++i) {
-                if (!rp[i].grad().defined()) continue;
-                if (params[i].grad().defined()) {
-                    params[i].mutable_grad().add_(rp[i].grad());
-                } else {
-                    params[i].mutable_grad() = rp[i].grad().clone();
-                }
-            }
-        }
-    }
-    if (!std::isfinite(loss_value)) {
-        throw NonFiniteError("loss is " + std::to_string(loss_value) + " at epoch " + std::to_string(state_.epoch + 1) +
+    const ShardStep shard = [&](size_t r, const torch::Tensor & images, const torch::Tensor & labels, double weight) {
+        const BatchLoss b = stage_loss(parallel_->replica(r), teachers_.empty() ? nullptr : &teachers_[r], images, labels,
+                                       st.distill, st.optim.label_smoothing);
+        const double value = b.loss.item<double>();
+        if (std::isfinite(value)) (weight == 1.0 ? b.loss : b.loss * weight).backward();
+        return ShardResult{value, b.correct};
+    };
+    const ShardResult result = parallel_->forward_backward(batch.images, batch.labels, shard);
+    if (!std::isfinite(result.loss)) {
+        throw NonFiniteError("loss is " + std::to_string(result.loss) + " at epoch " + std::to_string(state_.epoch + 1) +
                              " (stage '" + st.name + "', step " + std::to_string(state_.step) +
                              "); the last good checkpoint is " + checkpoint_path() + " (epoch " +
                              std::to_string(state_.epoch) + "). Lower optim.lr or check the data.");
     }
     if (st.optim.clip_grad > 0) {
-        const double norm = torch::nn::utils::clip_grad_norm_(model_->parameters(), st.optim.clip_grad);
+        const double norm = clip_gradients(*model_, st.optim.clip_grad);
         if (!std::isfinite(norm)) {
             throw NonFiniteError("gradient norm is " + std::to_string(norm) + " at epoch " + std::to_string(state_.epoch + 1) +
                                  " step " + std::to_string(state_.step) + "; the last good checkpoint is " + checkpoint_path());
@@ -511,8 +349,8 @@ std::pair<double, int64_t> Trainer::train_step(const Batch & batch) {
     }
     optimizer_->step();
     ++state_.step;
-    if (replicas_.size() > 1) sync_replicas();
-    return {loss_value, correct};
+    parallel_->broadcast();
+    return {result.loss, result.correct};
 }
 
 std::vector<EpochMetrics> Trainer::fit(int64_t stop_after_epoch) {

@@ -11,6 +11,7 @@
 
 #include "checkpoint.h"
 #include "config.h"
+#include "data-parallel.h"
 #include "data/image-dataset.h"
 #include "deit.h"
 #include "loader.h"
@@ -45,10 +46,6 @@ struct TrainTestData {
     data::ImageDataset train, test;
 };
 TrainTestData load_train_test(const TrainConfig & config);
-
-// Learning rate at optimiser step `step` of `total_steps`: linear warm-up from warmup_lr to lr over
-// `warmup_steps`, then cosine decay to min_lr.
-double scheduled_lr(const OptimSection & optim, int64_t step, int64_t warmup_steps, int64_t total_steps);
 
 struct EpochMetrics {
     std::string stage;
@@ -101,11 +98,6 @@ class Trainer {
     // One optimiser step on a batch: shards over the replicas, gradients summed into replica 0.
     // Returns the batch loss and the number of correct predictions.
     std::pair<double, int64_t> train_step(const Batch & batch);
-    // Forward and backward of one shard on replica r, the loss scaled by `weight` (the shard's share
-    // of the batch, so the replicas' gradients sum to the whole batch's).
-    std::pair<double, int64_t> shard_step(size_t r, const torch::Tensor & images, const torch::Tensor & labels, double weight);
-    // Copies replica 0's parameters and buffers into the other replicas.
-    void sync_replicas();
     void check_weights_finite(const std::string & when) const;
     const StageSection & stage() const { return state_.config.stages.at(static_cast<size_t>(state_.stage)); }
 
@@ -115,9 +107,8 @@ class Trainer {
     TrainTestData data_;
     Preprocess pre_;
     Deit model_{nullptr};
-    std::vector<Deit> replicas_;  // [0] is model_; more with train.data_parallel
-    std::vector<Deit> teachers_;  // one per replica (empty without distillation)
-    bool replicas_need_init_ = false;  // quantizers of the new stage not yet initialised
+    std::unique_ptr<DataParallel> parallel_;  // replica 0 is model_; more with train.data_parallel
+    std::vector<Deit> teachers_;              // one per replica (empty without distillation)
     std::unique_ptr<torch::optim::Optimizer> optimizer_;
 };
 

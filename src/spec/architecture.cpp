@@ -1,0 +1,222 @@
+#include "spec/architecture.h"
+
+#include "format/text.h"
+
+#include <cmath>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <stdexcept>
+
+namespace bitvit::spec {
+
+using nlohmann::json;
+
+bool BlockVariant::operator==(const BlockVariant & o) const {
+    return qk_norm == o.qk_norm && softmax == o.softmax && qkv_shift == o.qkv_shift && attn_bias == o.attn_bias &&
+           mlp_clip == o.mlp_clip && mlp_act == o.mlp_act && linear_bias == o.linear_bias;
+}
+
+const std::vector<std::string> & mlp_activations() {
+    static const std::vector<std::string> names = {"gelu", "relu", "rprelu"};
+    return names;
+}
+
+void BlockVariant::validate() const {
+    bool known = false;
+    for (const auto & a : mlp_activations()) known = known || a == mlp_act;
+    if (!known) throw std::invalid_argument("mlp_act must be \"gelu\", \"relu\" or \"rprelu\"");
+    if (!(std::isfinite(mlp_clip) && mlp_clip >= 0.0)) throw std::invalid_argument("mlp_clip must be a finite number >= 0 (0 = off)");
+}
+
+void DeitConfig::validate() const {
+    auto fail = [&](const std::string & what) { throw std::invalid_argument("model '" + name + "': " + what); };
+    if (img_size <= 0 || patch_size <= 0) fail("img_size and patch_size must be positive");
+    if (img_size % patch_size != 0) {
+        fail("img_size " + std::to_string(img_size) + " is not a multiple of patch_size " + std::to_string(patch_size));
+    }
+    if (in_chans <= 0 || num_classes <= 0 || embed_dim <= 0 || depth <= 0 || num_heads <= 0) {
+        fail("in_chans, num_classes, embed_dim, depth and num_heads must be positive");
+    }
+    if (embed_dim % num_heads != 0) {
+        fail("embed_dim " + std::to_string(embed_dim) + " is not divisible by num_heads " + std::to_string(num_heads));
+    }
+    if (!(mlp_ratio > 0.0) || hidden() < 1) fail("mlp_ratio must give a hidden layer of at least one unit");
+    if (!(drop_path >= 0.0 && drop_path < 1.0)) fail("drop_path must be in [0, 1)");
+    try {
+        variant.validate();
+    } catch (const std::invalid_argument & e) {
+        fail(e.what());
+    }
+}
+
+namespace {
+
+struct NamedConfig {
+    const char * name;
+    int64_t img_size, patch_size, in_chans, embed_dim, depth, num_heads;
+};
+// timm's DeiT sizes, and small configurations for 28×28 single-channel images (Fashion-MNIST):
+//   deit_nano_patch7_28  — 16 patches, for tests and quick smoke runs;
+//   deit_micro_patch4_28 — 49 patches, the experiment and teacher model of this project.
+constexpr NamedConfig kConfigs[] = {
+    {"deit_tiny_patch16_224", 224, 16, 3, 192, 12, 3},
+    {"deit_small_patch16_224", 224, 16, 3, 384, 12, 6},
+    {"deit_base_patch16_224", 224, 16, 3, 768, 12, 12},
+    {"deit_nano_patch7_28", 28, 7, 1, 64, 4, 2},
+    {"deit_micro_patch4_28", 28, 4, 1, 96, 6, 3},
+};
+
+}  // namespace
+
+DeitConfig deit_config(const std::string & name) {
+    const std::string suffix = "_distilled";
+    const bool distilled = name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
+    const std::string base = distilled ? name.substr(0, name.size() - suffix.size()) : name;
+    for (const auto & c : kConfigs) {
+        if (base != c.name) continue;
+        DeitConfig config;
+        config.name = name;
+        config.img_size = c.img_size;
+        config.patch_size = c.patch_size;
+        config.in_chans = c.in_chans;
+        config.embed_dim = c.embed_dim;
+        config.depth = c.depth;
+        config.num_heads = c.num_heads;
+        config.num_classes = c.img_size == 224 ? 1000 : 10;
+        config.distilled = distilled;
+        return config;
+    }
+    std::string known;
+    for (const auto & n : deit_config_names()) known += (known.empty() ? "" : ", ") + n;
+    throw std::invalid_argument("unknown model '" + name + "' (known: " + known + ")");
+}
+
+std::vector<std::string> deit_config_names() {
+    std::vector<std::string> names;
+    for (const auto & c : kConfigs) {
+        names.emplace_back(c.name);
+        names.emplace_back(std::string(c.name) + "_distilled");
+    }
+    return names;
+}
+
+void check_registered_sizes(const DeitConfig & c) {
+    DeitConfig registered;
+    try {
+        registered = deit_config(c.name);
+    } catch (const std::invalid_argument &) {
+        return;  // a customised architecture: nothing to compare with
+    }
+    auto differs = [&](const char * field, double got, double want) {
+        if (got == want) return;
+        char buf[64];
+        std::snprintf(buf, sizeof buf, "%g but '%s' has %g", got, c.name.c_str(), want);
+        throw std::invalid_argument(std::string("architecture.") + field + " is " + buf +
+                                    " (a customised architecture needs a name of its own)");
+    };
+    differs("img_size", c.img_size, registered.img_size);
+    differs("patch_size", c.patch_size, registered.patch_size);
+    differs("embed_dim", c.embed_dim, registered.embed_dim);
+    differs("depth", c.depth, registered.depth);
+    differs("num_heads", c.num_heads, registered.num_heads);
+    differs("mlp_ratio", c.mlp_ratio, registered.mlp_ratio);
+    differs("qkv_bias", c.qkv_bias, registered.qkv_bias);
+    differs("distilled", c.distilled, registered.distilled);
+}
+
+json architecture_json(const DeitConfig & c) {
+    const BlockVariant & v = c.variant;
+    return json{{"name", c.name},           {"img_size", c.img_size},       {"patch_size", c.patch_size},
+                {"in_chans", c.in_chans},   {"num_classes", c.num_classes}, {"embed_dim", c.embed_dim},
+                {"depth", c.depth},         {"num_heads", c.num_heads},     {"mlp_ratio", c.mlp_ratio},
+                {"qkv_bias", c.qkv_bias},   {"distilled", c.distilled},     {"qk_norm", v.qk_norm},
+                {"softmax", v.softmax},     {"qkv_shift", v.qkv_shift},     {"attn_bias", v.attn_bias},
+                {"mlp_clip", v.mlp_clip},   {"mlp_act", v.mlp_act},         {"linear_bias", v.linear_bias}};
+}
+
+namespace {
+
+// Typed, range-checked field access for a hostile object; every failure names the field.
+class FieldReader {
+  public:
+    explicit FieldReader(const json & object) : o_(object) {
+        if (!o_.is_object()) throw std::invalid_argument("architecture must be a JSON object");
+    }
+    const json & at(const char * key) const {
+        if (!o_.contains(key)) throw std::invalid_argument(std::string("architecture lacks '") + key + "'");
+        return o_.at(key);
+    }
+    int64_t integer(const char * key, int64_t lo, int64_t hi) const {
+        const json & v = at(key);
+        if (!v.is_number_integer() || v.get<int64_t>() < lo || v.get<int64_t>() > hi) {
+            fail(key, "must be an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+        }
+        return v.get<int64_t>();
+    }
+    bool boolean(const char * key) const {
+        const json & v = at(key);
+        if (!v.is_boolean()) fail(key, "must be true or false");
+        return v.get<bool>();
+    }
+    double number(const char * key, double lo, double hi) const {
+        const json & v = at(key);
+        if (!v.is_number() || !(v.get<double>() >= lo && v.get<double>() <= hi)) {
+            fail(key, "must be a number in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+        }
+        return v.get<double>();
+    }
+    std::string string(const char * key, size_t max_length) const {
+        const json & v = at(key);
+        if (!v.is_string() || v.get_ref<const std::string &>().size() > max_length) {
+            fail(key, "must be a string of at most " + std::to_string(max_length) + " characters");
+        }
+        return v.get<std::string>();
+    }
+    bool has(const char * key) const { return o_.contains(key); }
+    [[noreturn]] static void fail(const char * key, const std::string & problem) {
+        throw std::invalid_argument(std::string("architecture.") + key + " " + problem);
+    }
+
+  private:
+    const json & o_;
+};
+
+}  // namespace
+
+DeitConfig architecture_from_json(const json & object) {
+    const FieldReader f(object);
+    const json known = architecture_json(DeitConfig{});
+    for (const auto & item : object.items()) {
+        if (!known.contains(item.key())) throw std::invalid_argument("architecture has an unknown field (" + format::excerpt(item.key()) + ")");
+    }
+    DeitConfig c;
+    c.name = f.string("name", 256);
+    c.img_size = f.integer("img_size", 1, 4096);
+    c.patch_size = f.integer("patch_size", 1, 4096);
+    c.in_chans = f.integer("in_chans", 1, 64);
+    c.num_classes = f.integer("num_classes", 1, 100000);
+    c.embed_dim = f.integer("embed_dim", 1, 16384);
+    c.depth = f.integer("depth", 1, 256);
+    c.num_heads = f.integer("num_heads", 1, 1024);
+    c.mlp_ratio = f.number("mlp_ratio", 0.01, 64);
+    c.qkv_bias = f.boolean("qkv_bias");
+    c.distilled = f.boolean("distilled");
+    BlockVariant & v = c.variant;
+    v.qk_norm = f.boolean("qk_norm");
+    v.softmax = f.boolean("softmax");
+    v.qkv_shift = f.boolean("qkv_shift");
+    v.attn_bias = f.boolean("attn_bias");
+    v.mlp_clip = f.number("mlp_clip", 0, 1e30);
+    v.mlp_act = f.string("mlp_act", 16);
+    v.linear_bias = f.has("linear_bias") ? f.boolean("linear_bias") : true;
+    try {
+        c.validate();
+    } catch (const std::invalid_argument & e) {
+        throw std::invalid_argument(std::string("architecture: ") + e.what());
+    }
+    if (c.num_tokens() > 65536) throw std::invalid_argument("architecture: too many tokens (img_size / patch_size)");
+    check_registered_sizes(c);
+    return c;
+}
+
+}  // namespace bitvit::spec

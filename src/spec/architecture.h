@@ -1,0 +1,75 @@
+// What a model is, independent of how it runs: the DeiT architecture and the block variants that
+// quantization methods need, shared by training (src/train, LibTorch) and the runtime (src/runtime,
+// no LibTorch) so the two cannot drift apart. The JSON form is the packed file's "architecture"
+// metadata (docs/format.md); reading it validates every field, because the file may be hostile.
+#pragma once
+
+#include <cstdint>
+#include <nlohmann/json_fwd.hpp>
+#include <string>
+#include <vector>
+
+namespace bitvit::spec {
+
+// Structural variants of the transformer block. All defaults: timm's DeiT block.
+struct BlockVariant {
+    bool qk_norm = false;          // LayerNorm(head_dim) on q and k before their sites (Bi-ViT, Q-ViT's IRM)
+    bool softmax = true;           // false: the probs site gets the scaled scores themselves (BiBERT)
+    bool qkv_shift = false;        // learnable [H, 1, d] shifts added to q, k, v before their sites (GSB)
+    bool attn_bias = false;        // learnable [H, N, N] added to the attention probabilities (GSB)
+    double mlp_clip = 0.0;         // clamp the MLP hidden activation to ±mlp_clip; 0 = off (Bi-ViT, GSB: 10)
+    std::string mlp_act = "gelu";  // gelu | relu (BiT: ReLU keeps fc2's input non-negative) | rprelu (ReActNet)
+    // false: qkv, proj, fc1 and fc2 add no bias (Bi-ViT: its BiLinearBiReal creates one and never adds it).
+    bool linear_bias = true;
+
+    bool operator==(const BlockVariant & o) const;
+    bool operator!=(const BlockVariant & o) const { return !(*this == o); }
+    // Throws std::invalid_argument naming the field: an unknown mlp_act, a negative or non-finite mlp_clip.
+    void validate() const;
+};
+
+// The MLP activations a block may use.
+const std::vector<std::string> & mlp_activations();
+
+struct DeitConfig {
+    std::string name;          // registry name, e.g. "deit_tiny_patch16_224"
+    int64_t img_size = 224;    // square input
+    int64_t patch_size = 16;
+    int64_t in_chans = 3;
+    int64_t num_classes = 1000;
+    int64_t embed_dim = 192;
+    int64_t depth = 12;
+    int64_t num_heads = 3;
+    double mlp_ratio = 4.0;
+    bool qkv_bias = true;
+    double drop_path = 0.0;    // training only: stochastic depth rate of the last block, linear from 0
+    bool distilled = false;    // adds dist_token and head_dist (DeiT distillation)
+    BlockVariant variant;      // structural options of every block (quantization methods)
+
+    int64_t grid() const { return img_size / patch_size; }
+    int64_t num_patches() const { return grid() * grid(); }
+    int64_t num_tokens() const { return num_patches() + (distilled ? 2 : 1); }
+    int64_t head_dim() const { return embed_dim / num_heads; }
+    int64_t hidden() const { return static_cast<int64_t>(static_cast<double>(embed_dim) * mlp_ratio); }
+    // Throws std::invalid_argument naming the model and the offending field.
+    void validate() const;
+};
+
+// The registered architectures: deit_{tiny,small,base}_patch16_224 (timm's sizes, plus "_distilled"
+// variants) and the small 28×28 configurations used for the experiments here. Throws
+// std::invalid_argument listing the known names for an unknown one.
+DeitConfig deit_config(const std::string & name);
+std::vector<std::string> deit_config_names();
+
+// When `config.name` is a registered architecture, its sizes (everything but num_classes, in_chans
+// and the block variant, which data and method decide) must be the registry's: throws
+// std::invalid_argument naming the field otherwise. Unregistered names are not checked.
+void check_registered_sizes(const DeitConfig & config);
+
+// The packed file's "architecture" object.
+nlohmann::json architecture_json(const DeitConfig & config);
+// Reads and validates it (ranges, divisibility, known activations); throws std::invalid_argument
+// naming the field. A file of format version ≤ 2 has no linear_bias (it was always true).
+DeitConfig architecture_from_json(const nlohmann::json & object);
+
+}  // namespace bitvit::spec
