@@ -55,7 +55,7 @@ TEST(Config, ErrorsNameTheKeyAndOrigin) {
     EXPECT_NE(config_error([] { parse_config("[trian]\n", "r.toml"); }).find("unknown section [trian]"), std::string::npos);
     EXPECT_NE(config_error([] { parse_config("[train]\nepochs = \"3\"\n", "r.toml"); }).find("train.epochs must be an integer"),
               std::string::npos);
-    EXPECT_NE(config_error([] { parse_config("", "r", {"optim.lr=-1"}); }).find("optim.lr must be a positive number"),
+    EXPECT_NE(config_error([] { parse_config("", "r", {"optim.lr=-1"}); }).find("optim.lr must be a number in (0, 10]"),
               std::string::npos);
     EXPECT_NE(config_error([] { parse_config("", "r", {"optim.optimizer=sgd"}); }).find("optim.optimizer"), std::string::npos);
     EXPECT_NE(config_error([] { parse_config("", "r", {"lr=1"}); }).find("section.key=value"), std::string::npos);
@@ -167,4 +167,24 @@ alpha = 0.25
     EXPECT_NE(config_error([] { parse_config("[[stage]]\nepochs = 1\n[[stage]]\nepochs = 1\nextends = \"first\"\n", "r"); })
                   .find("must be \"previous\""),
               std::string::npos);
+}
+
+// Values that would parse but could never train (or would fail late: a NaN loss at step 0, memory
+// exhausted after a minute) are refused when the recipe is read, naming the key.
+TEST(Config, ImpossibleValuesAreRefusedUpFront) {
+    const std::pair<const char *, const char *> cases[] = {
+        {"data.mean=nan", "data.mean values must be numbers in [-16, 16]"},
+        {"data.std=1e-320", "data.std values must be numbers in [0.001, 1000]"},
+        {"data.std=0", "data.std values"},
+        {"model.depth=100000", "model.depth must be in [0, 256]"},
+        {"model.embed_dim=-3", "model.embed_dim must be in"},
+        {"train.epochs=9223372036854775807", "train.epochs must be in [1, 100000]"},
+        {"train.batch_size=0", "train.batch_size must be in"},
+        {"train.epoch_scale=inf", "train.epoch_scale must be in (0, 1000]"},
+        {"optim.lr=nan", "optim.lr must be a number"},
+        {"data.crop_padding=100000", "data.crop_padding must be in"},
+    };
+    for (const auto & [set, needle] : cases) {
+        EXPECT_NE(config_error([&] { parse_config("", "r", {set}); }).find(needle), std::string::npos) << set;
+    }
 }

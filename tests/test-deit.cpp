@@ -7,6 +7,7 @@
 #include <map>
 
 #include "spec/sites.h"
+#include "train/checkpoint.h"
 #include "train/deit.h"
 #include "train/quant/quantizers.h"
 
@@ -53,6 +54,16 @@ TEST(Deit, TimmParameterNamesAndCount) {
     EXPECT_FALSE(names.count("dist_token"));
     // timm: deit_tiny_patch16_224 has 5,717,416 parameters.
     EXPECT_EQ(count_parameters(*model), 5717416);
+    // The closed form (used to size a model before allocating it) agrees, with and without
+    // distillation token and linear biases.
+    for (const char * name : {"deit_tiny_patch16_224", "deit_nano_patch7_28_distilled", "deit_micro_patch4_28"}) {
+        for (bool bias : {true, false}) {
+            DeitConfig c = deit_config(name);
+            c.variant.linear_bias = bias;
+            Deit m(c);
+            EXPECT_EQ(c.parameter_count(), count_parameters(*m)) << name << (bias ? "" : " without linear biases");
+        }
+    }
     EXPECT_EQ(model->pos_embed.sizes(), (std::vector<int64_t>{1, 197, 192}));
 }
 
@@ -237,5 +248,19 @@ TEST(Deit, SitesAreTheSpecsSites) {
         }
         for (const auto & s : bitvit::spec::deit_sites(model->config())) spec[s.name] = {s.site_class, s.channels};
         EXPECT_EQ(training, spec) << name;
+    }
+}
+
+TEST(Deit, AModelTooLargeForThisMachineIsRefusedBeforeAllocation) {
+    ModelSection m;
+    m.name = "deit_base_patch16_224";
+    m.embed_dim = 16384;
+    m.depth = 256;
+    m.num_heads = 128;  // ~825 G parameters: 13 TB to train
+    try {
+        resolve_model_config(m, DataShape{10, 3, 224});
+        FAIL() << "accepted a model that cannot fit";
+    } catch (const std::invalid_argument & e) {
+        EXPECT_NE(std::string(e.what()).find("this machine has"), std::string::npos) << e.what();
     }
 }

@@ -49,6 +49,18 @@ void DeitConfig::validate() const {
     }
 }
 
+int64_t DeitConfig::parameter_count() const {
+    const int64_t D = embed_dim, Hd = hidden(), bias = variant.linear_bias ? 1 : 0;
+    const int64_t patch = (in_chans * patch_size * patch_size + 1) * D;
+    const int64_t tokens = (distilled ? 2 : 1) * D + num_tokens() * D;
+    int64_t block = 4 * D;                                   // norm1, norm2
+    block += 3 * D * D + (qkv_bias && bias ? 3 * D : 0);     // qkv
+    block += D * D + bias * D;                               // proj
+    block += D * Hd + bias * Hd + Hd * D + bias * D;         // fc1, fc2
+    const int64_t heads = (distilled ? 2 : 1) * (D * num_classes + num_classes);
+    return patch + tokens + depth * block + 2 * D + heads;
+}
+
 namespace {
 
 struct NamedConfig {

@@ -53,6 +53,9 @@ struct DeitConfig {
     int64_t hidden() const { return static_cast<int64_t>(static_cast<double>(embed_dim) * mlp_ratio); }
     // Throws std::invalid_argument naming the model and the offending field.
     void validate() const;
+    // Learnable parameters of the full-precision model (what timm counts), in closed form, so a
+    // model can be sized before anything is allocated.
+    int64_t parameter_count() const;
 };
 
 // The registered architectures: deit_{tiny,small,base}_patch16_224 (timm's sizes, plus "_distilled"

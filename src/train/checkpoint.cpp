@@ -1,5 +1,7 @@
 #include "checkpoint.h"
 
+#include <unistd.h>
+
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -54,6 +56,18 @@ std::string block_local_name(const std::string & site) {
 
 }  // namespace
 
+void check_fits_in_memory(const DeitConfig & c) {
+    // Training holds each parameter four times (weights, gradients, Adam's two moments), in F32.
+    const double needed = static_cast<double>(c.parameter_count()) * 4 * 4;
+    const double physical = static_cast<double>(::sysconf(_SC_PHYS_PAGES)) * static_cast<double>(::sysconf(_SC_PAGE_SIZE));
+    if (physical > 0 && needed > physical) {
+        char buf[160];
+        std::snprintf(buf, sizeof buf, "model '%s' has %.3g parameters: training it needs at least %.1f GB, this machine has %.1f GB",
+                      c.name.c_str(), static_cast<double>(c.parameter_count()), needed / 1e9, physical / 1e9);
+        throw std::invalid_argument(buf);
+    }
+}
+
 DeitConfig resolve_model_config(const ModelSection & model, const DataShape & shape) {
     DeitConfig c = deit_config(model.name);
     const DeitConfig registered = c;
@@ -74,6 +88,7 @@ DeitConfig resolve_model_config(const ModelSection & model, const DataShape & sh
     c.in_chans = shape.in_chans;
     c.variant = model.variant;
     c.validate();
+    check_fits_in_memory(c);
     return c;
 }
 

@@ -28,6 +28,10 @@ struct DataShape {
 // the data set. Throws std::invalid_argument if the data cannot feed the model.
 DeitConfig resolve_model_config(const ModelSection & model, const DataShape & shape);
 
+// Throws std::invalid_argument naming the model when training it could not fit in this machine's
+// physical memory (parameters, gradients and Adam's moments), before anything is allocated.
+void check_fits_in_memory(const DeitConfig & config);
+
 // The model of one stage of a recipe: the architecture with that stage's quantizers installed.
 // Throws std::invalid_argument naming the stage for a pattern that matches no site, an unknown
 // quantizer, or a quantizer that cannot serve a site.

@@ -75,6 +75,10 @@ class SectionReader {
     }
     void read(const char * key, std::vector<double> & out) {
         if (const auto * node = find(key)) {
+            if (const auto single = node->value<double>()) {  // one number: a one-element array
+                out = {*single};
+                return;
+            }
             const auto * array = node->as_array();
             if (array == nullptr) fail(key, "must be an array of numbers");
             out.clear();
@@ -185,7 +189,7 @@ void read_optim(SectionReader & optim, OptimSection & o) {
     optim.check(o.optimizer == "adamw" || o.optimizer == "adam", "optimizer",
                 "must be \"adamw\" or \"adam\", not \"" + o.optimizer + "\"");
     const auto finite_nonneg = [](double v) { return std::isfinite(v) && v >= 0; };
-    optim.check(std::isfinite(o.lr) && o.lr > 0, "lr", "must be a positive number");
+    optim.check(std::isfinite(o.lr) && o.lr > 0 && o.lr <= 10, "lr", "must be a number in (0, 10]");
     optim.check(finite_nonneg(o.min_lr) && o.min_lr <= o.lr, "min_lr", "must be in [0, lr]");
     optim.check(finite_nonneg(o.warmup_lr), "warmup_lr", "must be a non-negative number");
     optim.check(finite_nonneg(o.warmup_epochs), "warmup_epochs", "must be a non-negative number");
@@ -380,70 +384,76 @@ TrainConfig parse_config(const std::string & toml_text, const std::string & orig
     return parse_config_table(std::move(root), origin, overrides);
 }
 
-static TrainConfig parse_config_table(toml::table root, const std::string & origin, const std::vector<std::string> & overrides) {
-    for (const auto & o : overrides) apply_override(root, o);
-    check_known_sections(root, origin);
+namespace {
 
-    TrainConfig c;
+void read_model_section(const toml::table & root, const std::string & origin, ModelSection & m) {
     SectionReader model(root, "model", origin);
-    model.read("name", c.model.name);
-    model.read("drop_path", c.model.drop_path);
-    model.read("embed_dim", c.model.embed_dim);
-    model.read("depth", c.model.depth);
-    model.read("num_heads", c.model.num_heads);
-    read_variant(model, c.model.variant);
+    model.read("name", m.name);
+    model.read("drop_path", m.drop_path);
+    model.read("embed_dim", m.embed_dim);
+    model.read("depth", m.depth);
+    model.read("num_heads", m.num_heads);
+    read_variant(model, m.variant);
     model.finish();
-    model.check(c.model.drop_path >= 0 && c.model.drop_path < 1, "drop_path", "must be in [0, 1)");
-    model.check(c.model.embed_dim >= 0 && c.model.depth >= 0 && c.model.num_heads >= 0, "embed_dim",
-                "(and depth, num_heads) must not be negative");
+    model.check(m.drop_path >= 0 && m.drop_path < 1, "drop_path", "must be in [0, 1)");
+    // The runtime's limits (spec/architecture.cpp): a model it could not load is refused here.
+    model.check(m.embed_dim >= 0 && m.embed_dim <= 16384, "embed_dim", "must be in [0, 16384] (0 = the architecture's)");
+    model.check(m.depth >= 0 && m.depth <= 256, "depth", "must be in [0, 256] (0 = the architecture's)");
+    model.check(m.num_heads >= 0 && m.num_heads <= 1024, "num_heads", "must be in [0, 1024] (0 = the architecture's)");
+}
 
+void read_data_section(const toml::table & root, const std::string & origin, DataSection & d) {
     SectionReader data(root, "data", origin);
-    data.read("name", c.data.name);
-    data.read("root", c.data.root);
-    data.read("image_size", c.data.image_size);
-    data.read("train_subset", c.data.train_subset);
-    data.read("test_subset", c.data.test_subset);
-    data.read("crop_padding", c.data.crop_padding);
-    data.read("hflip", c.data.hflip);
-    data.read("random_erase", c.data.random_erase);
-    data.read("mean", c.data.mean);
-    data.read("std", c.data.std);
-    data.read("prefetch", c.data.prefetch);
+    data.read("name", d.name);
+    data.read("root", d.root);
+    data.read("image_size", d.image_size);
+    data.read("train_subset", d.train_subset);
+    data.read("test_subset", d.test_subset);
+    data.read("crop_padding", d.crop_padding);
+    data.read("hflip", d.hflip);
+    data.read("random_erase", d.random_erase);
+    data.read("mean", d.mean);
+    data.read("std", d.std);
+    data.read("prefetch", d.prefetch);
     data.finish();
-    data.check(c.data.train_subset >= 0, "train_subset", "must not be negative");
-    data.check(c.data.test_subset >= 0, "test_subset", "must not be negative");
-    data.check(c.data.crop_padding >= 0, "crop_padding", "must not be negative");
-    data.check(c.data.random_erase >= 0 && c.data.random_erase <= 1, "random_erase", "must be a probability in [0, 1]");
-    data.check(c.data.prefetch >= 1, "prefetch", "must be at least 1");
-    data.check(!c.data.mean.empty() && c.data.mean.size() == c.data.std.size(), "mean",
+    data.check(d.image_size >= 0 && d.image_size <= 4096, "image_size", "must be in [0, 4096] (0 = the model's)");
+    data.check(d.train_subset >= 0, "train_subset", "must not be negative");
+    data.check(d.test_subset >= 0, "test_subset", "must not be negative");
+    data.check(d.crop_padding >= 0 && d.crop_padding <= 64, "crop_padding", "must be in [0, 64]");
+    data.check(d.random_erase >= 0 && d.random_erase <= 1, "random_erase", "must be a probability in [0, 1]");
+    data.check(d.prefetch >= 1 && d.prefetch <= 64, "prefetch", "must be in [1, 64]");
+    data.check(!d.mean.empty() && d.mean.size() == d.std.size() && d.mean.size() <= 64, "mean",
                "and data.std must be non-empty and of equal length (one value per channel)");
-    for (double s : c.data.std) data.check(std::isfinite(s) && s > 0, "std", "values must be positive");
+    // Pixels are in [0, 1]: the packed format's limits (docs/format.md), so every trained model exports.
+    for (double m : d.mean) data.check(std::isfinite(m) && m >= -16 && m <= 16, "mean", "values must be numbers in [-16, 16]");
+    for (double s : d.std) data.check(std::isfinite(s) && s >= 1e-3 && s <= 1e3, "std", "values must be numbers in [0.001, 1000]");
+}
 
-    SectionReader optim(root, "optim", origin);
-    read_optim(optim, c.optim);
-
+void read_train_section(const toml::table & root, const std::string & origin, const ModelSection & model, TrainSection & t) {
     SectionReader train(root, "train", origin);
-    train.read("epochs", c.train.epochs);
-    train.read("batch_size", c.train.batch_size);
-    train.read("eval_batch_size", c.train.eval_batch_size);
-    train.read("seed", c.train.seed);
-    train.read("threads", c.train.threads);
-    train.read("log_every", c.train.log_every);
-    train.read("fp_checkpoint", c.train.fp_checkpoint);
-    train.read("epoch_scale", c.train.epoch_scale);
-    train.read("data_parallel", c.train.data_parallel);
+    train.read("epochs", t.epochs);
+    train.read("batch_size", t.batch_size);
+    train.read("eval_batch_size", t.eval_batch_size);
+    train.read("seed", t.seed);
+    train.read("threads", t.threads);
+    train.read("log_every", t.log_every);
+    train.read("fp_checkpoint", t.fp_checkpoint);
+    train.read("epoch_scale", t.epoch_scale);
+    train.read("data_parallel", t.data_parallel);
     train.finish();
-    train.check(c.train.epochs >= 1, "epochs", "must be at least 1");
-    train.check(c.train.batch_size >= 1, "batch_size", "must be at least 1");
-    train.check(c.train.eval_batch_size >= 1, "eval_batch_size", "must be at least 1");
-    train.check(c.train.threads >= 0, "threads", "must not be negative (0 = all cores)");
-    train.check(c.train.log_every >= 1, "log_every", "must be at least 1");
-    train.check(std::isfinite(c.train.epoch_scale) && c.train.epoch_scale > 0, "epoch_scale", "must be positive");
-    train.check(c.train.data_parallel >= 1 && c.train.data_parallel <= c.train.batch_size, "data_parallel",
-                "must be in [1, batch_size]");
-    train.check(c.train.data_parallel == 1 || c.model.drop_path == 0, "data_parallel",
+    train.check(t.epochs >= 1 && t.epochs <= 100000, "epochs", "must be in [1, 100000]");
+    train.check(t.batch_size >= 1 && t.batch_size <= 65536, "batch_size", "must be in [1, 65536]");
+    train.check(t.eval_batch_size >= 1 && t.eval_batch_size <= 65536, "eval_batch_size", "must be in [1, 65536]");
+    train.check(t.threads >= 0 && t.threads <= 1024, "threads", "must be in [0, 1024] (0 = all cores)");
+    train.check(t.log_every >= 1, "log_every", "must be at least 1");
+    train.check(std::isfinite(t.epoch_scale) && t.epoch_scale > 0 && t.epoch_scale <= 1000, "epoch_scale", "must be in (0, 1000]");
+    train.check(t.data_parallel >= 1 && t.data_parallel <= t.batch_size, "data_parallel", "must be in [1, batch_size]");
+    train.check(t.data_parallel == 1 || model.drop_path == 0, "data_parallel",
                 "> 1 needs model.drop_path = 0 (drop-path draws from one shared random stream)");
+}
 
+// The [[stage]] list (or the implicit single stage), with train.epoch_scale applied.
+void read_stages(const toml::table & root, const std::string & origin, TrainConfig & c) {
     if (const toml::node * stages = root.get("stage")) {
         const toml::array * array = stages->as_array();
         if (array == nullptr || array->empty()) throw ConfigError(origin + ": stage must be an array of [[stage]] tables");
@@ -464,6 +474,20 @@ static TrainConfig parse_config_table(toml::table root, const std::string & orig
         c.stages.push_back(only);
     }
     c.train.epoch_scale = 1.0;  // applied: the stored config holds the scaled epochs
+}
+
+}  // namespace
+
+static TrainConfig parse_config_table(toml::table root, const std::string & origin, const std::vector<std::string> & overrides) {
+    for (const auto & o : overrides) apply_override(root, o);
+    check_known_sections(root, origin);
+    TrainConfig c;
+    read_model_section(root, origin, c.model);
+    read_data_section(root, origin, c.data);
+    SectionReader optim(root, "optim", origin);
+    read_optim(optim, c.optim);
+    read_train_section(root, origin, c.model, c.train);
+    read_stages(root, origin, c);
     return c;
 }
 
