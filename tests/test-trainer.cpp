@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "checkpoint-edit.h"
 #include "train/optimizer.h"
 #include "train/quant/quantizers.h"
 #include "train/trainer.h"
@@ -310,5 +311,73 @@ TEST(Checkpoint, CorruptOrForeignFilesGiveClearErrors) {
     // No temporary files are left behind by the atomic writes.
     for (const auto & entry : fs::directory_iterator(dir.str("run"))) {
         EXPECT_EQ(entry.path().string().find(".tmp."), std::string::npos) << entry.path();
+    }
+}
+
+namespace {
+
+// A small quantized checkpoint written without training (a quantizer adds an `initialized` buffer).
+std::string write_small_checkpoint(const TempDir & dir) {
+    CheckpointState state;
+    state.config = parse_config("[model]\nname = \"deit_nano_patch7_28\"\n[[stage]]\nepochs = 1\n[stage.quantizers]\n"
+                                "\"attn.q\" = \"elastic_signed\"\n", "small");
+    state.shape = DataShape{10, 1, 28};
+    Deit model = build_stage_model(state.config, state.shape, 0);
+    model->forward(torch::randn({2, 1, 28, 28}));  // initialises the quantizers
+    auto optimizer = make_optimizer(state.config.stages[0].optim, *model);
+    fs::create_directories(dir.str());
+    const std::string path = dir.str("small.pt");
+    save_checkpoint(path, state, *model, optimizer.get());
+    return path;
+}
+
+}  // namespace
+
+// LibTorch's unpickler takes a tensor's storage offset, sizes and strides from the file unchecked:
+// bitvit checks every tensor against its storage and the model before reading it.
+TEST(Checkpoint, TensorsOutsideTheirStorageAreRefused) {
+    using bitvit::testing_support::ArchiveRecords;
+    using bitvit::testing_support::pickle_ints;
+    TempDir dir;
+    const std::string path = write_small_checkpoint(dir);
+    ASSERT_NO_THROW(load_model(path));
+    const ArchiveRecords original = ArchiveRecords::read(path);
+    ArchiveRecords probe = original;
+    const auto ints = pickle_ints(probe.pickle());
+    int offsets = 0;
+    for (const auto & x : ints) offsets += x.storage_offset;
+    ASSERT_GT(offsets, 50) << "the pickle scanner found no tensor offsets";
+    // Every tensor, pushed past the end of its storage: refused by name, never read.
+    const std::string edited = dir.str("edited.pt");
+    int checked = 0;
+    for (size_t i = 0; i < ints.size(); ++i) {
+        if (!ints[i].storage_offset || (checked++ % 7) != 0) continue;  // a spread of tensors, buffers included
+        ArchiveRecords a = original;
+        bitvit::testing_support::set_pickle_int(a.pickle(), pickle_ints(a.pickle())[i], 1 << 24);
+        a.write(edited);
+        try {
+            auto state = read_checkpoint_state(edited);
+            Deit model = build_stage_model(state.config, state.shape, 0);
+            auto optimizer = make_optimizer(state.config.stages[0].optim, *model);
+            load_checkpoint_weights(edited, *model, optimizer.get(), true);
+            ADD_FAILURE() << "accepted a tensor past its storage (integer " << i << ")";
+        } catch (const CheckpointError & e) {
+            EXPECT_NE(std::string(e.what()).find("past its storage"), std::string::npos) << e.what();
+        }
+    }
+    EXPECT_GT(checked, 5);
+    // Every other integer (sizes, strides, scalars) set to an absurd value: a clear error or a model
+    // that loads intact, never a crash or an out-of-bounds read (run under the fuzzer with ASan too).
+    for (size_t i = 0; i < ints.size(); i += 3) {
+        ArchiveRecords a = original;
+        bitvit::testing_support::set_pickle_int(a.pickle(), pickle_ints(a.pickle())[i], i % 2 ? 1 << 30 : -5);
+        a.write(edited);
+        try {
+            auto loaded = load_model(edited);
+            auto optimizer = make_optimizer(loaded.state.config.stages[0].optim, *loaded.model);
+            load_checkpoint_weights(edited, *loaded.model, optimizer.get(), true);
+        } catch (const CheckpointError &) {
+        } catch (const ConfigError &) {
+        }
     }
 }

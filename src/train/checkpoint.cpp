@@ -37,6 +37,21 @@ c10::IValue read_key(torch::serialize::InputArchive & archive, const std::string
     return value;
 }
 
+int64_t read_int(torch::serialize::InputArchive & archive, const std::string & path, const std::string & key, int64_t lo, int64_t hi) {
+    const c10::IValue v = read_key(archive, path, key);
+    if (!v.isInt() || v.toInt() < lo || v.toInt() > hi) {
+        throw CheckpointError(path + ": entry '" + key + "' must be an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+    }
+    return v.toInt();
+}
+
+const std::string & read_string(torch::serialize::InputArchive & archive, const std::string & path, const std::string & key,
+                                c10::IValue & holder) {
+    holder = read_key(archive, path, key);
+    if (!holder.isString()) throw CheckpointError(path + ": entry '" + key + "' must be a string");
+    return holder.toStringRef();
+}
+
 void open_archive(torch::serialize::InputArchive & archive, const std::string & path) {
     if (!fs::exists(path)) throw CheckpointError(path + ": checkpoint not found");
     try {
@@ -192,53 +207,172 @@ void save_checkpoint(const std::string & path, const CheckpointState & state, to
 CheckpointState read_checkpoint_state(const std::string & path) {
     torch::serialize::InputArchive archive;
     open_archive(archive, path);
-    if (read_key(archive, path, "format").toStringRef() != kFormat) {
-        throw CheckpointError(path + ": not a bitvit checkpoint (wrong format tag)");
-    }
-    const int64_t version = read_key(archive, path, "version").toInt();
+    c10::IValue holder;
+    if (read_string(archive, path, "format", holder) != kFormat) throw CheckpointError(path + ": not a bitvit checkpoint (wrong format tag)");
+    const int64_t version = read_int(archive, path, "version", 0, 1 << 20);
     if (version != kVersion) {
         throw CheckpointError(path + ": checkpoint version " + std::to_string(version) + " is not supported (expected " +
                               std::to_string(kVersion) + ")");
     }
     CheckpointState state;
-    state.config = parse_config(read_key(archive, path, "config").toStringRef(), path + " (stored config)");
-    state.shape.num_classes = read_key(archive, path, "shape/num_classes").toInt();
-    state.shape.in_chans = read_key(archive, path, "shape/in_chans").toInt();
-    state.shape.img_size = read_key(archive, path, "shape/img_size").toInt();
-    state.class_names = split_lines(read_key(archive, path, "class_names").toStringRef());
-    state.epoch = read_key(archive, path, "epoch").toInt();
+    state.config = parse_config(read_string(archive, path, "config", holder), path + " (stored config)");
+    state.shape.num_classes = read_int(archive, path, "shape/num_classes", 1, 100000);
+    state.shape.in_chans = read_int(archive, path, "shape/in_chans", 1, 64);
+    state.shape.img_size = read_int(archive, path, "shape/img_size", 1, 4096);
+    state.class_names = split_lines(read_string(archive, path, "class_names", holder));
+    state.epoch = read_int(archive, path, "epoch", 0, state.config.total_epochs());
     c10::IValue stage_value;
     // Checkpoints written before multi-stage recipes existed hold one stage.
-    state.stage = archive.try_read("stage", stage_value) ? stage_value.toInt() : 0;
-    state.stage_epoch = archive.try_read("stage_epoch", stage_value) ? stage_value.toInt() : state.epoch;
-    if (state.stage < 0 || state.stage >= static_cast<int64_t>(state.config.stages.size())) {
-        throw CheckpointError(path + ": stage index " + std::to_string(state.stage) + " is outside its recipe's " +
-                              std::to_string(state.config.stages.size()) + " stages");
-    }
-    state.step = read_key(archive, path, "step").toInt();
-    state.best_test_acc = read_key(archive, path, "best_test_acc").toDouble();
+    const auto stages = static_cast<int64_t>(state.config.stages.size());
+    state.stage = archive.try_read("stage", stage_value) ? read_int(archive, path, "stage", 0, stages - 1) : 0;
+    state.stage_epoch = archive.try_read("stage_epoch", stage_value)
+                            ? read_int(archive, path, "stage_epoch", 0, state.config.stages[static_cast<size_t>(state.stage)].epochs)
+                            : state.epoch;
+    state.step = read_int(archive, path, "step", 0, int64_t{1} << 48);
+    const c10::IValue best = read_key(archive, path, "best_test_acc");
+    if (!best.isDouble() || !(best.toDouble() >= 0 && best.toDouble() <= 1)) throw CheckpointError(path + ": entry 'best_test_acc' must be in [0, 1]");
+    state.best_test_acc = best.toDouble();
     return state;
 }
+
+namespace {
+
+// A tensor read from an archive must lie inside its storage before anything reads it: LibTorch's
+// unpickler takes storage offsets, sizes and strides from the file as they are, and a crafted or
+// corrupt file would otherwise make the first read run past the storage.
+void check_in_storage(const torch::Tensor & t, const std::string & what) {
+    if (!t.defined()) throw CheckpointError(what + " is missing");
+    if (t.layout() != torch::kStrided || t.is_sparse()) throw CheckpointError(what + " is not a dense tensor");
+    if (t.storage_offset() < 0) throw CheckpointError(what + " has a negative storage offset");
+    if (t.numel() == 0) return;
+    __int128 last = t.storage_offset();  // index of the last element touched, in elements
+    for (int64_t d = 0; d < t.dim(); ++d) {
+        if (t.stride(d) < 0) throw CheckpointError(what + " has a negative stride");
+        last += static_cast<__int128>(t.size(d) - 1) * t.stride(d);
+    }
+    const __int128 needed = (last + 1) * static_cast<__int128>(t.element_size());
+    if (!t.has_storage() || needed > static_cast<__int128>(t.storage().nbytes())) {
+        throw CheckpointError(what + " points past its storage (" + std::to_string(static_cast<long long>(t.storage().nbytes())) +
+                              " bytes): the file is corrupt");
+    }
+}
+
+// Every tensor anywhere in an archive (nested module archives, lists, dicts) inside its storage:
+// run before anything — the model's or the optimiser's own load — reads one.
+void check_archive_tensors(const c10::IValue & value, const std::string & what, int depth);
+
+void check_archive_tensors(torch::serialize::InputArchive & archive, const std::string & what, int depth) {
+    if (depth > 64) throw CheckpointError(what + " nests deeper than 64 levels");
+    for (const auto & key : archive.keys()) {
+        c10::IValue value;
+        if (!archive.try_read(key, value)) continue;
+        if (value.isObject()) {
+            torch::serialize::InputArchive child;
+            if (archive.try_read(key, child)) check_archive_tensors(child, what, depth + 1);
+            continue;
+        }
+        check_archive_tensors(value, what + " '" + key + "'", depth + 1);
+    }
+}
+
+void check_archive_tensors(const c10::IValue & value, const std::string & what, int depth) {
+    if (depth > 64) throw CheckpointError(what + " nests deeper than 64 levels");
+    if (value.isTensor()) {
+        check_in_storage(value.toTensor(), what);
+    } else if (value.isList()) {
+        for (const auto & element : value.toListRef()) check_archive_tensors(element, what, depth + 1);
+    } else if (value.isTuple()) {
+        for (const auto & element : value.toTupleRef().elements()) check_archive_tensors(element, what, depth + 1);
+    } else if (value.isGenericDict()) {
+        for (const auto & item : value.toGenericDict()) check_archive_tensors(item.value(), what, depth + 1);
+    }
+}
+
+// A tensor of the archive checked against the one it replaces: in its storage, the same dtype and
+// shape, finite where it is floating point.
+torch::Tensor checked_tensor(torch::serialize::InputArchive & archive, const std::string & key, const torch::Tensor & like,
+                             const std::string & what) {
+    c10::IValue value;
+    if (!archive.try_read(key, value) || !value.isTensor()) throw CheckpointError(what + " is missing or not a tensor");
+    torch::Tensor t = value.toTensor();
+    check_in_storage(t, what);
+    if (t.scalar_type() != like.scalar_type()) {
+        throw CheckpointError(what + " has dtype " + std::string(c10::toString(t.scalar_type())) + ", the model expects " +
+                              std::string(c10::toString(like.scalar_type())));
+    }
+    if (t.sizes() != like.sizes()) {
+        std::ostringstream msg;
+        msg << what << " has shape " << t.sizes() << ", the model expects " << like.sizes();
+        throw CheckpointError(msg.str());
+    }
+    if (t.is_floating_point() && !torch::isfinite(t).all().item<bool>()) throw CheckpointError(what + " holds NaN or Inf");
+    return t;
+}
+
+// Module::load, with every tensor checked before it is used (LibTorch's own load takes shapes and
+// storage views from the file unchecked).
+void load_module_checked(torch::nn::Module & module, torch::serialize::InputArchive & archive, const std::string & prefix,
+                         const std::string & path) {
+    torch::NoGradGuard no_grad;
+    for (auto & p : module.named_parameters(/*recurse=*/false)) {
+        p.value().copy_(checked_tensor(archive, p.key(), p.value(), path + ": tensor " + prefix + p.key()));
+    }
+    for (auto & b : module.named_buffers(/*recurse=*/false)) {
+        b.value().copy_(checked_tensor(archive, b.key(), b.value(), path + ": tensor " + prefix + b.key()));
+    }
+    for (const auto & child : module.named_children()) {
+        torch::serialize::InputArchive child_archive;
+        if (!archive.try_read(child.key(), child_archive)) throw CheckpointError(path + ": no weights for module " + prefix + child.key());
+        load_module_checked(*child.value(), child_archive, prefix + child.key() + ".", path);
+    }
+}
+
+// After Optimizer::load: every state tensor inside its storage and shaped like its parameter.
+void check_optimizer_state(torch::optim::Optimizer & optimizer, const std::string & path) {
+    for (auto & group : optimizer.param_groups()) {
+        for (auto & p : group.params()) {
+            const auto it = optimizer.state().find(c10::guts::to_string(p.unsafeGetTensorImpl()));
+            if (it == optimizer.state().end()) continue;
+            std::vector<torch::Tensor> moments;
+            if (auto * adam = dynamic_cast<torch::optim::AdamParamState *>(it->second.get())) {
+                moments = {adam->exp_avg(), adam->exp_avg_sq(), adam->max_exp_avg_sq()};
+            } else if (auto * adamw = dynamic_cast<torch::optim::AdamWParamState *>(it->second.get())) {
+                moments = {adamw->exp_avg(), adamw->exp_avg_sq(), adamw->max_exp_avg_sq()};
+            }
+            for (const auto & m : moments) {
+                if (!m.defined()) continue;  // max_exp_avg_sq without amsgrad
+                check_in_storage(m, path + ": optimiser state");
+                if (m.sizes() != p.sizes() || m.scalar_type() != p.scalar_type()) {
+                    throw CheckpointError(path + ": optimiser state does not match its parameter's shape or dtype");
+                }
+            }
+        }
+    }
+}
+
+}  // namespace
 
 void load_checkpoint_weights(const std::string & path, torch::nn::Module & model, torch::optim::Optimizer * optimizer,
                              bool restore_rng) {
     torch::serialize::InputArchive archive;
     open_archive(archive, path);
+    check_archive_tensors(archive, path + ": a tensor", 0);
     torch::serialize::InputArchive model_archive;
     if (!archive.try_read("model", model_archive)) throw CheckpointError(path + ": no model weights");
-    try {
-        model.load(model_archive);
-    } catch (const c10::Error & e) {
-        throw CheckpointError(path + ": model weights do not match the architecture: " +
-                              std::string(e.what_without_backtrace()));
-    }
-    for (const auto & p : model.parameters()) {
-        if (!torch::isfinite(p).all().item<bool>()) throw CheckpointError(path + ": model weights hold NaN or Inf");
-    }
-    torch::Tensor rng;
-    if (restore_rng && archive.try_read("rng", rng)) {
-        auto generator = at::detail::getDefaultCPUGenerator();
-        generator.set_state(rng);
+    load_module_checked(model, model_archive, "", path);
+    if (restore_rng) {
+        c10::IValue rng;
+        if (archive.try_read("rng", rng)) {
+            if (!rng.isTensor()) throw CheckpointError(path + ": the saved random state is not a tensor");
+            const torch::Tensor state = rng.toTensor();
+            check_in_storage(state, path + ": the saved random state");
+            try {
+                auto generator = at::detail::getDefaultCPUGenerator();
+                generator.set_state(state);
+            } catch (const c10::Error & e) {
+                throw CheckpointError(path + ": the saved random state is invalid: " + std::string(e.what_without_backtrace()));
+            }
+        }
     }
     if (optimizer != nullptr) {
         torch::serialize::InputArchive optim_archive;
@@ -248,6 +382,7 @@ void load_checkpoint_weights(const std::string & path, torch::nn::Module & model
         } catch (const c10::Error & e) {
             throw CheckpointError(path + ": optimiser state does not match: " + std::string(e.what_without_backtrace()));
         }
+        check_optimizer_state(*optimizer, path);
     }
 }
 
