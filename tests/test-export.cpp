@@ -390,6 +390,21 @@ TEST_F(PackedFormat, CorruptionsAreRefusedWithTheirCause) {
         },
         "not divisible");
     expect_refused([](EditableFile & e) { e.metadata["format"] = "something-else"; }, "not a bitvit packed model");
+    // Deeply nested JSON in a metadata value, a 10 MB tensor name, a 100,000-dimension shape:
+    // refused with short messages, no stack overflow.
+    expect_refused([](EditableFile & e) { e.metadata["format_version"] = std::string(75000, '[') + std::string(75000, ']'); },
+                   "nests deeper than 32 levels");
+    for (auto * edit : {+[](EditableFile & e) { e.tensors[std::string(10 << 20, 'w')] = {DType::F32, {1}, std::vector<uint8_t>(4)}; },
+                        +[](EditableFile & e) { e.tensors["pos_embed"].shape = std::vector<int64_t>(100000, 1); }}) {
+        EditableFile e = EditableFile::read(path());
+        edit(e);
+        try {
+            runtime::PackedModel::from_file(format::SafetensorsFile::parse(e.bytes(), "edited.safetensors"));
+            ADD_FAILURE() << "accepted";
+        } catch (const format::FormatError & err) {
+            EXPECT_LT(std::string(err.what()).size(), 400u) << std::string(err.what()).substr(0, 300);
+        }
+    }
 }
 
 // Attention's fast paths give exactly what the generic path gives: q, k, v cut from qkv's sign

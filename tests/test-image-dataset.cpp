@@ -134,6 +134,36 @@ TEST(Idx, TruncatedGzipStream) {
     expect_data_error([&] { read_idx(dir.file("i.gz"), dir.file("l.gz")); }, {dir.file("i.gz")});
 }
 
+TEST(Idx, GzipWhoseChecksumFailsIsRefused) {
+    TempDir dir;
+    // Large enough (2 MB of pixels) that the pixels are read before the trailer is reached.
+    write_idx_pair(dir.file("i.gz"), dir.file("l.gz"), 2048, 32, 32, 3, true);
+    // Flip one bit of the CRC-32 in the gzip trailer (the last 8 bytes are CRC, then length): the
+    // data decompresses, and only the end of the stream can tell it is corrupt.
+    std::fstream f(dir.file("i.gz"), std::ios::in | std::ios::out | std::ios::binary);
+    f.seekg(-8, std::ios::end);
+    char c = 0;
+    f.get(c);
+    f.seekp(-8, std::ios::end);
+    f.put(static_cast<char>(c ^ 1));
+    f.close();
+    expect_data_error([&] { read_idx(dir.file("i.gz"), dir.file("l.gz")); }, {dir.file("i.gz"), "incorrect data check"});
+}
+
+// MNIST and Fashion-MNIST have ten classes: a label of 255 is a corrupt file, not a 256-class set.
+TEST(Idx, LabelsBeyondTheTenClassesAreRefused) {
+    TempDir dir;
+    fs::create_directories(dir.file("set"));
+    write_idx_pair(dir.file("set/train-images-idx3-ubyte"), dir.file("set/train-labels-idx1-ubyte"), 12, 4, 4, 10, false);
+    auto lab = idx_header(1, {12});
+    for (int i = 0; i < 12; ++i) lab.push_back(static_cast<uint8_t>(i == 7 ? 255 : i % 10));
+    write_bytes(dir.file("set/train-labels-idx1-ubyte"), lab, false);
+    for (const char * name : {"mnist", "fashion-mnist"}) {
+        expect_data_error([&] { load_dataset({name, dir.file("set"), 0, 1}, Split::train); },
+                          {dir.file("set/train-images-idx3-ubyte"), "image 7 has label 255", "labels are 0..9"});
+    }
+}
+
 TEST(Idx, CountMismatch) {
     TempDir dir;
     write_idx_pair(dir.file("i"), dir.file("l"), 5, 2, 2, 2, false);

@@ -6,6 +6,9 @@
 #include <filesystem>
 #include <fstream>
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include "format/safetensors.h"
 
 namespace fs = std::filesystem;
@@ -134,4 +137,63 @@ TEST(Safetensors, F16WidensExactlyForEveryBitPattern) {
         ASSERT_EQ(static_cast<double>(got), want) << bits;
         ASSERT_EQ(std::signbit(got), sign == 1) << bits;  // −0 too
     }
+}
+
+namespace {
+
+class TempFiles {
+  public:
+    TempFiles() : dir_(fs::temp_directory_path() / ("bitvit-st-" + std::to_string(::getpid()))) { fs::create_directories(dir_); }
+    ~TempFiles() { fs::remove_all(dir_); }
+    std::string path(const std::string & name) const { return (dir_ / name).string(); }
+
+  private:
+    fs::path dir_;
+};
+
+std::string load_error(const std::string & path) {
+    try {
+        SafetensorsFile::load(path);
+    } catch (const FormatError & e) {
+        return e.what();
+    }
+    return "(accepted)";
+}
+
+}  // namespace
+
+// The loader reads the header first and checks it against the file's size, and reads nothing that
+// is not a regular file: a huge sparse tail, a pipe, a directory or a checkpoint are refused at once.
+TEST(Safetensors, LoadChecksTheHeaderAgainstTheFileBeforeReadingData) {
+    TempFiles t;
+    SafetensorsWriter w;
+    const float f[2] = {1, 2};
+    w.add("x", DType::F32, {2}, f, sizeof f);
+    w.write(t.path("ok.safetensors"));
+    ASSERT_EQ(load_error(t.path("ok.safetensors")), "(accepted)");
+    // A 2 GB and a 100 GB sparse tail (no disk used): refused from the header's declared size.
+    for (const uint64_t tail : {uint64_t{2} << 30, uint64_t{100} << 30}) {
+        fs::copy_file(t.path("ok.safetensors"), t.path("tail.safetensors"), fs::copy_options::overwrite_existing);
+        fs::resize_file(t.path("tail.safetensors"), fs::file_size(t.path("ok.safetensors")) + tail);
+        EXPECT_NE(load_error(t.path("tail.safetensors")).find("the header declares 8 data bytes but the file holds"), std::string::npos);
+    }
+    ASSERT_EQ(::mkfifo(t.path("fifo").c_str(), 0600), 0);
+    EXPECT_NE(load_error(t.path("fifo")).find("not a regular file"), std::string::npos) << load_error(t.path("fifo"));
+    EXPECT_NE(load_error(t.path("")).find("is a directory"), std::string::npos);
+    EXPECT_NE(load_error(t.path("none")).find("file not found"), std::string::npos);
+    std::ofstream(t.path("ckpt.pt"), std::ios::binary) << "PK\x03\x04" << std::string(100, '\0');
+    EXPECT_NE(load_error(t.path("ckpt.pt")).find("LibTorch checkpoint"), std::string::npos) << load_error(t.path("ckpt.pt"));
+    EXPECT_NE(load_error("/proc/self/status").find("/proc/self/status"), std::string::npos);
+}
+
+// JSON nested far deeper than any header needs is refused while parsing, never turned into a deep
+// tree (whose printing or destruction would exhaust the stack), and messages quote bounded excerpts.
+TEST(Safetensors, DeepNestingAndHugeNamesGiveShortErrors) {
+    const std::string deep = "{\"x\": " + std::string(75000, '[') + std::string(75000, ']') + "}";
+    EXPECT_NE(error_of(raw_file(deep, 0)).find("nests deeper than 32 levels"), std::string::npos);
+    const std::string huge_name(10 << 20, 'n');
+    const std::string header = "{\"" + huge_name + "\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": [0, 8]}}";
+    const std::string message = error_of(raw_file(header, 8));
+    EXPECT_NE(message.find("10485760 bytes"), std::string::npos) << message.substr(0, 200);
+    EXPECT_LT(message.size(), 300u);
 }

@@ -9,6 +9,8 @@
 #include <filesystem>
 #include <fstream>
 
+#include <nlohmann/json.hpp>
+
 #include "checkpoint-edit.h"
 #include "train/optimizer.h"
 #include "train/quant/quantizers.h"
@@ -314,6 +316,32 @@ TEST(Checkpoint, CorruptOrForeignFilesGiveClearErrors) {
     }
 }
 
+// A test split whose images differ from the training split's is refused when the data is loaded,
+// naming the file — not after a training epoch.
+TEST(Trainer, ATestSplitOfAnotherShapeIsRefusedBeforeTraining) {
+    TempDir dir;
+    fs::create_directories(dir.str("set"));
+    auto write_idx = [&](const std::string & images, const std::string & labels, uint32_t n, uint32_t side) {
+        std::vector<uint8_t> img = {0, 0, 8, 3}, lab = {0, 0, 8, 1};
+        for (uint32_t d : {n, side, side}) for (int s = 24; s >= 0; s -= 8) img.push_back(static_cast<uint8_t>(d >> s));
+        for (int s = 24; s >= 0; s -= 8) lab.push_back(static_cast<uint8_t>(n >> s));
+        img.resize(img.size() + n * side * side, 7);
+        for (uint32_t i = 0; i < n; ++i) lab.push_back(static_cast<uint8_t>(i % 10));
+        std::ofstream(dir.str("set/" + images), std::ios::binary).write(reinterpret_cast<const char *>(img.data()), static_cast<std::streamsize>(img.size()));
+        std::ofstream(dir.str("set/" + labels), std::ios::binary).write(reinterpret_cast<const char *>(lab.data()), static_cast<std::streamsize>(lab.size()));
+    };
+    write_idx("train-images-idx3-ubyte", "train-labels-idx1-ubyte", 20, 28);
+    write_idx("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", 10, 14);
+    const auto config = parse_config("[model]\nname = \"deit_nano_patch7_28\"\n[data]\nname = \"mnist\"\n", "r",
+                                     {"data.root=\"" + dir.str("set") + "\""});
+    try {
+        load_train_test(config);
+        FAIL() << "loaded a 14×14 test split for 28×28 training images";
+    } catch (const data::DataError & e) {
+        EXPECT_NE(std::string(e.what()).find("t10k-images-idx3-ubyte: test images are 1×14×14"), std::string::npos) << e.what();
+    }
+}
+
 namespace {
 
 // A small quantized checkpoint written without training (a quantizer adds an `initialized` buffer).
@@ -379,5 +407,87 @@ TEST(Checkpoint, TensorsOutsideTheirStorageAreRefused) {
         } catch (const CheckpointError &) {
         } catch (const ConfigError &) {
         }
+    }
+}
+
+// A kill between an epoch's metrics line and its checkpoint leaves a line the checkpoint lacks:
+// resuming trims it and writes it again, so every epoch has exactly one line. Temporary files of a
+// killed writer are removed.
+TEST(Trainer, ResumeAfterAKillBetweenMetricsAndCheckpointKeepsOneLinePerEpoch) {
+    BITVIT_REQUIRE_FASHION_MNIST();
+    TempDir dir;
+    const auto config = small_run(256, 3);
+    {
+        Trainer first(config, dir.str("run"), load_train_test(config));
+        first.fit(1);
+    }
+    // As if killed after epoch 2's line was appended, before its checkpoint was renamed into place.
+    std::ofstream(dir.str("run/metrics.jsonl"), std::ios::app) << "{\"epoch\": 2, \"test_acc\": 0.99}\n";
+    std::ofstream(dir.str("run/checkpoint.pt.tmp.4242")) << "half a checkpoint";
+    auto resumed = Trainer::resume(dir.str("run"), {}, load_train_test);
+    EXPECT_FALSE(fs::exists(dir.str("run/checkpoint.pt.tmp.4242")));
+    resumed->fit();
+    std::ifstream in(dir.str("run/metrics.jsonl"));
+    std::vector<int64_t> epochs;
+    std::string line;
+    while (std::getline(in, line)) epochs.push_back(nlohmann::json::parse(line).at("epoch").get<int64_t>());
+    EXPECT_EQ(epochs, (std::vector<int64_t>{1, 2, 3}));
+}
+
+// Overrides that change what a run trains are refused on resume (the result would not equal an
+// uninterrupted run) unless asked for; harmless ones are accepted.
+TEST(Trainer, ResumeRefusesOverridesThatChangeTheRun) {
+    BITVIT_REQUIRE_FASHION_MNIST();
+    TempDir dir;
+    const auto config = small_run(256, 2);
+    {
+        Trainer first(config, dir.str("run"), load_train_test(config));
+        first.fit(1);
+    }
+    try {
+        Trainer::resume(dir.str("run"), {"data.train_subset=128"}, load_train_test);
+        FAIL() << "accepted a different training subset on resume";
+    } catch (const ConfigError & e) {
+        EXPECT_NE(std::string(e.what()).find("--allow-inexact-resume"), std::string::npos) << e.what();
+        EXPECT_NE(std::string(e.what()).find("data.train_subset=128"), std::string::npos) << e.what();
+    }
+    EXPECT_NO_THROW(Trainer::resume(dir.str("run"), {"train.threads=2", "train.log_every=7"}, load_train_test));
+    EXPECT_NO_THROW(Trainer::resume(dir.str("run"), {"data.train_subset=128"}, load_train_test, /*allow_inexact=*/true));
+}
+
+// A run whose start fails (an existing run, a missing teacher) fails before the data is read and
+// leaves no directory behind; a NaN in the first epoch says no checkpoint exists yet, and a NaN in
+// the inputs blames the data, not the learning rate.
+TEST(Trainer, FailedStartsAndFirstEpochNaNsSayWhatHappened) {
+    BITVIT_REQUIRE_FASHION_MNIST();
+    TempDir dir;
+    bool loaded = false;
+    const DataLoaderFn never = [&](const TrainConfig & c) {
+        loaded = true;
+        return load_train_test(c);
+    };
+    auto missing_teacher = small_run(256, 1);
+    missing_teacher.stages[0].distill.kind = "hard";
+    missing_teacher.stages[0].distill.teacher = "/no/such/teacher.pt";
+    EXPECT_THROW(Trainer::start(missing_teacher, dir.str("fresh"), never), ConfigError);
+    EXPECT_FALSE(loaded);
+    EXPECT_FALSE(fs::exists(dir.str("fresh")));
+    {
+        Trainer first(small_run(256, 1), dir.str("done"), load_train_test(small_run(256, 1)));
+        first.fit();
+    }
+    EXPECT_THROW(Trainer::start(small_run(256, 1), dir.str("done"), never), CheckpointError);
+    EXPECT_FALSE(loaded);
+    EXPECT_TRUE(fs::exists(dir.str("done/checkpoint.pt")));  // an existing run is never removed
+
+    auto nan_inputs = small_run(256, 1);
+    nan_inputs.data.mean = {std::nan("")};  // past parse_config's checks, as a program could pass it
+    Trainer bad(nan_inputs, dir.str("nan"), load_train_test(nan_inputs));
+    try {
+        bad.fit();
+        FAIL() << "trained on NaN inputs";
+    } catch (const NonFiniteError & e) {
+        EXPECT_NE(std::string(e.what()).find("input batch holds NaN"), std::string::npos) << e.what();
+        EXPECT_NE(std::string(e.what()).find("no checkpoint was written yet"), std::string::npos) << e.what();
     }
 }

@@ -42,6 +42,7 @@ struct TrainArgs {
     int64_t epochs = 0, batch_size = 0, train_subset = -1, test_subset = -1, threads = -1;
     double lr = 0;
     int64_t seed = -1;
+    bool allow_inexact_resume = false;
 };
 
 std::vector<std::string> overrides_of(const TrainArgs & a) {
@@ -68,24 +69,27 @@ std::vector<std::string> overrides_of(const TrainArgs & a) {
 int run_train(const TrainArgs & a) {
     std::unique_ptr<Trainer> trainer;
     if (!a.resume.empty()) {
-        trainer = Trainer::resume(a.resume, overrides_of(a), load_train_test);
-        std::fprintf(stderr, "resuming %s after epoch %lld\n", a.resume.c_str(),
-                     static_cast<long long>(trainer->epochs_done()));
+        trainer = Trainer::resume(a.resume, overrides_of(a), load_train_test, a.allow_inexact_resume);
+        std::fprintf(stderr, "resuming %s after epoch %lld\n", a.resume.c_str(), static_cast<long long>(trainer->epochs_done()));
     } else {
-        TrainConfig config = a.recipe.empty() ? parse_config("", "defaults", overrides_of(a))
-                                              : load_config_file(a.recipe, overrides_of(a));
-        auto data = load_train_test(config);
-        std::fprintf(stderr, "training %s on %s: %lld train / %lld test images, %lld epochs -> %s\n",
-                     config.model.name.c_str(), config.data.name.c_str(), static_cast<long long>(data.train.size()),
-                     static_cast<long long>(data.test.size()), static_cast<long long>(config.total_epochs()),
-                     a.out.c_str());
-        trainer = std::make_unique<Trainer>(config, a.out, std::move(data));
+        TrainConfig config = a.recipe.empty() ? parse_config("", "defaults", overrides_of(a)) : load_config_file(a.recipe, overrides_of(a));
+        trainer = Trainer::start(config, a.out, [&](const TrainConfig & c) {
+            auto data = load_train_test(c);
+            std::fprintf(stderr, "training %s on %s: %lld train / %lld test images, %lld epochs -> %s\n", c.model.name.c_str(),
+                         c.data.name.c_str(), static_cast<long long>(data.train.size()), static_cast<long long>(data.test.size()),
+                         static_cast<long long>(c.total_epochs()), a.out.c_str());
+            return data;
+        });
     }
     trainer->fit();
-    const auto & c = trainer->config();
-    const EvalResult r = evaluate(trainer->model(), trainer->data().test, make_preprocess(c.data), c.train.eval_batch_size);
+    if (interrupted()) return 130;  // the checkpoint and the --resume command are already written
     std::printf("checkpoint: %s\n", trainer->checkpoint_path().c_str());
-    print_eval(r, trainer->data().test.class_names);
+    if (trainer->last_eval().count == 0) {
+        std::printf("the run was already complete (%lld epochs): nothing to train; `bitvit eval %s` evaluates it\n",
+                    static_cast<long long>(trainer->epochs_done()), trainer->checkpoint_path().c_str());
+        return 0;
+    }
+    print_eval(trainer->last_eval(), trainer->data().test.class_names);
     return 0;
 }
 
@@ -285,6 +289,9 @@ int main(int argc, char ** argv) {
     train->add_option("--test-subset", t.test_subset, "Stratified test subset of N images; 0 = all");
     train->add_option("--seed", t.seed, "Seed for initialisation, data order and augmentation (train.seed)");
     train->add_option("--threads", t.threads, "LibTorch threads; 0 = all cores (train.threads)");
+    train->add_flag("--allow-inexact-resume", t.allow_inexact_resume,
+                    "With --resume: accept overrides that change what the run trains (the result then differs from an "
+                    "uninterrupted run)");
     train->get_option("--recipe")->excludes(train->get_option("--resume"));
 
     std::string ckpt, data_name, data_root, split = "test";

@@ -62,9 +62,17 @@ class CompressedReader {
         return out;
     }
 
+    // Whether the stream has ended. A read error here is no end: gzip verifies its CRC and length
+    // trailer only when the data runs out, so a corrupt file fails exactly at this read.
     bool at_end() {
         uint8_t probe = 0;
-        return gzread(file_, &probe, 1) <= 0;
+        const int got = gzread(file_, &probe, 1);
+        if (got < 0) {
+            int errnum = 0;
+            const char * msg = gzerror(file_, &errnum);
+            throw DataError(path_ + ": corrupt data at the end of the file (" + msg + ")");
+        }
+        return got == 0;
     }
 
   private:
@@ -186,6 +194,7 @@ ImageDataset read_idx(const std::string & images_path, const std::string & label
     if (!labels_in.at_end()) throw DataError(labels_path + ": unexpected bytes after the last label");
     data.labels.assign(raw_labels.begin(), raw_labels.end());
     data.class_names = numbered_class_names(count_classes(data.labels));
+    data.origin = images_path;
     return data;
 }
 
@@ -221,6 +230,7 @@ ImageDataset read_cifar(const std::vector<std::string> & batch_paths, CifarVaria
         }
     }
     data.class_names = numbered_class_names(variant == CifarVariant::cifar10 ? 10 : 100);
+    data.origin = batch_paths.empty() ? "" : batch_paths.front();
     return data;
 }
 
@@ -269,6 +279,7 @@ ImageDataset read_image_folder(const std::string & root, int64_t channels, int64
         }
     }
     if (data.labels.empty()) throw DataError(root + ": no image files under the class directories");
+    data.origin = root;
     return data;
 }
 
@@ -291,10 +302,17 @@ ImageDataset load_dataset(const DatasetSpec & spec, Split split) {
     }
     if (spec.name == "fashion-mnist" || spec.name == "mnist") {
         ImageDataset data = load_idx_dir(root, split);
+        // Ten classes each: a label of 10 or more is a corrupt file, not an eleventh class.
+        for (size_t i = 0; i < data.labels.size(); ++i) {
+            if (data.labels[i] > 9) {
+                throw DataError(data.origin + ": image " + std::to_string(i) + " has label " + std::to_string(data.labels[i]) +
+                                "; " + spec.name + " labels are 0..9");
+            }
+        }
+        data.class_names = numbered_class_names(10);
         if (spec.name == "fashion-mnist") {
             data.class_names = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                                 "Sandal",      "Shirt",   "Sneaker",  "Bag",   "Ankle boot"};
-            if (count_classes(data.labels) > 10) throw DataError(root + ": Fashion-MNIST labels must be 0..9");
         }
         return data;
     }
@@ -345,6 +363,7 @@ ImageDataset select(const ImageDataset & source, const std::vector<int64_t> & in
     out.height = source.height;
     out.width = source.width;
     out.class_names = source.class_names;
+    out.origin = source.origin;
     out.pixels.reserve(indices.size() * static_cast<size_t>(source.image_bytes()));
     for (int64_t i : indices) {
         if (i < 0 || i >= source.size()) throw DataError("subset index " + std::to_string(i) + " out of range");

@@ -25,6 +25,7 @@ struct ImageDataset {
     std::vector<uint8_t> pixels;           // [n, C, H, W]
     std::vector<int32_t> labels;           // [n], each in [0, class_names.size())
     std::vector<std::string> class_names;  // one per class; index = label
+    std::string origin;                    // the file or directory it was read from, for messages
 
     int64_t size() const { return static_cast<int64_t>(labels.size()); }
     int64_t num_classes() const { return static_cast<int64_t>(class_names.size()); }

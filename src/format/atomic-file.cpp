@@ -3,8 +3,9 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <stdexcept>
 
 namespace bitvit::format {
@@ -33,15 +34,28 @@ void commit_temp_file(const std::string & temp, const std::string & path) {
 
 void write_file_atomic(const std::string & path, const void * bytes, size_t size) {
     const std::string temp = temp_path_for(path);
-    {
-        std::ofstream out(temp, std::ios::binary | std::ios::trunc);
-        out.write(static_cast<const char *>(bytes), static_cast<std::streamsize>(size));
-        if (!out.flush()) {
+    const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        const auto dir = std::filesystem::path(path).parent_path();
+        const std::string reason = errno == ENOENT && !dir.empty() && !std::filesystem::exists(dir)
+                                       ? "the directory " + dir.string() + " does not exist"
+                                       : std::strerror(errno);
+        throw std::runtime_error(path + ": cannot write (" + reason + ")");
+    }
+    const auto * p = static_cast<const char *>(bytes);
+    size_t done = 0;
+    while (done < size) {
+        const ssize_t n = ::write(fd, p + done, size - done);
+        if (n <= 0) {
+            const std::string reason = n < 0 ? std::strerror(errno) : "no progress";
+            ::close(fd);
             std::error_code ec;
             std::filesystem::remove(temp, ec);
-            throw std::runtime_error(path + ": cannot write");
+            throw std::runtime_error(path + ": cannot write (" + reason + ")");
         }
+        done += static_cast<size_t>(n);
     }
+    ::close(fd);
     commit_temp_file(temp, path);
 }
 

@@ -1,12 +1,19 @@
 #include "safetensors.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <fstream>
 #include <limits>
 #include <nlohmann/json.hpp>
 
 #include "atomic-file.h"
+#include "file-kind.h"
+#include "text.h"
 #include "sha256.h"
 
 namespace bitvit::format {
@@ -36,7 +43,7 @@ uint64_t byte_size(const TensorInfo & t, const std::string & origin, const std::
     uint64_t n = dtype_size(t.dtype);
     for (int64_t d : t.shape) {
         if (d != 0 && n > std::numeric_limits<uint64_t>::max() / static_cast<uint64_t>(d)) {
-            fail(origin, "tensor '" + name + "' shape overflows");
+            fail(origin, "tensor " + name + " shape overflows");
         }
         n *= static_cast<uint64_t>(d);
     }
@@ -44,40 +51,52 @@ uint64_t byte_size(const TensorInfo & t, const std::string & origin, const std::
 }
 
 TensorInfo parse_entry(const json & entry, const std::string & origin, const std::string & name) {
-    if (!entry.is_object()) fail(origin, "tensor '" + name + "' must be a JSON object");
+    if (!entry.is_object()) fail(origin, "tensor " + name + " must be a JSON object");
     for (const auto & [key, value] : entry.items()) {
         if (key != "dtype" && key != "shape" && key != "data_offsets") {
-            fail(origin, "tensor '" + name + "' has unknown field '" + key + "'");
+            fail(origin, "tensor " + name + " has unknown field " + excerpt(key));
         }
     }
-    if (!entry.contains("dtype") || !entry["dtype"].is_string()) fail(origin, "tensor '" + name + "' needs a dtype string");
-    if (!entry.contains("shape") || !entry["shape"].is_array()) fail(origin, "tensor '" + name + "' needs a shape array");
+    if (!entry.contains("dtype") || !entry["dtype"].is_string()) fail(origin, "tensor " + name + " needs a dtype string");
+    if (!entry.contains("shape") || !entry["shape"].is_array()) fail(origin, "tensor " + name + " needs a shape array");
     if (!entry.contains("data_offsets") || !entry["data_offsets"].is_array() || entry["data_offsets"].size() != 2) {
-        fail(origin, "tensor '" + name + "' needs data_offsets [begin, end]");
+        fail(origin, "tensor " + name + " needs data_offsets [begin, end]");
     }
     TensorInfo t;
     try {
         t.dtype = parse_dtype(entry["dtype"].get<std::string>());
     } catch (const FormatError & e) {
-        fail(origin, "tensor '" + name + "': " + e.what());
+        fail(origin, "tensor " + name + ": " + e.what());
     }
     for (const auto & d : entry["shape"]) {
-        if (!d.is_number_unsigned()) fail(origin, "tensor '" + name + "' shape must hold non-negative integers");
+        if (!d.is_number_unsigned()) fail(origin, "tensor " + name + " shape must hold non-negative integers");
         const uint64_t v = d.get<uint64_t>();
-        if (v > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) fail(origin, "tensor '" + name + "' dimension too large");
+        if (v > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) fail(origin, "tensor " + name + " dimension too large");
         t.shape.push_back(static_cast<int64_t>(v));
     }
     for (const auto & o : entry["data_offsets"]) {
-        if (!o.is_number_unsigned()) fail(origin, "tensor '" + name + "' data_offsets must be non-negative integers");
+        if (!o.is_number_unsigned()) fail(origin, "tensor " + name + " data_offsets must be non-negative integers");
     }
     t.begin = entry["data_offsets"][0].get<uint64_t>();
     t.end = entry["data_offsets"][1].get<uint64_t>();
-    if (t.end < t.begin) fail(origin, "tensor '" + name + "' ends before it begins");
+    if (t.end < t.begin) fail(origin, "tensor " + name + " ends before it begins");
     if (t.end - t.begin != byte_size(t, origin, name)) {
-        fail(origin, "tensor '" + name + "' has " + std::to_string(t.end - t.begin) + " bytes but its dtype and shape need " +
+        fail(origin, "tensor " + name + " has " + std::to_string(t.end - t.begin) + " bytes but its dtype and shape need " +
                          std::to_string(byte_size(t, origin, name)));
     }
     return t;
+}
+
+// The header's JSON, parsed with a bounded depth (format/text.h): an object.
+json parse_header_json(const uint8_t * text, uint64_t length, const std::string & origin) {
+    json root;
+    try {
+        root = parse_json(std::string_view(reinterpret_cast<const char *>(text), static_cast<size_t>(length)), "header");
+    } catch (const std::invalid_argument & e) {
+        fail(origin, e.what());
+    }
+    if (!root.is_object()) fail(origin, "header is not a JSON object");
+    return root;
 }
 
 }  // namespace
@@ -134,50 +153,105 @@ int64_t TensorInfo::numel() const {
     return n;
 }
 
+namespace {
+
+uint64_t little_endian_u64(const uint8_t * p) {
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; --i) v = (v << 8) | p[i];
+    return v;
+}
+
+// The header length prefix, checked against the file's size before anything else is read.
+uint64_t header_length(const uint8_t * prefix, uint64_t file_bytes, const std::string & origin) {
+    if (file_bytes < 8) fail(origin, "too short for a safetensors header (" + std::to_string(file_bytes) + " bytes)");
+    const uint64_t header = little_endian_u64(prefix);
+    if (header > kMaxHeaderBytes) fail(origin, "header length " + std::to_string(header) + " exceeds the 100 MB limit");
+    if (header > file_bytes - 8) {
+        fail(origin, "header length " + std::to_string(header) + " runs past the end of the file (" + std::to_string(file_bytes) +
+                         " bytes): truncated?");
+    }
+    if (header < 2 || prefix[8] != '{') fail(origin, "header is not a JSON object");
+    return header;
+}
+
+}  // namespace
+
 SafetensorsFile SafetensorsFile::load(const std::string & path) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) fail(path, "cannot open");
-    in.seekg(0, std::ios::end);
-    const auto size = static_cast<size_t>(in.tellg());
-    in.seekg(0);
-    std::vector<uint8_t> bytes(size);
-    if (size > 0 && !in.read(reinterpret_cast<char *>(bytes.data()), static_cast<std::streamsize>(size))) fail(path, "read failed");
+    // Opened without blocking (a FIFO would wait for a writer forever) and refused unless it is a
+    // regular file; then the header is read and checked against the file's size, and only the bytes
+    // it declares are read — a lying header or a huge sparse tail costs nothing.
+    const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+        const FileKind kind = file_kind(path);
+        fail(path, kind == FileKind::missing ? "file not found" : std::string("cannot open (") + std::strerror(errno) + ")");
+    }
+    struct FdCloser {
+        int fd;
+        ~FdCloser() { ::close(fd); }
+    } closer{fd};
+    struct stat st {};
+    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        throw FormatError(wrong_kind_message(path, S_ISDIR(st.st_mode) ? FileKind::directory : FileKind::not_regular,
+                                             "a safetensors file"));
+    }
+    const auto file_bytes = static_cast<uint64_t>(st.st_size);
+    auto read_at = [&](uint64_t offset, uint64_t n, uint8_t * out) {
+        uint64_t done = 0;
+        while (done < n) {
+            const ssize_t got = ::pread(fd, out + done, static_cast<size_t>(n - done), static_cast<off_t>(offset + done));
+            if (got <= 0) fail(path, "read failed at byte " + std::to_string(offset + done) + (got < 0 ? std::string(" (") + std::strerror(errno) + ")" : std::string(": file shrank?")));
+            done += static_cast<uint64_t>(got);
+        }
+    };
+    uint8_t prefix[9] = {};
+    read_at(0, std::min<uint64_t>(9, file_bytes), prefix);
+    if (file_bytes >= 4 && std::memcmp(prefix, "PK\x03\x04", 4) == 0) {
+        throw FormatError(wrong_kind_message(path, FileKind::zip_archive, "a safetensors file"));
+    }
+    const uint64_t header = header_length(prefix, file_bytes, path);
+    std::vector<uint8_t> bytes(static_cast<size_t>(8 + header));
+    read_at(0, 8 + header, bytes.data());
+    // The header alone says how many data bytes follow: check that before reading them.
+    const uint64_t declared = declared_data_bytes(bytes, path);
+    if (declared != file_bytes - 8 - header) {
+        fail(path, "the header declares " + std::to_string(declared) + " data bytes but the file holds " +
+                       std::to_string(file_bytes - 8 - header) + (declared > file_bytes - 8 - header ? ": truncated?" : " (trailing bytes)"));
+    }
+    bytes.resize(static_cast<size_t>(file_bytes));
+    read_at(8 + header, declared, bytes.data() + 8 + header);
     return parse(std::move(bytes), path);
+}
+
+uint64_t SafetensorsFile::declared_data_bytes(const std::vector<uint8_t> & header_bytes, const std::string & origin) {
+    const uint64_t header = little_endian_u64(header_bytes.data());
+    const json root = parse_header_json(header_bytes.data() + 8, header, origin);
+    uint64_t end = 0;
+    for (const auto & [name, entry] : root.items()) {
+        if (name == "__metadata__") continue;
+        end = std::max(end, parse_entry(entry, origin, format::excerpt(name)).end);
+    }
+    return end;
 }
 
 SafetensorsFile SafetensorsFile::parse(std::vector<uint8_t> bytes, const std::string & origin) {
     SafetensorsFile f;
     f.origin_ = origin;
-    if (bytes.size() < 8) fail(origin, "too short for a safetensors header (" + std::to_string(bytes.size()) + " bytes)");
-    uint64_t header = 0;
-    for (int i = 7; i >= 0; --i) header = (header << 8) | bytes[static_cast<size_t>(i)];
-    if (header > kMaxHeaderBytes) fail(origin, "header length " + std::to_string(header) + " exceeds the 100 MB limit");
-    if (header > bytes.size() - 8) {
-        fail(origin, "header length " + std::to_string(header) + " runs past the end of the file (" +
-                         std::to_string(bytes.size()) + " bytes): truncated?");
-    }
-    if (header < 2 || bytes[8] != '{') fail(origin, "header is not a JSON object");
-    json root;
-    try {
-        root = json::parse(bytes.begin() + 8, bytes.begin() + 8 + static_cast<std::ptrdiff_t>(header));
-    } catch (const json::exception & e) {
-        fail(origin, std::string("header is not valid JSON: ") + e.what());
-    }
-    if (!root.is_object()) fail(origin, "header is not a JSON object");
+    const uint64_t header = header_length(bytes.data(), bytes.size(), origin);
+    const json root = parse_header_json(bytes.data() + 8, header, origin);
     const uint64_t buffer = bytes.size() - 8 - header;
     std::vector<std::pair<uint64_t, uint64_t>> ranges;
     for (const auto & [name, entry] : root.items()) {
         if (name == "__metadata__") {
             if (!entry.is_object()) fail(origin, "__metadata__ must be an object of strings");
             for (const auto & [key, value] : entry.items()) {
-                if (!value.is_string()) fail(origin, "__metadata__." + key + " must be a string");
+                if (!value.is_string()) fail(origin, "__metadata__." + format::excerpt(key) + " must be a string");
                 f.metadata_[key] = value.get<std::string>();
             }
             continue;
         }
-        TensorInfo t = parse_entry(entry, origin, name);
+        TensorInfo t = parse_entry(entry, origin, format::excerpt(name));
         if (t.end > buffer) {
-            fail(origin, "tensor '" + name + "' ends at byte " + std::to_string(t.end) + " past the data (" +
+            fail(origin, "tensor " + format::excerpt(name) + " ends at byte " + std::to_string(t.end) + " past the data (" +
                              std::to_string(buffer) + " bytes): truncated?");
         }
         if (t.end > t.begin) ranges.emplace_back(t.begin, t.end);
@@ -272,12 +346,12 @@ void SafetensorsWriter::add(const std::string & name, DType dtype, std::vector<i
         if (e.name == name) throw FormatError("duplicate tensor '" + name + "'");
     }
     for (int64_t d : shape) {
-        if (d < 0) throw FormatError("tensor '" + name + "' has a negative dimension");
+        if (d < 0) throw FormatError("tensor " + name + " has a negative dimension");
     }
     Entry e{name, TensorInfo{dtype, std::move(shape), 0, 0}, {}};
-    if (byte_size(e.info, "writer", name) != size) {
-        throw FormatError("tensor '" + name + "': " + std::to_string(size) + " bytes given, dtype and shape need " +
-                          std::to_string(byte_size(e.info, "writer", name)));
+    if (byte_size(e.info, "writer", excerpt(name)) != size) {
+        throw FormatError("tensor " + name + ": " + std::to_string(size) + " bytes given, dtype and shape need " +
+                          std::to_string(byte_size(e.info, "writer", excerpt(name))));
     }
     const auto * p = static_cast<const uint8_t *>(bytes);
     e.bytes.assign(p, p + size);

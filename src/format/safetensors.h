@@ -41,10 +41,14 @@ struct TensorInfo {
 // A parsed, fully validated safetensors file held in memory.
 class SafetensorsFile {
   public:
-    // Reads and validates a file; errors name the path.
+    // Reads and validates a file; errors name the path. Only a regular file is read, its header first
+    // and checked against the file's size, then exactly the data it declares.
     static SafetensorsFile load(const std::string & path);
     // Validates bytes; `origin` names them in errors.
     static SafetensorsFile parse(std::vector<uint8_t> bytes, const std::string & origin);
+    // The data bytes a header declares (the largest tensor end), from the length prefix and header
+    // alone; throws FormatError if the header is malformed.
+    static uint64_t declared_data_bytes(const std::vector<uint8_t> & header_bytes, const std::string & origin);
 
     const std::map<std::string, std::string> & metadata() const { return metadata_; }
     const std::map<std::string, TensorInfo> & tensors() const { return tensors_; }

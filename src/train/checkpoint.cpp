@@ -2,12 +2,14 @@
 
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 
 #include "format/atomic-file.h"
+#include "format/file-kind.h"
 #include "quant/quantizers.h"
 
 namespace bitvit {
@@ -53,7 +55,12 @@ const std::string & read_string(torch::serialize::InputArchive & archive, const 
 }
 
 void open_archive(torch::serialize::InputArchive & archive, const std::string & path) {
-    if (!fs::exists(path)) throw CheckpointError(path + ": checkpoint not found");
+    const format::FileKind kind = format::file_kind(path);
+    if (kind == format::FileKind::missing) throw CheckpointError(path + ": checkpoint not found");
+    if (kind == format::FileKind::directory && fs::exists(fs::path(path) / "checkpoint.pt")) {
+        throw CheckpointError(path + " is a run directory: its checkpoint is " + (fs::path(path) / "checkpoint.pt").string());
+    }
+    if (kind != format::FileKind::zip_archive) throw CheckpointError(format::wrong_kind_message(path, kind, "a bitvit checkpoint"));
     try {
         archive.load_from(path);
     } catch (const c10::Error & e) {
@@ -184,6 +191,11 @@ void save_checkpoint(const std::string & path, const CheckpointState & state, to
     archive.write("stage_epoch", c10::IValue(state.stage_epoch));
     archive.write("step", c10::IValue(state.step));
     archive.write("best_test_acc", c10::IValue(state.best_test_acc));
+    archive.write("partial/batches", c10::IValue(state.partial.batches));
+    archive.write("partial/correct", c10::IValue(state.partial.correct));
+    archive.write("partial/seen", c10::IValue(state.partial.seen));
+    archive.write("partial/loss_sum", c10::IValue(state.partial.loss_sum));
+    archive.write("partial/seconds", c10::IValue(state.partial.seconds));
     archive.write("rng", at::detail::getDefaultCPUGenerator().get_state());
     torch::serialize::OutputArchive model_archive;
     model.save(model_archive);
@@ -232,6 +244,19 @@ CheckpointState read_checkpoint_state(const std::string & path) {
     const c10::IValue best = read_key(archive, path, "best_test_acc");
     if (!best.isDouble() || !(best.toDouble() >= 0 && best.toDouble() <= 1)) throw CheckpointError(path + ": entry 'best_test_acc' must be in [0, 1]");
     state.best_test_acc = best.toDouble();
+    c10::IValue partial;
+    if (archive.try_read("partial/batches", partial)) {  // absent in checkpoints of whole epochs only
+        const int64_t limit = int64_t{1} << 40;
+        state.partial.batches = read_int(archive, path, "partial/batches", 0, limit);
+        state.partial.correct = read_int(archive, path, "partial/correct", 0, limit);
+        state.partial.seen = read_int(archive, path, "partial/seen", 0, limit);
+        for (const auto & [key, out] : {std::pair<const char *, double *>{"partial/loss_sum", &state.partial.loss_sum},
+                                        {"partial/seconds", &state.partial.seconds}}) {
+            const c10::IValue v = read_key(archive, path, key);
+            if (!v.isDouble() || !std::isfinite(v.toDouble()) || v.toDouble() < 0) throw CheckpointError(path + ": entry '" + key + "' is invalid");
+            *out = v.toDouble();
+        }
+    }
     return state;
 }
 

@@ -52,6 +52,12 @@ struct CheckpointState {
     int64_t stage_epoch = 0;  // epochs completed within that stage
     int64_t step = 0;         // optimiser steps taken within that stage
     double best_test_acc = 0.0;
+    // A run stopped part-way through an epoch (Ctrl-C): the batches of epoch `epoch + 1` done so far,
+    // and that epoch's running sums, so the resumed epoch trains the rest and reports the same metrics.
+    struct PartialEpoch {
+        int64_t batches = 0, correct = 0, seen = 0;
+        double loss_sum = 0.0, seconds = 0.0;
+    } partial;
 };
 
 // Writes `path` through a temporary file in the same directory and a rename, after fsync.

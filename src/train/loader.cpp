@@ -100,11 +100,13 @@ Batch make_batch(const data::ImageDataset & data, const int64_t * indices, int64
 }
 
 BatchLoader::BatchLoader(const data::ImageDataset & data, std::vector<int64_t> order, int64_t batch_size,
-                         bool drop_last, Preprocess pre, bool augment, uint64_t seed, int64_t prefetch)
+                         bool drop_last, Preprocess pre, bool augment, uint64_t seed, int64_t prefetch, int64_t first_batch)
     : data_(data), order_(std::move(order)), batch_size_(batch_size), prefetch_(std::max<int64_t>(1, prefetch)),
       pre_(std::move(pre)), augment_(augment), seed_(seed) {
     const auto n = static_cast<int64_t>(order_.size());
     num_batches_ = drop_last ? n / batch_size_ : (n + batch_size_ - 1) / batch_size_;
+    first_batch_ = std::min(std::max<int64_t>(0, first_batch), num_batches_);
+    produced_ = consumed_ = first_batch_;
     worker_ = std::thread([this] { run(); });
 }
 
@@ -119,7 +121,7 @@ BatchLoader::~BatchLoader() {
 
 void BatchLoader::run() {
     try {
-        for (int64_t b = 0; b < num_batches_; ++b) {
+        for (int64_t b = first_batch_; b < num_batches_; ++b) {
             {
                 std::unique_lock<std::mutex> lock(mutex_);
                 cv_.wait(lock, [&] { return stop_ || produced_ - consumed_ < prefetch_; });

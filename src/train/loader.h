@@ -44,8 +44,10 @@ Batch make_batch(const data::ImageDataset & data, const int64_t * indices, int64
 // on its own thread. An error on the loader thread is rethrown by next().
 class BatchLoader {
   public:
+    // first_batch > 0 starts part-way through the epoch, with exactly the batches an uninterrupted
+    // loader would give from there (each batch's augmentation is seeded by its index).
     BatchLoader(const data::ImageDataset & data, std::vector<int64_t> order, int64_t batch_size, bool drop_last,
-                Preprocess pre, bool augment, uint64_t seed, int64_t prefetch);
+                Preprocess pre, bool augment, uint64_t seed, int64_t prefetch, int64_t first_batch = 0);
     ~BatchLoader();
     BatchLoader(const BatchLoader &) = delete;
     BatchLoader & operator=(const BatchLoader &) = delete;
@@ -58,7 +60,7 @@ class BatchLoader {
 
     const data::ImageDataset & data_;
     std::vector<int64_t> order_;
-    int64_t batch_size_, num_batches_, prefetch_;
+    int64_t batch_size_, num_batches_, prefetch_, first_batch_;
     Preprocess pre_;
     bool augment_;
     uint64_t seed_;

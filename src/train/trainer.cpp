@@ -10,8 +10,12 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
+#include <csignal>
+#include <cstring>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -55,6 +59,20 @@ void trim_metrics(const std::string & path, int64_t epochs_done) {
     write_file_atomic(path, kept);
 }
 
+// Appends one epoch's line to metrics.jsonl and flushes it to disk.
+void append_metrics_line(const std::string & path, const EpochMetrics & m) {
+    const nlohmann::json line = {{"epoch", m.epoch},         {"stage", m.stage},           {"step", m.step},
+                                 {"lr", m.lr},               {"train_loss", m.train_loss}, {"train_acc", m.train_acc},
+                                 {"test_loss", m.test_loss}, {"test_acc", m.test_acc},     {"images_per_sec", m.images_per_sec},
+                                 {"seconds", m.seconds}};
+    const std::string text = line.dump() + "\n";
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd < 0) throw CheckpointError(path + ": cannot append the epoch's metrics (" + std::strerror(errno) + ")");
+    const bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) && ::fsync(fd) == 0;
+    ::close(fd);
+    if (!ok) throw CheckpointError(path + ": cannot append the epoch's metrics (" + std::strerror(errno) + ")");
+}
+
 }  // namespace
 
 void set_compute_threads(int64_t threads) {
@@ -83,6 +101,14 @@ TrainTestData load_train_test(const TrainConfig & config) {
     spec.image_size = config.data.image_size > 0 ? config.data.image_size : deit_config(config.model.name).img_size;
     spec.channels = static_cast<int64_t>(config.data.mean.size());
     TrainTestData out{data::load_dataset(spec, data::Split::train), data::load_dataset(spec, data::Split::test)};
+    // Checked now, not when the first evaluation meets the test split after a whole epoch.
+    if (out.test.channels != out.train.channels || out.test.height != out.train.height || out.test.width != out.train.width) {
+        auto dims = [](const data::ImageDataset & d) {
+            return std::to_string(d.channels) + "×" + std::to_string(d.height) + "×" + std::to_string(d.width);
+        };
+        throw data::DataError(out.test.origin + ": test images are " + dims(out.test) + " but the training images (" +
+                              out.train.origin + ") are " + dims(out.train));
+    }
     // Both splits must agree on the class list, or labels would mean different things.
     auto & names = out.train.num_classes() >= out.test.num_classes() ? out.train.class_names : out.test.class_names;
     out.train.class_names = names;
@@ -133,11 +159,14 @@ EvalResult evaluate(Deit & model, const data::ImageDataset & data, const Preproc
     return r;
 }
 
-RunLock::RunLock(const std::string & run_dir) {
-    fs::create_directories(run_dir);
+RunLock::RunLock(const std::string & run_dir) : dir_(run_dir) {
+    std::error_code ec;
+    created_ = !fs::exists(run_dir, ec);
+    fs::create_directories(run_dir, ec);
+    if (ec) throw CheckpointError(run_dir + ": cannot create the run directory (" + ec.message() + ")");
     const std::string path = (fs::path(run_dir) / ".lock").string();
     fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (fd_ < 0) throw CheckpointError(path + ": cannot open the run lock");
+    if (fd_ < 0) throw CheckpointError(path + ": cannot open the run lock (" + std::strerror(errno) + ")");
     if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
         ::close(fd_);
         fd_ = -1;
@@ -149,22 +178,80 @@ RunLock::~RunLock() {
     if (fd_ >= 0) ::close(fd_);  // closing releases the flock
 }
 
-RunLock::RunLock(RunLock && other) noexcept : fd_(other.fd_) { other.fd_ = -1; }
+RunLock::RunLock(RunLock && other) noexcept : fd_(other.fd_), dir_(std::move(other.dir_)), created_(other.created_) {
+    other.fd_ = -1;
+}
 
 RunLock & RunLock::operator=(RunLock && other) noexcept {
     if (this != &other) {
         if (fd_ >= 0) ::close(fd_);
         fd_ = other.fd_;
+        dir_ = std::move(other.dir_);
+        created_ = other.created_;
         other.fd_ = -1;
     }
     return *this;
 }
 
-Trainer::Trainer(TrainConfig config, std::string run_dir, TrainTestData data)
-    : Trainer(CheckpointState{std::move(config), {}, {}, 0, 0, 0, 0, 0.0}, std::move(run_dir), std::move(data), false) {}
+void RunLock::abandon() {
+    if (fd_ < 0) return;
+    ::close(fd_);
+    fd_ = -1;
+    if (!created_) return;
+    std::error_code ec;
+    for (const auto & entry : fs::directory_iterator(dir_, ec)) {
+        if (entry.path().filename() != ".lock") return;  // something else is there: keep it
+    }
+    fs::remove_all(dir_, ec);
+}
 
-Trainer::Trainer(CheckpointState state, std::string run_dir, TrainTestData data, bool resuming)
-    : state_(std::move(state)), run_dir_(std::move(run_dir)), lock_(run_dir_), data_(std::move(data)) {
+namespace {
+
+std::atomic<bool> g_interrupt{false};
+
+extern "C" void on_sigint(int) {
+    g_interrupt.store(true);
+    std::signal(SIGINT, SIG_DFL);  // a second Ctrl-C stops at once
+}
+
+// Temporary files a killed writer left behind (format::temp_path_for: "<name>.tmp.<pid>").
+void remove_stale_temp_files(const std::string & run_dir) {
+    std::error_code ec;
+    for (const auto & entry : fs::directory_iterator(run_dir, ec)) {
+        const std::string name = entry.path().filename().string();
+        if (name.find(".tmp.") != std::string::npos) fs::remove(entry.path(), ec);
+    }
+}
+
+// The settings a resume may change without changing what is trained: where things are and how fast.
+TrainConfig without_resumable_settings(TrainConfig c) {
+    const TrainConfig defaults;
+    c.train.threads = defaults.train.threads;
+    c.train.log_every = defaults.train.log_every;
+    c.train.eval_batch_size = defaults.train.eval_batch_size;
+    c.data.prefetch = defaults.data.prefetch;
+    c.data.root = defaults.data.root;
+    return c;
+}
+
+}  // namespace
+
+bool interrupted() { return g_interrupt.load(); }
+
+Trainer::Trainer(TrainConfig config, std::string run_dir, TrainTestData data)
+    : Trainer(CheckpointState{std::move(config)}, run_dir, RunLock(run_dir), std::move(data), false) {}
+
+Trainer::Trainer(CheckpointState state, std::string run_dir, RunLock lock, TrainTestData data, bool resuming)
+    : state_(std::move(state)), run_dir_(std::move(run_dir)), lock_(std::move(lock)), data_(std::move(data)) {
+    try {
+        setup(resuming);
+    } catch (...) {
+        lock_.abandon();
+        throw;
+    }
+}
+
+void Trainer::setup(bool resuming) {
     const DataShape shape = shape_of(data_.train);
     if (resuming && (shape.num_classes != state_.shape.num_classes || shape.in_chans != state_.shape.in_chans ||
                      shape.img_size != state_.shape.img_size)) {
@@ -184,7 +271,8 @@ Trainer::Trainer(CheckpointState state, std::string run_dir, TrainTestData data,
     // Data-parallel replicas run one single-threaded replica per core.
     set_compute_threads(state_.config.train.data_parallel > 1 ? 1 : state_.config.train.threads);
     torch::manual_seed(state_.config.train.seed);
-    validate_stages();
+    validate_stages(shape);
+    remove_stale_temp_files(run_dir_);
     if (resuming) {
         trim_metrics((fs::path(run_dir_) / "metrics.jsonl").string(), state_.epoch);
     } else {
@@ -197,45 +285,66 @@ Trainer::Trainer(CheckpointState state, std::string run_dir, TrainTestData data,
     enter_stage(static_cast<size_t>(state_.stage), resuming);
 }
 
-void Trainer::validate_stages() {
-    const auto & stages = state_.config.stages;
-    for (size_t i = 0; i < stages.size(); ++i) {
-        const StageSection & st = stages[i];
-        build_stage_model(state_.config, state_.shape, i);  // throws for bad patterns or quantizers
-        auto check_source = [&](const std::string & ref, const char * role) {
-            const std::string path = state_.config.checkpoint_ref(ref);
-            CheckpointState from;
-            try {
-                from = read_checkpoint_state(path);
-            } catch (const CheckpointError & e) {
-                throw ConfigError("stage '" + st.name + "': " + role + " " + e.what() +
-                                  (ref == "fp" ? " (train.fp_checkpoint; train the fp recipe first or pass --fp-checkpoint)" : ""));
-            }
-            if (from.shape.num_classes != state_.shape.num_classes || from.shape.img_size != state_.shape.img_size ||
-                from.shape.in_chans != state_.shape.in_chans) {
-                throw ConfigError("stage '" + st.name + "': " + role + " " + path + " was trained on data of another shape");
-            }
-            if (from.config.data.mean != state_.config.data.mean || from.config.data.std != state_.config.data.std) {
-                throw ConfigError("stage '" + st.name + "': " + role + " " + path +
-                                  " expects other input normalisation (data.mean / data.std)");
-            }
-        };
-        if (st.init != "scratch" && st.init != "previous") check_source(st.init, "init checkpoint");
-        if (st.distill.uses_teacher()) {
-            check_source(st.distill.teacher, "teacher");
-            if (st.distill.uses_features()) {
-                const CheckpointState teacher = read_checkpoint_state(state_.config.checkpoint_ref(st.distill.teacher));
-                const DeitConfig t = resolve_model_config(teacher.config.model, teacher.shape);
-                const DeitConfig me = resolve_model_config(state_.config.model, state_.shape);
-                if (t.depth != me.depth || t.num_heads != me.num_heads || t.embed_dim != me.embed_dim ||
-                    t.num_tokens() != me.num_tokens()) {
-                    throw ConfigError("stage '" + st.name + "': feature distillation needs a teacher of the student's "
-                                      "depth, width, heads and tokens");
-                }
-            }
+std::unique_ptr<Trainer> Trainer::start(TrainConfig config, const std::string & run_dir, const DataLoaderFn & load_data) {
+    RunLock lock(run_dir);
+    try {
+        if (fs::exists(fs::path(run_dir) / "checkpoint.pt")) {
+            throw CheckpointError(run_dir + " already holds a run (checkpoint.pt); use --resume " + run_dir +
+                                  " to continue it or choose another --out");
+        }
+        validate_stage_sources(config, nullptr);  // before the data: its shape is not known yet
+        TrainTestData data = load_data(config);
+        return std::unique_ptr<Trainer>(new Trainer(CheckpointState{std::move(config)}, run_dir, std::move(lock), std::move(data), false));
+    } catch (...) {
+        lock.abandon();
+        throw;
+    }
+}
+
+namespace {
+
+// A stage's init checkpoint or teacher: readable, and trained on this data's normalisation (and, when
+// the data's shape is known, on its shape).
+void check_stage_source(const TrainConfig & config, const StageSection & st, const std::string & ref, const char * role,
+                        const DataShape * shape) {
+    const std::string path = config.checkpoint_ref(ref);
+    CheckpointState from;
+    try {
+        from = read_checkpoint_state(path);
+    } catch (const CheckpointError & e) {
+        throw ConfigError("stage '" + st.name + "': " + role + " " + e.what() +
+                          (ref == "fp" ? " (train.fp_checkpoint; train the fp recipe first or pass --fp-checkpoint)" : ""));
+    }
+    if (shape && (from.shape.num_classes != shape->num_classes || from.shape.img_size != shape->img_size ||
+                  from.shape.in_chans != shape->in_chans)) {
+        throw ConfigError("stage '" + st.name + "': " + role + " " + path + " was trained on data of another shape");
+    }
+    if (from.config.data.mean != config.data.mean || from.config.data.std != config.data.std) {
+        throw ConfigError("stage '" + st.name + "': " + role + " " + path + " expects other input normalisation (data.mean / data.std)");
+    }
+    if (role == std::string("teacher") && st.distill.uses_features()) {
+        const DeitConfig t = resolve_model_config(from.config.model, from.shape);
+        const DeitConfig me = resolve_model_config(config.model, shape ? *shape : from.shape);
+        if (t.depth != me.depth || t.num_heads != me.num_heads || t.embed_dim != me.embed_dim || t.num_tokens() != me.num_tokens()) {
+            throw ConfigError("stage '" + st.name + "': feature distillation needs a teacher of the student's depth, width, heads and tokens");
         }
     }
 }
+
+}  // namespace
+
+void validate_stage_sources(const TrainConfig & config, const DataShape * shape) {
+    const DeitConfig arch = deit_config(config.model.name);
+    const DataShape guess{arch.num_classes, static_cast<int64_t>(config.data.mean.size()), arch.img_size};
+    for (size_t i = 0; i < config.stages.size(); ++i) {
+        const StageSection & st = config.stages[i];
+        build_stage_model(config, shape ? *shape : guess, i);  // throws for bad patterns or quantizers
+        if (st.init != "scratch" && st.init != "previous") check_stage_source(config, st, st.init, "init checkpoint", shape);
+        if (st.distill.uses_teacher()) check_stage_source(config, st, st.distill.teacher, "teacher", shape);
+    }
+}
+
+void Trainer::validate_stages(const DataShape & shape) const { validate_stage_sources(state_.config, &shape); }
 
 void Trainer::enter_stage(size_t index, bool resuming) {
     const StageSection & st = state_.config.stages.at(index);
@@ -268,12 +377,30 @@ void Trainer::enter_stage(size_t index, bool resuming) {
 }
 
 std::unique_ptr<Trainer> Trainer::resume(const std::string & run_dir, const std::vector<std::string> & overrides,
-                                         std::function<TrainTestData(const TrainConfig &)> load_data) {
-    const std::string path = (fs::path(run_dir) / "checkpoint.pt").string();
-    CheckpointState state = read_checkpoint_state(path);
-    if (!overrides.empty()) state.config = parse_config(state.config.to_toml(), path + " (stored config)", overrides);
-    TrainTestData data = load_data(state.config);
-    return std::unique_ptr<Trainer>(new Trainer(std::move(state), run_dir, std::move(data), true));
+                                         const DataLoaderFn & load_data, bool allow_inexact) {
+    RunLock lock(run_dir);  // first: a run still finishing must not change the checkpoint under us
+    try {
+        const std::string path = (fs::path(run_dir) / "checkpoint.pt").string();
+        CheckpointState state = read_checkpoint_state(path);
+        if (!overrides.empty()) {
+            TrainConfig changed = parse_config(state.config.to_toml(), path + " (stored config)", overrides);
+            if (!allow_inexact && without_resumable_settings(changed).to_toml() != without_resumable_settings(state.config).to_toml()) {
+                std::string list;
+                for (const auto & o : overrides) list += (list.empty() ? "" : ", ") + o;
+                throw ConfigError(run_dir + ": the overrides (" + list + ") change what this run trains (its model, data, "
+                                  "schedule or quantizers), so the resumed run would not be the one that was started. "
+                                  "Start a new run, or pass --allow-inexact-resume to continue anyway "
+                                  "(resuming may change only train.threads, train.log_every, train.eval_batch_size, "
+                                  "data.prefetch and data.root)");
+            }
+            state.config = std::move(changed);
+        }
+        TrainTestData data = load_data(state.config);
+        return std::unique_ptr<Trainer>(new Trainer(std::move(state), run_dir, std::move(lock), std::move(data), true));
+    } catch (...) {
+        lock.abandon();
+        throw;
+    }
 }
 
 std::string Trainer::checkpoint_path() const { return (fs::path(run_dir_) / "checkpoint.pt").string(); }
@@ -296,32 +423,62 @@ EpochMetrics Trainer::train_epoch() {
     const int64_t total_steps = steps_per_epoch * st.epochs;
     const auto warmup_steps = static_cast<int64_t>(std::llround(st.optim.warmup_epochs * steps_per_epoch));
     model_->train();
+    // A resumed part-epoch continues at its next batch, with its running sums.
+    CheckpointState::PartialEpoch part = state_.partial;
+    state_.partial = {};
     BatchLoader loader(data_.train, epoch_order(data_.train.size(), c.train.seed, epoch), c.train.batch_size, true,
-                       pre_, true, mix_seed(c.train.seed, static_cast<uint64_t>(epoch), 1), c.data.prefetch);
+                       pre_, true, mix_seed(c.train.seed, static_cast<uint64_t>(epoch), 1), c.data.prefetch, part.batches);
     Progress progress(epoch + 1, c.total_epochs(), loader.num_batches(), c.train.log_every);
     const auto start = Clock::now();
-    double loss_sum = 0.0;
-    int64_t correct = 0, seen = 0, done = 0;
     double lr = 0.0;
     while (auto batch = loader.next()) {
         lr = scheduled_lr(st.optim, state_.step, warmup_steps, total_steps);
         set_lr(*optimizer_, lr);
         const auto [loss_value, batch_correct] = train_step(*batch);
         const int64_t n = batch->labels.size(0);
-        loss_sum += loss_value * n;
-        correct += batch_correct;
-        seen += n;
-        progress.update(++done, loss_sum / seen, static_cast<double>(correct) / seen, seen);
+        part.loss_sum += loss_value * n;
+        part.correct += batch_correct;
+        part.seen += n;
+        ++part.batches;
+        progress.update(part.batches, part.loss_sum / part.seen, static_cast<double>(part.correct) / part.seen, part.seen);
+        if (interrupted() && part.batches < loader.num_batches()) {
+            part.seconds += seconds_since(start);
+            save_partial(part);
+            return {};
+        }
     }
     EpochMetrics m;
     m.stage = st.name;
-    m.seconds = seconds_since(start);
-    m.images_per_sec = seen / m.seconds;
+    m.seconds = part.seconds + seconds_since(start);
+    m.images_per_sec = part.seen / m.seconds;
     m.epoch = epoch + 1;
     m.lr = lr;
-    m.train_loss = loss_sum / seen;
-    m.train_acc = static_cast<double>(correct) / seen;
+    m.train_loss = part.loss_sum / part.seen;
+    m.train_acc = static_cast<double>(part.correct) / part.seen;
     return m;
+}
+
+void Trainer::save_partial(const CheckpointState::PartialEpoch & partial) {
+    check_weights_finite("before the interrupt");
+    CheckpointState state = state_;
+    state.partial = partial;
+    save_checkpoint(checkpoint_path(), state, *model_, optimizer_.get());
+    std::fprintf(stderr, "\ninterrupted: epoch %lld stopped after batch %lld; checkpoint %s written\ncontinue with: bitvit train --resume %s\n",
+                 static_cast<long long>(state_.epoch + 1), static_cast<long long>(partial.batches), checkpoint_path().c_str(),
+                 run_dir_.c_str());
+}
+
+void Trainer::fail_non_finite(double loss, const Batch & batch) const {
+    const std::string where = " at epoch " + std::to_string(state_.epoch + 1) + " (stage '" + stage().name + "', step " +
+                              std::to_string(state_.step) + ")";
+    const std::string kept = state_.epoch > 0 ? "; the last good checkpoint is " + checkpoint_path() + " (epoch " +
+                                                    std::to_string(state_.epoch) + ")"
+                                              : "; no checkpoint was written yet (the run failed in its first epoch)";
+    if (!torch::isfinite(batch.images).all().item<bool>()) {
+        throw NonFiniteError("the input batch holds NaN or Inf" + where + kept +
+                             ": the data's normalisation (data.mean, data.std) or the images are at fault, not the training");
+    }
+    throw NonFiniteError("loss is " + std::to_string(loss) + where + kept + ". Lower optim.lr or check the data.");
 }
 
 std::pair<double, int64_t> Trainer::train_step(const Batch & batch) {
@@ -334,12 +491,7 @@ std::pair<double, int64_t> Trainer::train_step(const Batch & batch) {
         return ShardResult{value, b.correct};
     };
     const ShardResult result = parallel_->forward_backward(batch.images, batch.labels, shard);
-    if (!std::isfinite(result.loss)) {
-        throw NonFiniteError("loss is " + std::to_string(result.loss) + " at epoch " + std::to_string(state_.epoch + 1) +
-                             " (stage '" + st.name + "', step " + std::to_string(state_.step) +
-                             "); the last good checkpoint is " + checkpoint_path() + " (epoch " +
-                             std::to_string(state_.epoch) + "). Lower optim.lr or check the data.");
-    }
+    if (!std::isfinite(result.loss)) fail_non_finite(result.loss, batch);
     if (st.optim.clip_grad > 0) {
         const double norm = clip_gradients(*model_, st.optim.clip_grad);
         if (!std::isfinite(norm)) {
@@ -357,6 +509,8 @@ std::vector<EpochMetrics> Trainer::fit(int64_t stop_after_epoch) {
     std::vector<EpochMetrics> history;
     const TrainConfig & c = state_.config;
     const std::string metrics_path = (fs::path(run_dir_) / "metrics.jsonl").string();
+    g_interrupt.store(false);
+    const auto previous_handler = std::signal(SIGINT, on_sigint);
     while (state_.epoch < c.total_epochs() && (stop_after_epoch < 0 || state_.epoch < stop_after_epoch)) {
         if (state_.stage_epoch == stage().epochs) {
             // The stage is complete: the next one starts from this model (or its own init).
@@ -368,25 +522,31 @@ std::vector<EpochMetrics> Trainer::fit(int64_t stop_after_epoch) {
                          c.stages.size(), stage().name.c_str(), static_cast<long long>(stage().epochs));
         }
         EpochMetrics m = train_epoch();
+        if (m.epoch == 0) break;  // interrupted: the part-epoch is checkpointed
         check_weights_finite("during epoch " + std::to_string(m.epoch));
-        const EvalResult test = evaluate(model_, data_.test, pre_, c.train.eval_batch_size);
+        last_eval_ = evaluate(model_, data_.test, pre_, c.train.eval_batch_size);
         m.step = state_.step;
-        m.test_loss = test.loss;
-        m.test_acc = test.accuracy;
+        m.test_loss = last_eval_.loss;
+        m.test_acc = last_eval_.accuracy;
         state_.epoch = m.epoch;
         state_.stage_epoch += 1;
-        state_.best_test_acc = std::max(state_.best_test_acc, test.accuracy);
+        state_.best_test_acc = std::max(state_.best_test_acc, last_eval_.accuracy);
+        // The metrics line first, then the checkpoint: a kill between the two leaves a line for an epoch
+        // the checkpoint lacks, which resuming trims and writes again — never a checkpointed epoch
+        // without its line.
+        append_metrics_line(metrics_path, m);
         save_checkpoint(checkpoint_path(), state_, *model_, optimizer_.get());
-        nlohmann::json line = {{"epoch", m.epoch},           {"stage", m.stage},         {"step", m.step},
-                               {"lr", m.lr},                 {"train_loss", m.train_loss}, {"train_acc", m.train_acc},
-                               {"test_loss", m.test_loss},   {"test_acc", m.test_acc},   {"images_per_sec", m.images_per_sec},
-                               {"seconds", m.seconds}};
-        std::ofstream(metrics_path, std::ios::app) << line.dump() << "\n";
         std::fprintf(stderr, "epoch %lld/%lld (%s): train loss %.4f acc %.2f%% | test loss %.4f acc %.2f%% | %.0f img/s, %.1f s\n",
                      static_cast<long long>(m.epoch), static_cast<long long>(c.total_epochs()), m.stage.c_str(),
                      m.train_loss, 100 * m.train_acc, m.test_loss, 100 * m.test_acc, m.images_per_sec, m.seconds);
         history.push_back(m);
+        if (interrupted()) {
+            std::fprintf(stderr, "interrupted after epoch %lld; continue with: bitvit train --resume %s\n",
+                         static_cast<long long>(m.epoch), run_dir_.c_str());
+            break;
+        }
     }
+    std::signal(SIGINT, previous_handler == SIG_ERR ? SIG_DFL : previous_handler);
     return history;
 }
 

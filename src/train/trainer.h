@@ -64,22 +64,48 @@ class RunLock {
     ~RunLock();
     RunLock(RunLock && other) noexcept;
     RunLock & operator=(RunLock && other) noexcept;
+    // For a run that failed to start: releases the lock and removes the directory again if this lock
+    // created it and it holds nothing but the lock file.
+    void abandon();
 
   private:
     int fd_ = -1;
+    std::string dir_;
+    bool created_ = false;
 };
+
+// Set by SIGINT while a Trainer runs fit(): training stops at the next step boundary, writes a
+// checkpoint of the part-epoch, and fit() returns with interrupted() true. A second SIGINT ends the
+// process at once.
+bool interrupted();
+
+using DataLoaderFn = std::function<TrainTestData(const TrainConfig &)>;
+
+// Checks that need no data: every stage's model builds (patterns, quantizers), every init checkpoint
+// and teacher is readable and expects this recipe's normalisation — and, when `shape` is given, was
+// trained on data of that shape. Throws ConfigError naming the stage.
+void validate_stage_sources(const TrainConfig & config, const DataShape * shape);
 
 class Trainer {
   public:
     // A new run writing into run_dir (created; must not already hold a checkpoint).
     Trainer(TrainConfig config, std::string run_dir, TrainTestData data);
-    // Continues the run in run_dir from its checkpoint; `overrides` apply on top of its stored config.
+    // The same, checking first what needs no data — the run directory (locked, not already a run),
+    // every stage's quantizers, init checkpoints and teachers — so a mistake is reported before the
+    // data set is read, and a failed start leaves no directory behind.
+    static std::unique_ptr<Trainer> start(TrainConfig config, const std::string & run_dir, const DataLoaderFn & load_data);
+    // Continues the run in run_dir from its checkpoint (locked before it is read). `overrides` apply
+    // on top of its stored config; those that would change what the run trains (model, data,
+    // schedule, quantizers) are refused unless allow_inexact, since the resumed run would no longer
+    // equal an uninterrupted one.
     static std::unique_ptr<Trainer> resume(const std::string & run_dir, const std::vector<std::string> & overrides,
-                                           std::function<TrainTestData(const TrainConfig &)> load_data);
+                                           const DataLoaderFn & load_data, bool allow_inexact = false);
 
     // Trains until config.train.epochs (or until `stop_after_epoch` epochs are complete, when >= 0),
     // checkpointing after every epoch. Returns the metrics of the epochs it ran.
     std::vector<EpochMetrics> fit(int64_t stop_after_epoch = -1);
+    // The test-set evaluation of the last epoch fit() completed (count 0 if it completed none).
+    const EvalResult & last_eval() const { return last_eval_; }
 
     Deit & model() { return model_; }
     const TrainConfig & config() const { return state_.config; }
@@ -88,9 +114,15 @@ class Trainer {
     const TrainTestData & data() const { return data_; }
 
   private:
-    Trainer(CheckpointState state, std::string run_dir, TrainTestData data, bool resuming);
-    // Checks every stage (quantizer maps, start points, teachers) before any training starts.
-    void validate_stages();
+    Trainer(CheckpointState state, std::string run_dir, RunLock lock, TrainTestData data, bool resuming);
+    void setup(bool resuming);
+    // Checks that need no data: every stage's model builds, init checkpoints and teachers exist and
+    // expect this data's normalisation and shape (when known).
+    void validate_stages(const DataShape & shape) const;
+    // Stops with NonFiniteError on a non-finite loss, saying whether the inputs or the training diverged.
+    [[noreturn]] void fail_non_finite(double loss, const Batch & batch) const;
+    // Writes a checkpoint of the epoch in progress and its running sums (Ctrl-C).
+    void save_partial(const CheckpointState::PartialEpoch & partial);
     // Builds the model, optimiser and teacher of stage `index`; when resuming, loads them from the
     // run's checkpoint, otherwise starts from the stage's init.
     void enter_stage(size_t index, bool resuming);
@@ -110,6 +142,7 @@ class Trainer {
     std::unique_ptr<DataParallel> parallel_;  // replica 0 is model_; more with train.data_parallel
     std::vector<Deit> teachers_;              // one per replica (empty without distillation)
     std::unique_ptr<torch::optim::Optimizer> optimizer_;
+    EvalResult last_eval_;
 };
 
 }  // namespace bitvit
