@@ -9,6 +9,7 @@
 #include <iostream>
 
 #include "runtime/cpu-features.h"
+#include "cli/app.h"
 #include "cli/runtime-commands.h"
 #include "runtime/model.h"
 #include "spec/quantizers.h"
@@ -75,9 +76,9 @@ int run_train(const TrainArgs & a) {
         TrainConfig config = a.recipe.empty() ? parse_config("", "defaults", overrides_of(a)) : load_config_file(a.recipe, overrides_of(a));
         trainer = Trainer::start(config, a.out, [&](const TrainConfig & c) {
             auto data = load_train_test(c);
-            std::fprintf(stderr, "training %s on %s: %lld train / %lld test images, %lld epochs -> %s\n", c.model.name.c_str(),
+            std::fprintf(stderr, "training %s on %s: %lld train / %lld test images, %lld epoch%s -> %s\n", c.model.name.c_str(),
                          c.data.name.c_str(), static_cast<long long>(data.train.size()), static_cast<long long>(data.test.size()),
-                         static_cast<long long>(c.total_epochs()), a.out.c_str());
+                         static_cast<long long>(c.total_epochs()), c.total_epochs() == 1 ? "" : "s", a.out.c_str());
             return data;
         });
     }
@@ -234,20 +235,39 @@ int run_verify(const std::string & checkpoint, const std::string & model_path, c
     return 0;
 }
 
-int run_bench(const ModelBenchOptions & o) {
+// The recipe `bench` uses when none is given: recipes/bnn.toml under the working directory, or in the
+// source tree the executable was built in (build/bitvit -> recipes/).
+std::string default_bench_recipe() {
+    std::vector<fs::path> candidates = {fs::path("recipes") / "bnn.toml"};
+    std::error_code ec;
+    const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+    if (!ec) candidates.push_back(exe.parent_path().parent_path() / "recipes" / "bnn.toml");
+    for (const auto & c : candidates) {
+        if (fs::exists(c)) return c.string();
+    }
+    throw std::invalid_argument("bench needs --recipe FILE (whose last stage's quantizers the runtime model gets) or --packed FILE: "
+                                "the default recipes/bnn.toml is neither under the current directory nor beside the program");
+}
+
+int run_bench(ModelBenchOptions o, const std::string & json_path) {
+    if (o.recipe.empty()) o.recipe = default_bench_recipe();
     const ModelBenchReport r = bench_models(o);
     std::printf("model: %s, method %s\npacked file: %.3f MB, FP32 parameters: %.3f MB (%.1fx smaller)\n", r.model.c_str(),
                 r.method.c_str(), r.packed_bytes / 1e6, r.fp32_bytes / 1e6, static_cast<double>(r.fp32_bytes) / r.packed_bytes);
-    std::printf("%-26s %6s %8s %12s %12s %10s %10s\n", "engine", "batch", "threads", "ms/batch", "images/s", "vs fp32", "vs bf16");
-    for (size_t i = 0; i < r.rows.size(); i += 3) {
-        const auto & fp32 = r.rows[i + 1];
-        const auto & bf16 = r.rows[i + 2];
-        for (size_t j = i; j < i + 3; ++j) {
-            const auto & row = r.rows[j];
-            std::printf("%-26s %6lld %8d %12.3f %12.1f %9.2fx %9.2fx\n", row.engine.c_str(), static_cast<long long>(row.batch),
-                        row.threads, row.ms_per_batch, row.images_per_sec(), fp32.ms_per_batch / row.ms_per_batch,
-                        bf16.ms_per_batch / row.ms_per_batch);
-        }
+    std::printf("%d interleaved rounds; ms/batch is the median round, spread the range of the rounds\n", r.rounds);
+    std::printf("%-26s %6s %8s %12s %8s %12s\n", "engine", "batch", "threads", "ms/batch", "spread", "images/s");
+    for (const auto & row : r.rows) {
+        std::printf("%-26s %6lld %8d %12.3f %7.0f%% %12.1f\n", row.engine.c_str(), static_cast<long long>(row.batch), row.threads,
+                    row.ms, 100 * row.spread(), row.images_per_sec());
+    }
+    for (const auto & q : r.ratios) {
+        std::printf("batch %lld: runtime (%d threads) %.2fx %s (%d threads), rounds %.2f-%.2fx%s\n", static_cast<long long>(q.batch),
+                    q.runtime_threads, q.median, q.versus.c_str(), q.versus_threads, q.min, q.max,
+                    q.noisy ? "  [noisy: the rounds disagree; rerun on a quiet machine]" : "");
+    }
+    if (!json_path.empty()) {
+        write_file_atomic(json_path, bench_report_json(r) + "\n");
+        std::printf("results: %s\n", json_path.c_str());
     }
     return 0;
 }
@@ -264,138 +284,184 @@ int print_quantizers(bool markdown) {
     return 0;
 }
 
-}  // namespace
+// A command's action, with LibTorch's errors reported without their C++ backtrace.
+std::function<int()> action(std::function<int()> fn) {
+    return [fn] {
+        try {
+            return fn();
+        } catch (const c10::Error & e) {
+            throw std::runtime_error(e.what_without_backtrace());
+        }
+    };
+}
 
-int main(int argc, char ** argv) {
-    CLI::App app{"bitvit: binary and ternary Vision Transformers — train, evaluate, inspect"};
-    app.require_subcommand(1);
-
-    TrainArgs t;
+cli::Command add_train(CLI::App & app) {
+    auto t = std::make_shared<TrainArgs>();
     auto * train = app.add_subcommand("train", "Train a model from a recipe; checkpoints every epoch into --out");
-    train->add_option("-r,--recipe", t.recipe, "Recipe file (TOML); without it the built-in defaults are used")
+    train->add_option("-r,--recipe", t->recipe, "Recipe file (TOML); without it the built-in defaults are used (`bitvit config` prints them)")
         ->check(CLI::ExistingFile);
-    train->add_option("-o,--out", t.out, "Run directory: checkpoint.pt, config.toml, metrics.jsonl")->default_val("runs/latest");
-    train->add_option("--resume", t.resume, "Continue the run in this directory from its checkpoint")->check(CLI::ExistingDirectory);
-    train->add_option("--set", t.sets, "Override a recipe setting: section.key=value (repeatable)");
-    train->add_option("--model", t.model, "Architecture name (model.name), see `bitvit info --list`");
-    train->add_option("--data", t.data, "Data set: fashion-mnist, mnist, cifar10, cifar100, imagefolder (data.name)");
-    train->add_option("--data-root", t.data_root, "Data set directory (data.root)");
-    train->add_option("--fp-checkpoint", t.fp_checkpoint,
+    train->add_option("-o,--out", t->out, "Run directory: checkpoint.pt, config.toml, metrics.jsonl")->default_val("runs/latest");
+    train->add_option("--resume", t->resume, "Continue the run in this directory from its checkpoint (Ctrl-C stops a run resumably)")
+        ->check(CLI::ExistingDirectory);
+    train->add_option("--set", t->sets,
+                      "Override a recipe setting: section.key=value, repeatable (e.g. optim.lr=5e-4; train.epoch_scale=0.1 "
+                      "multiplies every stage's epochs and warm-up, for a short run of a long recipe)");
+    train->add_option("--model", t->model, "Architecture name (model.name), see `bitvit info --list`");
+    train->add_option("--data", t->data, "Data set: fashion-mnist, mnist, cifar10, cifar100, imagefolder (data.name)");
+    train->add_option("--data-root", t->data_root, "Data set directory (data.root)");
+    train->add_option("--fp-checkpoint", t->fp_checkpoint,
                       "Full-precision checkpoint that staged recipes start from and distil from (train.fp_checkpoint)");
-    train->add_option("--epochs", t.epochs, "Total epochs of a recipe without stages (train.epochs)");
-    train->add_option("--batch-size", t.batch_size, "Batch size (train.batch_size)");
-    train->add_option("--lr", t.lr, "Peak learning rate (optim.lr)");
-    train->add_option("--train-subset", t.train_subset, "Stratified, seeded training subset of N images; 0 = all");
-    train->add_option("--test-subset", t.test_subset, "Stratified test subset of N images; 0 = all");
-    train->add_option("--seed", t.seed, "Seed for initialisation, data order and augmentation (train.seed)");
-    train->add_option("--threads", t.threads, "LibTorch threads; 0 = all cores (train.threads)");
-    train->add_flag("--allow-inexact-resume", t.allow_inexact_resume,
+    train->add_option("--epochs", t->epochs, "Total epochs of a recipe without stages (train.epochs); 0 = the recipe's");
+    train->add_option("--batch-size", t->batch_size, "Batch size (train.batch_size); 0 = the recipe's");
+    train->add_option("--lr", t->lr, "Peak learning rate (optim.lr); 0 = the recipe's");
+    train->add_option("--train-subset", t->train_subset, "Stratified, seeded training subset of N images; 0 = all, -1 = the recipe's");
+    train->add_option("--test-subset", t->test_subset, "Stratified test subset of N images; 0 = all, -1 = the recipe's");
+    train->add_option("--seed", t->seed, "Seed for initialisation, data order and augmentation (train.seed); -1 = the recipe's");
+    train->add_option("--threads", t->threads, "LibTorch threads (train.threads); 0 = all cores, -1 = the recipe's");
+    train->add_flag("--allow-inexact-resume", t->allow_inexact_resume,
                     "With --resume: accept overrides that change what the run trains (the result then differs from an "
                     "uninterrupted run)");
     train->get_option("--recipe")->excludes(train->get_option("--resume"));
+    return {train, action([t] { return run_train(*t); })};
+}
 
-    std::string ckpt, data_name, data_root, split = "test";
-    int64_t subset = 0, batch = 500;
+cli::Command add_eval(CLI::App & app) {
+    struct Args {
+        std::string checkpoint, data, data_root, split = "test";
+        int64_t subset = 0, batch = 500;
+    };
+    auto a = std::make_shared<Args>();
     auto * eval = app.add_subcommand("eval", "Accuracy and per-class accuracy of a checkpoint on a data set");
-    eval->add_option("checkpoint", ckpt, "Checkpoint file (checkpoint.pt)")->required()->check(CLI::ExistingFile);
-    eval->add_option("--data", data_name, "Data set name (default: the one the model was trained on)");
-    eval->add_option("--data-root", data_root, "Data set directory (default: the training run's)");
-    eval->add_option("--split", split, "test or train")->check(CLI::IsMember({"test", "train"}));
-    eval->add_option("--subset", subset, "Evaluate on a stratified subset of N images; 0 = all");
-    eval->add_option("--batch-size", batch, "Evaluation batch size")->check(CLI::PositiveNumber);
+    eval->add_option("checkpoint", a->checkpoint, "Checkpoint file (a run's checkpoint.pt)")->required();
+    eval->add_option("--data", a->data, "Data set name (default: the one the model was trained on)");
+    eval->add_option("--data-root", a->data_root, "Data set directory (default: the training run's)");
+    eval->add_option("--split", a->split, "test or train")->check(CLI::IsMember({"test", "train"}));
+    eval->add_option("--subset", a->subset, "Evaluate on a stratified subset of N images; 0 = all");
+    eval->add_option("--batch-size", a->batch, "Evaluation batch size")->check(CLI::PositiveNumber);
+    return {eval, action([a] { return run_eval(a->checkpoint, a->data, a->data_root, a->split, a->subset, a->batch); })};
+}
 
-    std::string what;
-    int64_t classes = 0;
-    bool list = false, sites = false;
+cli::Command add_info(CLI::App & app) {
+    struct Args {
+        std::string what;
+        int64_t classes = 0;
+        bool list = false, sites = false;
+    };
+    auto a = std::make_shared<Args>();
     auto * info = app.add_subcommand("info", "Architecture, parameter count and size of a named model or a checkpoint");
-    info->add_option("model", what, "Architecture name or checkpoint file");
-    info->add_option("--classes", classes, "Number of classes for a named architecture");
-    info->add_flag("--list", list, "List the known architecture names");
-    info->add_flag("--sites", sites, "List the model's quantization sites");
+    info->add_option("model", a->what, "Architecture name or checkpoint file (for a packed model: bitvit-rt info)");
+    info->add_option("--classes", a->classes, "Number of classes for a named architecture; 0 = its own");
+    info->add_flag("--list", a->list, "List the known architecture names");
+    info->add_flag("--sites", a->sites, "List the model's quantization sites");
+    return {info, action([a] {
+                if (a->list) {
+                    for (const auto & n : deit_config_names()) std::printf("%s\n", n.c_str());
+                    std::printf("runtime ISA on this CPU: %s\n", runtime::isa_name(runtime::best_supported_isa()));
+                    return 0;
+                }
+                if (a->what.empty()) throw std::invalid_argument("info needs a model name or checkpoint (or --list)");
+                return run_info(a->what, a->classes, a->sites);
+            })};
+}
 
-    std::string ops_target, ops_arch;
-    int64_t ops_stage = -1, ops_classes = 0;
-    bool ops_per_block = false;
+cli::Command add_ops(CLI::App & app) {
+    struct Args {
+        std::string target, arch;
+        int64_t stage = -1, classes = 0;
+        bool per_block = false;
+    };
+    auto a = std::make_shared<Args>();
     auto * ops = app.add_subcommand("ops", "Per-layer precision, MACs, FLOPs, BOPs, OPs = FLOPs + BOPs/64, and packed size");
-    ops->add_option("target", ops_target, "Recipe (.toml), checkpoint, or architecture name")->required();
-    ops->add_option("--model", ops_arch, "Account for this architecture instead of the recipe's (e.g. deit_tiny_patch16_224)");
-    ops->add_option("--stage", ops_stage, "Recipe stage index (default: the last)");
-    ops->add_option("--classes", ops_classes, "Number of classes (default: the architecture's)");
-    ops->add_flag("--per-block", ops_per_block, "One row per block instead of summing over blocks");
+    ops->add_option("target", a->target, "Recipe (.toml), checkpoint, or architecture name")->required();
+    ops->add_option("--model", a->arch, "Account for this architecture instead of the recipe's (e.g. deit_tiny_patch16_224)");
+    ops->add_option("--stage", a->stage, "Recipe stage index; -1 = the last");
+    ops->add_option("--classes", a->classes, "Number of classes; 0 = the architecture's");
+    ops->add_flag("--per-block", a->per_block, "One row per block instead of summing over blocks");
+    return {ops, action([a] { return run_ops(a->target, a->arch, a->stage, a->classes, a->per_block); })};
+}
 
-    std::string ex_ckpt, ex_out, ex_method;
+cli::Command add_export(CLI::App & app) {
+    struct Args {
+        std::string checkpoint, out, method;
+        bool half = false;
+    };
+    auto a = std::make_shared<Args>();
     auto * exp = app.add_subcommand("export", "Pack a checkpoint into a runtime model file (safetensors, docs/format.md)");
-    exp->add_option("checkpoint", ex_ckpt, "Checkpoint file (checkpoint.pt)")->required()->check(CLI::ExistingFile);
-    exp->add_option("-o,--out", ex_out, "Packed model file to write (atomically)")->required();
-    exp->add_option("--method", ex_method, "Method name for the metadata (default: the run directory's name)");
-    bool ex_half = false;
-    exp->add_flag("--half", ex_half,
+    exp->add_option("checkpoint", a->checkpoint, "Checkpoint file (a run's checkpoint.pt)")->required();
+    exp->add_option("-o,--out", a->out, "Packed model file to write (atomically)")->required();
+    exp->add_option("--method", a->method, "Method name for the metadata (default: the run directory's name)");
+    exp->add_flag("--half", a->half,
                   "Store full-precision tensors and weight scales as F16 (format version 2): a smaller file whose "
                   "answers are close to, not bit-identical with, the trained model's (check with bitvit verify)");
+    return {exp, action([a] { return run_export(a->checkpoint, a->out, a->method, a->half); })};
+}
 
-    cli::RunArgs run_args;
-    auto * run = cli::add_run_command(app, run_args);
-    std::string ver_ckpt, ver_model;
-    cli::RuntimeInputs ver_inputs;
+cli::Command add_verify(CLI::App & app) {
+    struct Args {
+        std::string checkpoint, model;
+        cli::RuntimeInputs inputs;
+        int64_t blocks = 0;
+    };
+    auto a = std::make_shared<Args>();
     auto * ver = app.add_subcommand("verify", "Compare a packed model with the checkpoint it came from: agreement, logits, accuracy");
-    ver->add_option("checkpoint", ver_ckpt, "Checkpoint file")->required()->check(CLI::ExistingFile);
-    ver->add_option("model", ver_model, "Packed model file")->required()->check(CLI::ExistingFile);
-    cli::add_runtime_inputs(ver, ver_inputs);
-    int64_t ver_blocks = 0;
-    ver->add_option("--blocks", ver_blocks,
-                    "Also compare each block's output tokens on the first N images (where does the runtime depart?)");
+    ver->add_option("checkpoint", a->checkpoint, "Checkpoint file (a run's checkpoint.pt)")->required();
+    ver->add_option("model", a->model, "Packed model file (from bitvit export)")->required();
+    cli::add_runtime_inputs(ver, a->inputs);
+    ver->add_option("--blocks", a->blocks, "Also compare each block's output tokens on the first N images (where does the runtime depart?)");
+    return {ver, action([a] { return run_verify(a->checkpoint, a->model, cli::runtime_images(a->inputs), a->inputs.threads, a->blocks); })};
+}
 
-    std::string config_recipe;
-    std::vector<std::string> config_sets;
+cli::Command add_bench(CLI::App & app) {
+    auto o = std::make_shared<ModelBenchOptions>();
+    auto json = std::make_shared<std::string>();
+    auto * bench = app.add_subcommand("bench", "Speed of the bit-wise runtime against LibTorch FP32 and BF16 on one architecture, "
+                                               "in interleaved rounds: median, spread and each engine at its best thread count");
+    bench->add_option("--recipe", o->recipe, "Recipe whose last stage's quantizers the runtime model gets (default: recipes/bnn.toml "
+                                             "of the source tree)")->check(CLI::ExistingFile);
+    bench->add_option("--model", o->model, "Architecture (default: the recipe's), e.g. deit_small_patch16_224");
+    bench->add_option("--packed", o->packed, "Time this packed model instead of a random-weight export")->check(CLI::ExistingFile);
+    bench->add_option("--batch", o->batches, "Batch sizes, comma-separated")->delimiter(',');
+    bench->add_option("--threads", o->threads, "Thread counts, comma-separated (0 = all cores)")->delimiter(',');
+    bench->add_option("--min-seconds", o->min_seconds, "Time per engine, thread count and round");
+    bench->add_option("--rounds", o->rounds, "Interleaved rounds per measurement (the median is reported)")->check(CLI::PositiveNumber);
+    bench->add_option("--save-packed", o->save_packed, "Keep the exported random-weight model in this file");
+    bench->add_option("--json", *json, "Also write the results as JSON to this file");
+    bench->add_flag("--half", o->half_storage, "Export with F16 full-precision tensors and scales (bitvit export --half)");
+    return {bench, action([o, json] { return run_bench(*o, *json); })};
+}
+
+cli::Command add_config(CLI::App & app) {
+    struct Args {
+        std::string recipe;
+        std::vector<std::string> sets;
+    };
+    auto a = std::make_shared<Args>();
     auto * config = app.add_subcommand("config", "Print a recipe as training resolves it: bases merged, stages expanded, --set applied");
-    config->add_option("recipe", config_recipe, "Recipe file (TOML)")->required()->check(CLI::ExistingFile);
-    config->add_option("--set", config_sets, "Override a recipe setting: section.key=value (repeatable)");
-
-    bool table_markdown = false;
-    auto * quantizers = app.add_subcommand("quantizers", "The quantizer table: every quantizer, its sites, options and source");
-    quantizers->add_flag("--markdown", table_markdown, "As the Markdown table of docs/quantization.md");
-
-    ModelBenchOptions bo;
-    bo.recipe = "recipes/bnn.toml";
-    auto * bench = app.add_subcommand("bench", "Speed of the bit-wise runtime against LibTorch FP32 and BF16 on one architecture");
-    bench->add_option("--recipe", bo.recipe, "Recipe whose last stage's quantizers the runtime model gets")->check(CLI::ExistingFile);
-    bench->add_option("--model", bo.model, "Architecture (default: the recipe's), e.g. deit_small_patch16_224");
-    bench->add_option("--packed", bo.packed, "Time this packed model instead of a random-weight export")->check(CLI::ExistingFile);
-    bench->add_option("--batch", bo.batches, "Batch sizes")->delimiter(',');
-    bench->add_option("--threads", bo.threads, "Thread counts (0 = all cores)")->delimiter(',');
-    bench->add_option("--min-seconds", bo.min_seconds, "Minimum time per measurement");
-    bench->add_option("--save-packed", bo.save_packed, "Keep the exported random-weight model in this file");
-    bench->add_flag("--half", bo.half_storage, "Export with F16 full-precision tensors and scales (bitvit export --half)");
-
-    CLI11_PARSE(app, argc, argv);
-    try {
-        if (*train) return run_train(t);
-        if (*eval) return run_eval(ckpt, data_name, data_root, split, subset, batch);
-        if (*ops) return run_ops(ops_target, ops_arch, ops_stage, ops_classes, ops_per_block);
-        if (*bench) return run_bench(bo);
-        if (*exp) return run_export(ex_ckpt, ex_out, ex_method, ex_half);
-        if (*run) return cli::run_command(run_args);
-        if (*config) {
-            std::printf("%s", load_config_file(config_recipe, config_sets).to_toml().c_str());
-            return 0;
-        }
-        if (*quantizers) return print_quantizers(table_markdown);
-        if (*ver) return run_verify(ver_ckpt, ver_model, cli::runtime_images(ver_inputs), ver_inputs.threads, ver_blocks);
-        if (*info) {
-            if (list) {
-                for (const auto & n : deit_config_names()) std::printf("%s\n", n.c_str());
-                std::printf("runtime ISA on this CPU: %s\n", runtime::isa_name(runtime::best_supported_isa()));
+    config->add_option("recipe", a->recipe, "Recipe file (TOML)")->required()->check(CLI::ExistingFile);
+    config->add_option("--set", a->sets, "Override a recipe setting: section.key=value (repeatable)");
+    return {config, action([a] {
+                std::printf("%s", load_config_file(a->recipe, a->sets).to_toml().c_str());
                 return 0;
-            }
-            if (what.empty()) throw std::invalid_argument("info needs a model name or checkpoint (or --list)");
-            return run_info(what, classes, sites);
-        }
-    } catch (const c10::Error & e) {
-        std::fprintf(stderr, "bitvit: error: %s\n", e.what_without_backtrace());
-        return 1;
-    } catch (const std::exception & e) {
-        std::fprintf(stderr, "bitvit: error: %s\n", e.what());
-        return 1;
-    }
-    return 0;
+            })};
+}
+
+cli::Command add_quantizers(CLI::App & app) {
+    auto markdown = std::make_shared<bool>(false);
+    auto * q = app.add_subcommand("quantizers", "The quantizer table: every quantizer, its sites, options and source");
+    q->add_flag("--markdown", *markdown, "As the Markdown table of docs/quantization.md");
+    return {q, action([markdown] { return print_quantizers(*markdown); })};
+}
+
+}  // namespace
+
+int main(int argc, char ** argv) {
+    CLI::App app{"bitvit: binary and ternary Vision Transformers — train, evaluate, export, run, measure"};
+    cli::configure(app);
+    auto run_args = std::make_shared<cli::RunArgs>();
+    const std::vector<cli::Command> commands = {
+        add_train(app),  add_eval(app),   add_info(app),   add_ops(app),       add_export(app),
+        {cli::add_run_command(app, *run_args), [run_args] { return cli::run_command(*run_args); }},
+        add_verify(app), add_bench(app),  add_config(app), add_quantizers(app),
+    };
+    return cli::run_app(app, commands, argc, argv, "bitvit");
 }

@@ -16,7 +16,8 @@ namespace bitvit::cli {
 void add_runtime_inputs(CLI::App * cmd, RuntimeInputs & in) {
     cmd->add_option("--input", in.idx, "IDX image file (gzip or plain); default: the --data set")->check(CLI::ExistingFile);
     cmd->add_option("--labels", in.labels, "IDX label file for --input")->check(CLI::ExistingFile);
-    cmd->add_option("--data", in.data, "Data set when no --input is given (fashion-mnist, mnist, ...)");
+    cmd->add_option("--data", in.data, "Data set when no --input is given: fashion-mnist, mnist, cifar10, cifar100, imagefolder");
+    cmd->add_option("--data-root", in.data_root, "Directory of the --data set (fashion-mnist has a default)");
     cmd->add_option("--split", in.split, "test or train")->check(CLI::IsMember({"test", "train"}));
     cmd->add_option("--subset", in.subset, "Stratified subset of N images; 0 = all");
     cmd->add_option("--threads", in.threads, "Runtime threads; 0 = all cores");
@@ -28,7 +29,7 @@ data::ImageDataset runtime_images(const RuntimeInputs & in) {
         if (in.labels.empty()) throw std::invalid_argument("an IDX image file needs --labels (its IDX label file)");
         images = data::read_idx(in.idx, in.labels);
     } else {
-        images = data::load_dataset(data::DatasetSpec{in.data, "", 0, 1}, in.split == "train" ? data::Split::train : data::Split::test);
+        images = data::load_dataset(data::DatasetSpec{in.data, in.data_root, 0, 1}, in.split == "train" ? data::Split::train : data::Split::test);
     }
     if (in.subset > 0) images = data::select(images, data::stratified_subset(images.labels, images.num_classes(), in.subset, 0));
     return images;
@@ -46,7 +47,7 @@ void check_image_shape(const runtime::PackedModel & model, const data::ImageData
 CLI::App * add_run_command(CLI::App & app, RunArgs & args) {
     auto * run = app.add_subcommand("run", "Run a packed model in the bit-wise runtime: predictions (of image files, or of a "
                                            "labelled data set with its accuracy) and speed");
-    run->add_option("model", args.model, "Packed model file")->required()->check(CLI::ExistingFile);
+    run->add_option("model", args.model, "Packed model file (from bitvit export)")->required();
     run->add_option("images", args.image_files,
                     "Image files (PNG, JPEG, BMP, GIF, TGA, PNM) to classify, each converted to the model's channels "
                     "and resized to its input; without them, the labelled --input or --data images")

@@ -16,11 +16,11 @@ namespace bitvit::cli {
 // The labelled images a runtime command reads: an IDX image file with its label file, or a named
 // data set's split, and the threads it runs on.
 struct RuntimeInputs {
-    std::string idx, labels, data = "fashion-mnist", split = "test";
+    std::string idx, labels, data = "fashion-mnist", data_root, split = "test";
     int64_t subset = 0;  // a stratified subset of N images; 0 = all
     int threads = 0;     // 0 = all cores
 };
-// Registers --input, --labels, --data, --split, --subset and --threads on a command.
+// Registers --input, --labels, --data, --data-root, --split, --subset and --threads on a command.
 void add_runtime_inputs(CLI::App * cmd, RuntimeInputs & in);
 data::ImageDataset runtime_images(const RuntimeInputs & in);
 

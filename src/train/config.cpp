@@ -15,6 +15,10 @@ static TrainConfig parse_config_table(toml::table root, const std::string & orig
 
 namespace {
 
+// The "section.key" names that --set overrides gave, while a config is being parsed (messages name
+// --set as the source of a bad key).
+thread_local const std::set<std::string> * g_overridden = nullptr;
+
 // Reads the keys of one [section], remembering which it consumed so that unknown keys (typos) fail.
 class SectionReader {
   public:
@@ -90,11 +94,21 @@ class SectionReader {
         }
     }
 
-    // Throws if the section holds keys that no read() asked for.
+    // Throws if the section holds keys that no read() asked for, naming where the key came from (the
+    // recipe or a --set) and the known keys nearest to it.
     void finish() const {
         if (table_ == nullptr) return;
         for (const auto & [key, node] : *table_) {
-            if (!consumed_.count(std::string(key.str()))) fail(std::string(key.str()), "is not a known setting");
+            const std::string k(key.str());
+            if (consumed_.count(k)) continue;
+            std::string near;
+            for (const auto & known : consumed_) {
+                if (edit_distance(k, known) <= std::max<size_t>(2, k.size() / 3)) near += (near.empty() ? "" : ", ") + section_ + "." + known;
+            }
+            const std::string hint = near.empty() ? " (known: " + known_list() + ")" : " (did you mean " + near + "?)";
+            const std::string full = section_ + "." + k;
+            if (g_overridden && g_overridden->count(full)) throw ConfigError("--set " + full + ": not a known setting" + hint);
+            fail(k, "is not a known setting" + hint);
         }
     }
 
@@ -108,6 +122,26 @@ class SectionReader {
     }
 
   private:
+    std::string known_list() const {
+        std::string out;
+        for (const auto & k : consumed_) out += (out.empty() ? "" : ", ") + k;
+        return out;
+    }
+    static size_t edit_distance(const std::string & a, const std::string & b) {
+        std::vector<size_t> row(b.size() + 1);
+        for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+        for (size_t i = 1; i <= a.size(); ++i) {
+            size_t diagonal = row[0];
+            row[0] = i;
+            for (size_t j = 1; j <= b.size(); ++j) {
+                const size_t up = row[j];
+                row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
+                diagonal = up;
+            }
+        }
+        return row[b.size()];
+    }
+
     const toml::node * find(const char * key) {
         consumed_.insert(key);
         return table_ == nullptr ? nullptr : table_->get(key);
@@ -479,7 +513,15 @@ void read_stages(const toml::table & root, const std::string & origin, TrainConf
 }  // namespace
 
 static TrainConfig parse_config_table(toml::table root, const std::string & origin, const std::vector<std::string> & overrides) {
-    for (const auto & o : overrides) apply_override(root, o);
+    std::set<std::string> overridden;
+    for (const auto & o : overrides) {
+        apply_override(root, o);
+        overridden.insert(o.substr(0, o.find('=')));
+    }
+    struct Scope {
+        explicit Scope(const std::set<std::string> * s) { g_overridden = s; }
+        ~Scope() { g_overridden = nullptr; }
+    } scope(&overridden);
     check_known_sections(root, origin);
     TrainConfig c;
     read_model_section(root, origin, c.model);

@@ -34,8 +34,9 @@ void Progress::update(int64_t done, double loss, double acc, int64_t images) {
                      rate, format_duration(eta).c_str());
         if (last) std::fprintf(stderr, "\n");
     } else {
-        std::fprintf(stderr, "epoch %lld/%lld step %lld/%lld loss %.4f acc %.2f%% %.0f img/s ETA %s\n", e, es, d, t, loss,
-                     100 * acc, rate, format_duration(eta).c_str());
+        // The epoch's last line has no ETA: the epoch summary follows it.
+        std::fprintf(stderr, "epoch %lld/%lld step %lld/%lld loss %.4f acc %.2f%% %.0f img/s%s%s\n", e, es, d, t, loss, 100 * acc, rate,
+                     last ? "" : " ETA ", last ? "" : format_duration(eta).c_str());
     }
     std::fflush(stderr);
 }

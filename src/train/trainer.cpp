@@ -518,8 +518,8 @@ std::vector<EpochMetrics> Trainer::fit(int64_t stop_after_epoch) {
             state_.stage_epoch = 0;
             state_.step = 0;
             enter_stage(static_cast<size_t>(state_.stage), false);
-            std::fprintf(stderr, "stage %lld/%zu: %s (%lld epochs)\n", static_cast<long long>(state_.stage + 1),
-                         c.stages.size(), stage().name.c_str(), static_cast<long long>(stage().epochs));
+            std::fprintf(stderr, "stage %lld/%zu: %s (%lld epoch%s)\n", static_cast<long long>(state_.stage + 1),
+                         c.stages.size(), stage().name.c_str(), static_cast<long long>(stage().epochs), stage().epochs == 1 ? "" : "s");
         }
         EpochMetrics m = train_epoch();
         if (m.epoch == 0) break;  // interrupted: the part-epoch is checkpointed
