@@ -201,8 +201,16 @@ std::string method_of(const std::string & checkpoint) {
     return dir.empty() ? "unknown" : dir;
 }
 
-int run_export(const std::string & checkpoint, const std::string & out, std::string method, bool half_storage) {
+int run_export(const std::string & checkpoint, const std::string & out, std::string method, bool half_storage, bool weights_only) {
     LoadedModel loaded = load_model(checkpoint);
+    if (weights_only) {
+        // A checkpoint without the optimiser's state: what a teacher or a stage's init needs, a third
+        // of the size; it cannot be resumed.
+        save_checkpoint(out, loaded.state, *loaded.model, nullptr);
+        std::printf("wrote %s: %s's model weights and config (epoch %lld), without optimiser state\n", out.c_str(),
+                    checkpoint.c_str(), static_cast<long long>(loaded.state.epoch));
+        return 0;
+    }
     if (method.empty()) method = method_of(checkpoint);
     const DataSection & d = loaded.state.config.data;
     const ExportSummary s = export_packed(loaded.model, ExportOptions{method, d.mean, d.std, half_storage, loaded.state.class_names}, out);
@@ -383,7 +391,7 @@ cli::Command add_ops(CLI::App & app) {
 cli::Command add_export(CLI::App & app) {
     struct Args {
         std::string checkpoint, out, method;
-        bool half = false;
+        bool half = false, weights_only = false;
     };
     auto a = std::make_shared<Args>();
     auto * exp = app.add_subcommand("export", "Pack a checkpoint into a runtime model file (safetensors, docs/format.md)");
@@ -393,7 +401,11 @@ cli::Command add_export(CLI::App & app) {
     exp->add_flag("--half", a->half,
                   "Store full-precision tensors and weight scales as F16 (format version 2): a smaller file whose "
                   "answers are close to, not bit-identical with, the trained model's (check with bitvit verify)");
-    return {exp, action([a] { return run_export(a->checkpoint, a->out, a->method, a->half); })};
+    exp->add_flag("--weights-only", a->weights_only,
+                  "Write a checkpoint of the model's weights and config instead of a packed model (no optimiser state: "
+                  "for teachers and stage inits, not for --resume)");
+    exp->get_option("--half")->excludes(exp->get_option("--weights-only"));
+    return {exp, action([a] { return run_export(a->checkpoint, a->out, a->method, a->half, a->weights_only); })};
 }
 
 cli::Command add_verify(CLI::App & app) {

@@ -66,6 +66,8 @@ void open_archive(torch::serialize::InputArchive & archive, const std::string & 
     } catch (const c10::Error & e) {
         throw CheckpointError(path + ": unreadable checkpoint (truncated or not a LibTorch archive): " +
                               std::string(e.what_without_backtrace()));
+    } catch (const std::exception & e) {  // LibTorch's unpickler also throws plain std exceptions on bad input
+        throw CheckpointError(path + ": unreadable checkpoint (its pickle is corrupt): " + std::string(e.what()));
     }
 }
 
