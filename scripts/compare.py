@@ -23,7 +23,10 @@ import os
 import re
 import subprocess
 import sys
-import tomllib
+
+if sys.version_info < (3, 11):
+    sys.exit("compare.py needs Python 3.11 or newer (for tomllib); Debian 12's python3 is 3.11")
+import tomllib  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BITVIT = os.path.join(ROOT, "build", "bitvit")

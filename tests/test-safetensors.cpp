@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "format/pickle-check.h"
 #include "format/safetensors.h"
 
 namespace fs = std::filesystem;
@@ -196,4 +197,29 @@ TEST(Safetensors, DeepNestingAndHugeNamesGiveShortErrors) {
     const std::string message = error_of(raw_file(header, 8));
     EXPECT_NE(message.find("10485760 bytes"), std::string::npos) << message.substr(0, 200);
     EXPECT_LT(message.size(), 300u);
+}
+
+// Pickles are checked before any unpickler sees them: only the opcodes and globals a tensor archive
+// uses, every length inside the bytes, bounded memo indices.
+TEST(Pickle, OnlyTensorArchivePicklesPass) {
+    const PickleAllowList & allowed = libtorch_archive_globals();
+    auto error = [&](const std::string & p) {
+        try {
+            check_pickle(p, "t.pkl", allowed);
+        } catch (const FormatError & e) {
+            return std::string(e.what());
+        }
+        return std::string("(accepted)");
+    };
+    // {'a': 1} and a tensor rebuild, as protocol 2 writes them (literals with NULs: sized strings).
+    auto bytes = [](const auto & literal) { return std::string(literal, sizeof literal - 1); };
+    EXPECT_EQ(error(bytes("\x80\x02}q\x00X\x01\x00\x00\x00" "aK\x01s.")), "(accepted)");
+    EXPECT_EQ(error(bytes("\x80\x02" "ctorch._utils\n_rebuild_tensor_v2\nq\x00)R.")), "(accepted)");
+    EXPECT_NE(error(bytes("\x80\x02" "cos\nsystem\nq\x00X\x02\x00\x00\x00" "lsR.")).find("names 'os system'"), std::string::npos);
+    EXPECT_NE(error("\x80\x02" "cbuiltins\neval\n.").find("builtins eval"), std::string::npos);
+    EXPECT_NE(error(std::string("\x80\x02r\xff\xff\xff\x7f.", 8)).find("memo index"), std::string::npos);
+    EXPECT_NE(error(std::string("\x80\x02X\xff\xff\x00\x00ab.", 10)).find("runs past the end"), std::string::npos);
+    EXPECT_NE(error("\x80\x02}").find("no STOP"), std::string::npos);
+    EXPECT_NE(error("\x80\x02i.").find("opcode 0x69"), std::string::npos);  // INST: calls a class
+    EXPECT_NE(error("\x80\x02}..").find("after STOP"), std::string::npos);
 }

@@ -12,6 +12,8 @@
 #include <nlohmann/json.hpp>
 
 #include "checkpoint-edit.h"
+#include "format/safetensors.h"
+#include "train/archive-check.h"
 #include "train/optimizer.h"
 #include "train/quant/quantizers.h"
 #include "train/trainer.h"
@@ -489,5 +491,18 @@ TEST(Trainer, FailedStartsAndFirstEpochNaNsSayWhatHappened) {
     } catch (const NonFiniteError & e) {
         EXPECT_NE(std::string(e.what()).find("input batch holds NaN"), std::string::npos) << e.what();
         EXPECT_NE(std::string(e.what()).find("no checkpoint was written yet"), std::string::npos) << e.what();
+    }
+}
+
+// The module sources of a LibTorch archive are compiled by TorchScript's parser on load: only the
+// declarations LibTorch writes for plain modules pass.
+TEST(Checkpoint, ModuleSourcesOtherThanDeclarationsAreRefused) {
+    const std::string ok = "class Module(Module):\n  __parameters__ = [\"weight\", \"bias\", ]\n  __buffers__ = []\n"
+                           "  weight : Tensor\n  step : int\n  __annotations__[\"shape/in_chans\"] = int\n"
+                           "  model : __torch__.___torch_mangle_3.Module\n  betas : Tuple[float, float]\n";
+    EXPECT_NO_THROW(check_module_source(ok, "ok.py"));
+    for (const char * bad : {"class Module(Module):\n  def forward(self, x):\n    return x\n", "import os\n",
+                             "class Module(Module):\n  w : Tensor = torch.zeros(1)\n", "class Module(Module):\n  x : List[List[List[int]]]\n"}) {
+        EXPECT_THROW(check_module_source(bad, "bad.py"), format::FormatError) << bad;
     }
 }

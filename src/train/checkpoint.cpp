@@ -10,6 +10,8 @@
 
 #include "format/atomic-file.h"
 #include "format/file-kind.h"
+#include "format/safetensors.h"
+#include "archive-check.h"
 #include "quant/quantizers.h"
 
 namespace bitvit {
@@ -61,6 +63,13 @@ void open_archive(torch::serialize::InputArchive & archive, const std::string & 
         throw CheckpointError(path + " is a run directory: its checkpoint is " + (fs::path(path) / "checkpoint.pt").string());
     }
     if (kind != format::FileKind::zip_archive) throw CheckpointError(format::wrong_kind_message(path, kind, "a bitvit checkpoint"));
+    try {
+        check_libtorch_archive(path);  // the zip directory, pickles and module sources, before LibTorch reads them
+    } catch (const format::FormatError & e) {
+        throw CheckpointError(e.what());
+    } catch (const c10::Error & e) {
+        throw CheckpointError(path + ": unreadable checkpoint (not a LibTorch archive): " + std::string(e.what_without_backtrace()));
+    }
     try {
         archive.load_from(path);
     } catch (const c10::Error & e) {
