@@ -13,6 +13,7 @@
 
 #include "checkpoint-edit.h"
 #include "format/safetensors.h"
+#include "format/sha256.h"
 #include "train/archive-check.h"
 #include "train/optimizer.h"
 #include "train/quant/quantizers.h"
@@ -505,4 +506,39 @@ TEST(Checkpoint, ModuleSourcesOtherThanDeclarationsAreRefused) {
                              "class Module(Module):\n  w : Tensor = torch.zeros(1)\n", "class Module(Module):\n  x : List[List[List[int]]]\n"}) {
         EXPECT_THROW(check_module_source(bad, "bad.py"), format::FormatError) << bad;
     }
+}
+
+// The shipped teacher (teachers/README.md) is the file its digest names, loads through the checked
+// loader, and still scores what the README says: a changed file, or a loader or evaluation that reads
+// it differently, fails here rather than in a user's distillation run.
+TEST(ShippedTeacher, MatchesItsDigestAndItsRecordedAccuracy) {
+    const fs::path dir = fs::path(BITVIT_SOURCE_DIR) / "teachers";
+    const fs::path file = dir / "deit_micro_patch4_28-fp.pt";
+    std::ifstream readme(dir / "README.md");
+    std::string line, digest;
+    while (std::getline(readme, line) && digest.empty()) {
+        if (line.rfind("| `deit_micro_patch4_28-fp.pt`", 0) == 0) {  // its row of the table
+            const auto end = line.rfind('`'), begin = line.rfind('`', end - 1);
+            digest = line.substr(begin + 1, end - begin - 1);
+        }
+    }
+    ASSERT_EQ(digest.size(), 64u) << "no sha256 for the teacher in " << (dir / "README.md");
+    std::ifstream in(file, std::ios::binary);
+    ASSERT_TRUE(in) << file;
+    format::Sha256 sha;
+    std::vector<char> chunk(1 << 16);
+    while (in.read(chunk.data(), chunk.size()) || in.gcount() > 0) sha.update(chunk.data(), in.gcount());
+    EXPECT_EQ(sha.hex(), digest) << file;
+
+    LoadedModel loaded = load_model(file.string());
+    EXPECT_EQ(loaded.model->config().name, "deit_micro_patch4_28");
+    BITVIT_REQUIRE_FASHION_MNIST();
+    const TrainConfig & c = loaded.state.config;
+    data::DatasetSpec spec{c.data.name, c.data.root, loaded.state.shape.img_size, loaded.state.shape.in_chans};
+    const auto images = data::load_dataset(spec, data::Split::test);
+    const EvalResult r = evaluate(loaded.model, images, make_preprocess(c.data), 500);
+    ASSERT_EQ(r.count, 10000);
+    // 9,232 correct when recorded; float summation order (thread count, BLAS kernel) may move an image
+    // that sits on a decision boundary, never more than a handful.
+    EXPECT_NEAR(r.accuracy * r.count, 9232.0, 5.0);
 }

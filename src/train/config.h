@@ -72,7 +72,7 @@ struct TrainSection {
     // quick profiles of long recipes.
     double epoch_scale = 1.0;
     // The full-precision checkpoint that stage inits and teachers name as "fp" (CLI --fp-checkpoint).
-    std::string fp_checkpoint = "runs/fp/checkpoint.pt";
+    std::string fp_checkpoint = "teachers/deit_micro_patch4_28-fp.pt";  // the shipped teacher (teachers/README.md)
 };
 
 // One quantizer placed at the sites a pattern names. A pattern is either a block-local site
