@@ -30,7 +30,7 @@ done
 [ $quick -eq 1 ] && train_args+=(--train-subset 6000 --set train.epoch_scale=0.1)
 
 bash scripts/install-deps.sh
-echo "== building bitvit and bitvit-rt (about 6 minutes on 2 cores; log in build/build.log)"
+echo "== building bitvit and bitvit-rt (about 5 minutes on 2 cores; log in build/build.log)"
 bash scripts/build.sh --quiet --target bitvit bitvit-rt
 RUN_DIR="${RUN_DIR:-runs/main}"
 BITVIT=./build/bitvit

@@ -99,51 +99,75 @@ def train_section(command, data):
 MODEL_RUNS = [("deit_micro_patch4_28", "1,64"), ("deit_tiny_patch16_224", "1,16"), ("deit_small_patch16_224", "1,16")]
 
 
-BENCH_ROW = re.compile(r"(runtime \(\S+\)|libtorch fp32|libtorch bf16)\s+(\d+)\s+(\d+)\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)x\s+([0-9.]+)x")
-
-
 def bench(args):
-    """Runs `bitvit bench` with these arguments: (command as run from ROOT, its rows as (engine, batch,
-    threads, ms, images/s, vs FP32, vs BF16), (file MB, FP32 MB, ratio))."""
+    """Runs `bitvit bench` with these arguments and returns (command as run from ROOT, its JSON report:
+    rows per engine, batch and thread count; ratios per batch, each engine at its best thread count)."""
+    out_json = os.path.join(ROOT, "build", "record-bench.json")
     cmd = [os.path.join(ROOT, "build", "bitvit"), "bench"] + args
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT).stdout
-    size = re.search(r"packed file: ([0-9.]+) MB, FP32 parameters: ([0-9.]+) MB \(([0-9.]+)x smaller\)", out)
-    rows = [(m[1], int(m[2]), int(m[3]), float(m[4]), float(m[5]), m[6], m[7])
-            for m in (BENCH_ROW.match(line) for line in out.splitlines()) if m]
-    return " ".join(["build/bitvit"] + cmd[1:]), rows, (size[1], size[2], size[3])
+    subprocess.run(cmd + ["--json", out_json], check=True, capture_output=True, text=True, cwd=ROOT)
+    report = json.load(open(out_json))
+    os.remove(out_json)
+    return " ".join(["build/bitvit"] + cmd[1:]), report
+
+
+def best(report, batch):
+    """The ratios at one batch size, and the rows they compare (each engine at its best thread count)."""
+    ratios = {q["versus"]: q for q in report["ratios"] if q["batch"] == batch}
+    def row(engine, threads):
+        return next(r for r in report["rows"] if r["batch"] == batch and r["threads"] == threads and r["engine"].startswith(engine))
+    fp32, bf16 = ratios["libtorch fp32"], ratios["libtorch bf16"]
+    return (row("runtime", fp32["runtime_threads"]), row("libtorch fp32", fp32["versus_threads"]),
+            row("libtorch bf16", bf16["versus_threads"]), fp32, bf16)
+
+
+def ms_cell(row):
+    return f"{row['ms']:.2f} ({row['threads']} thr; {row['ms_min']:.2f}–{row['ms_max']:.2f})"
+
+
+def ratio_cell(q):
+    return f"{q['median']:.1f}× ({q['min']:.1f}–{q['max']:.1f}{', noisy' if q['noisy'] else ''})"
+
+
+def size_cell(report):
+    mb = lambda b: f"{b / 1e6:.2f}"
+    return f"{mb(report['packed_bytes'])} / {mb(report['fp32_bytes'])} MB ({report['fp32_bytes'] / report['packed_bytes']:.1f}×)"
+
+
+RATIO_NOTE = ("Each engine is timed in interleaved rounds (`--rounds`, default 5) and compared at its best thread "
+              "count; a time is the median of its rounds with the fastest and slowest round in brackets, a ratio the "
+              "median of the per-round ratios with their range, flagged noisy when the rounds disagree by more than "
+              "the engines' own spread explains.")
 
 
 def models_section():
-    """Runs `bitvit bench` per architecture and tabulates its rows (the CLI prints the ratios)."""
+    """Runs `bitvit bench` per architecture and tabulates runtime vs LibTorch at each batch size."""
     commands, rows = [], []
     for model, batches in MODEL_RUNS:
-        command, bench_rows, size = bench(["--recipe", "recipes/bivit-w1a1.toml", "--model", model, "--batch", batches,
-                                           "--threads", "1,0", "--min-seconds", "2"])
+        command, report = bench(["--recipe", "recipes/bivit-w1a1.toml", "--model", model, "--batch", batches,
+                                 "--threads", "1,0"])
         commands.append(command)
-        for engine, batch, threads, ms, ips, vs_fp32, vs_bf16 in bench_rows:
-            rows.append(f"| {model} | {engine} | {batch} | {threads} | {ms:.2f} | {ips:.1f} | "
-                        f"{vs_fp32}× | {vs_bf16}× | {size[0]} / {size[1]} MB ({size[2]}×) |")
-    lines = [provenance(commands[0] + " (and --model " + ", ".join(m for m, _ in MODEL_RUNS[1:]) + ")"), "",
-             "| model | engine | batch | threads | ms/batch | images/s | vs FP32 | vs BF16 | file / FP32 size |",
-             "|---|---|---|---|---|---|---|---|---|"] + rows
+        for batch in map(int, batches.split(",")):
+            runtime, fp32, bf16, vs_fp32, vs_bf16 = best(report, batch)
+            rows.append(f"| {model} | {batch} | {runtime['engine']} {ms_cell(runtime)} | {ms_cell(fp32)} | {ms_cell(bf16)} | "
+                        f"{ratio_cell(vs_fp32)} | {ratio_cell(vs_bf16)} | {runtime['images_per_sec']:.1f} | {size_cell(report)} |")
+    lines = [provenance(commands[0] + " (and --model " + ", ".join(m for m, _ in MODEL_RUNS[1:]) + ")"), "", RATIO_NOTE, "",
+             "| model | batch | runtime ms/batch | LibTorch FP32 ms | LibTorch BF16 ms | runtime vs FP32 | runtime vs BF16 | "
+             "runtime images/s | file / FP32 size |", "|---|---|---|---|---|---|---|---|---|"] + rows
     return "\n".join(lines)
 
 
 def recipes_section(model="deit_small_patch16_224"):
-    """Every shipped recipe's deployed form on one architecture, batch 1: the runtime on one thread and
-    on all cores against LibTorch FP32 and BF16 each at its best thread count, all in one bench run."""
+    """Every shipped recipe's deployed form on one architecture, batch 1, each engine at its best thread count."""
     recipes = sorted(f[:-5] for f in os.listdir(os.path.join(ROOT, "recipes")) if f.endswith(".toml") and f != "fp.toml")
     lines = [provenance(f"build/bitvit bench --recipe recipes/<recipe>.toml --model {model} --batch 1 --threads 1,0 "
-                        "--min-seconds 2 (each recipe)"), "",
-             "| recipe | runtime ms, 1 thread | runtime ms, all cores | LibTorch FP32 ms (best) | LibTorch BF16 ms (best) | "
-             "runtime vs FP32 | runtime vs BF16 | file / FP32 size |", "|---|---|---|---|---|---|---|---|"]
+                        "(each recipe)"), "", RATIO_NOTE, "",
+             "| recipe | runtime ms | LibTorch FP32 ms | LibTorch BF16 ms | runtime vs FP32 | runtime vs BF16 | "
+             "file / FP32 size |", "|---|---|---|---|---|---|---|"]
     for recipe in recipes:
-        _, rows, size = bench(["--recipe", f"recipes/{recipe}.toml", "--model", model, "--batch", "1", "--threads", "1,0",
-                               "--min-seconds", "2"])
-        ms = lambda engine: [r[3] for r in rows if r[0].startswith(engine)]
-        runtime, fp32, bf16 = ms("runtime"), min(ms("libtorch fp32")), min(ms("libtorch bf16"))
-        lines.append(f"| {recipe} | {runtime[0]:.1f} | {runtime[1]:.1f} | {fp32:.1f} | {bf16:.1f} | {fp32 / min(runtime):.1f}× | "
-                     f"{bf16 / min(runtime):.1f}× | {size[0]} / {size[1]} MB ({size[2]}×) |")
+        _, report = bench(["--recipe", f"recipes/{recipe}.toml", "--model", model, "--batch", "1", "--threads", "1,0"])
+        runtime, fp32, bf16, vs_fp32, vs_bf16 = best(report, 1)
+        lines.append(f"| {recipe} | {ms_cell(runtime)} | {ms_cell(fp32)} | {ms_cell(bf16)} | {ratio_cell(vs_fp32)} | "
+                     f"{ratio_cell(vs_bf16)} | {size_cell(report)} |")
     return "\n".join(lines)
 
 
