@@ -9,7 +9,6 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <functional>
 #include <fstream>
 #include <random>
 #include <sstream>
@@ -76,15 +75,6 @@ void check_ranges(const TrainConfig & c) {
     }
 }
 
-bool try_parse(const std::function<TrainConfig()> & parse) {
-    try {
-        check_ranges(parse());
-        return true;
-    } catch (const ConfigError &) {
-        return false;
-    }
-}
-
 }  // namespace
 
 int main(int argc, char ** argv) {
@@ -109,8 +99,8 @@ int main(int argc, char ** argv) {
             // As a file (its base resolved, sometimes a mutated or looping one), and as text.
             std::ofstream(dir / "base" / "quantized.toml") << (rng() % 8 == 0 ? "base = \"quantized.toml\"\n" : mutate(base, rng));
             std::ofstream(dir / "r.toml") << text;
-            parsed += try_parse([&] { return load_config_file((dir / "r.toml").string(), sets); });
-            if (text.find("base") == std::string::npos) parsed += try_parse([&] { return parse_config(text, "fuzz", sets); });
+            parsed += fuzz::accepted<ConfigError>([&] { check_ranges(load_config_file((dir / "r.toml").string(), sets)); });
+            if (text.find("base") == std::string::npos) parsed += fuzz::accepted<ConfigError>([&] { check_ranges(parse_config(text, "fuzz", sets)); });
         }
     }
     fs::remove_all(dir);

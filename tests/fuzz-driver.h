@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 
 namespace bitvit::fuzz {
@@ -18,6 +19,18 @@ inline DriverArgs parse_driver_args(int argc, char ** argv) {
         if (std::string(argv[i]) == "--seed") a.seed = std::stoull(argv[i + 1]);
     }
     return a;
+}
+
+// Runs one load of a mutated input: true if it was accepted, false if it was refused with the loader's
+// own error type. Anything else (another exception, a crash) escapes and fails the fuzzer.
+template <class RefusalError>
+bool accepted(const std::function<void()> & load) {
+    try {
+        load();
+        return true;
+    } catch (const RefusalError &) {
+        return false;
+    }
 }
 
 }  // namespace bitvit::fuzz
