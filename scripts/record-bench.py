@@ -15,6 +15,8 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "docs", "results.md")
+# What a measurement depends on: a change here marks its commit "+dirty" (docs and scripts do not).
+CODE_PATHS = ["src", "bench", "recipes", "teachers", "CMakeLists.txt"]
 
 
 def run(binary, extra):
@@ -25,7 +27,7 @@ def run(binary, extra):
 
 def provenance(command):
     commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no", "--", ".", ":!docs/results.md"], capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS], capture_output=True, text=True).stdout.strip()
     cpu = "unknown CPU"
     with open("/proc/cpuinfo") as f:
         for line in f:
