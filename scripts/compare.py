@@ -11,6 +11,14 @@ with LibTorch and its accuracy.
     scripts/compare.py --profile full    # the recipes as shipped
     scripts/compare.py --profile quick --ablations   # then the seed methods' ablations (subset regime)
     scripts/compare.py --profile quick --report      # the table of the runs finished so far, training nothing
+    scripts/compare.py --profile full --regimes subset --seeds 3 --runs-dir /data/runs   # error bars, runs kept outside
+
+Every row distils from one teacher (--teacher; default the shipped teachers/deit_micro_patch4_28-fp.pt).
+Each run records, beside its directory, the commit and wall time of every invocation that trained it
+(<run>.provenance.jsonl); the table names the commits and the hash of the config each run trained with.
+With --seeds N every row is trained N times (train.seed = 0 … N−1): the table shows mean ± standard
+deviation, the ablations the paired difference per seed and its spread, and the seed methods their
+paired difference against bnn. --plot draws test accuracy per epoch for each regime (gnuplot; apt-get install gnuplot-nox).
 
 Each ablation is its seed recipe with exactly one change (ABLATIONS), written as a derived recipe into
 the run directory and trained in the subset regime of the same profile; its row is compared with the
@@ -21,8 +29,10 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import time
 
 if sys.version_info < (3, 11):
     sys.exit("compare.py needs Python 3.11 or newer (for tomllib); Debian 12's python3 is 3.11")
@@ -31,11 +41,17 @@ import tomllib  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BITVIT = os.path.join(ROOT, "build", "bitvit")
 RESULTS = os.path.join(ROOT, "docs", "results.md")
+# What a measurement depends on: a change here marks its commit "+dirty" (docs and scripts do not).
+CODE_PATHS = ["src", "bench", "recipes", "teachers", "CMakeLists.txt"]
+SHIPPED_TEACHER = os.path.join(ROOT, "teachers", "deit_micro_patch4_28-fp.pt")
 RECIPES = ["lsq-w8a8", "bnn", "bibert", "bit", "reactnet", "twn", "bivit", "bivit-w1a1", "tervit", "bi-vit", "gsb",
            "bi-vit-binary-embed"]
+SEED_METHODS = ["bivit", "bivit-w1a1", "tervit", "bi-vit", "gsb", "bi-vit-binary-embed"]  # the papers' methods
 
-# Per profile: overrides for the teacher run (None: use runs/fp, the shipped FP recipe's run), and for
-# the full-set and subset rows.
+# Per profile: overrides for the teacher run (None: the --teacher checkpoint, by default the shipped one),
+# for every row, and for the full-set and subset rows; full_set_recipes limits the full-set regime's
+# default recipes (the full profile's full-set rows take hours each: only the fully binary candidates
+# and TerViT).
 PROFILES = {
     "smoke": {
         "teacher": ["--set", "model.name=deit_nano_patch7_28", "--train-subset", "2000", "--test-subset", "500", "--epochs", "2"],
@@ -54,6 +70,7 @@ PROFILES = {
         "common": ["--set", "train.data_parallel=2"],
         "full": [],
         "subset": ["--train-subset", "6000"],
+        "full_set_recipes": ["bnn", "bibert", "bit", "bivit-w1a1", "bi-vit", "gsb", "tervit"],
     },
 }
 
@@ -152,14 +169,32 @@ def finished_epochs(run_dir):
     return [json.loads(l) for l in open(path) if l.strip()]
 
 
+def commit_id():
+    """HEAD's short hash, with +dirty when tracked files other than docs/results.md differ from it."""
+    commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS],
+                           capture_output=True, text=True).stdout.strip()
+    return commit + ("+dirty" if dirty else "")
+
+
+def provenance(run_dir):
+    """Every invocation that trained run_dir: commit, start time, wall seconds (<run>.provenance.jsonl)."""
+    path = run_dir + ".provenance.jsonl"
+    return [json.loads(l) for l in open(path) if l.strip()] if os.path.exists(path) else []
+
+
 def train(run_dir, args):
-    """Trains into run_dir (or resumes it) and returns its metrics lines."""
+    """Trains into run_dir (or resumes it) and returns its metrics lines. A run already finished is
+    not touched; every invocation that trains appends its commit and wall time to the provenance."""
     os.makedirs(os.path.dirname(run_dir), exist_ok=True)
-    log = run_dir + ".log"
-    if os.path.exists(os.path.join(run_dir, "checkpoint.pt")):
-        sh([BITVIT, "train", "--resume", run_dir], log)  # a finished run returns at once
-    else:
-        sh([BITVIT, "train", "--out", run_dir] + args, log)
+    if is_finished(run_dir):
+        return finished_epochs(run_dir)
+    resume = os.path.exists(os.path.join(run_dir, "checkpoint.pt"))
+    started, clock = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), time.monotonic()
+    sh([BITVIT, "train", "--resume", run_dir] if resume else [BITVIT, "train", "--out", run_dir] + args, run_dir + ".log")
+    with open(run_dir + ".provenance.jsonl", "a") as f:
+        f.write(json.dumps({"commit": commit_id(), "started": started, "resumed": resume,
+                            "wall_seconds": round(time.monotonic() - clock, 1)}) + "\n")
     return finished_epochs(run_dir)
 
 
@@ -186,6 +221,14 @@ def train_images(run_dir):
     return f"{subset:,} images" if subset else "all 60,000"
 
 
+def run_identity(run_dir):
+    """`commit(s) · config hash`: the commits that trained the run and the SHA-256 of the resolved config
+    it trained with (its config.toml), so two rows can be seen to differ only where they should."""
+    commits = list(dict.fromkeys(p["commit"] for p in provenance(run_dir))) or ["unrecorded"]
+    digest = hashlib.sha256(open(os.path.join(run_dir, "config.toml"), "rb").read()).hexdigest()[:10]
+    return f"{', '.join(commits)} · {digest}"
+
+
 def ops_of(checkpoint):
     out = sh([BITVIT, "ops", checkpoint])
     ops = re.search(r"= OPs ([0-9.]+) G", out).group(1)
@@ -193,33 +236,83 @@ def ops_of(checkpoint):
     return float(ops) * 1e3, float(size)
 
 
-def deploy(run_dir, profile):
-    """Exports a run's model, checks the runtime against LibTorch on the test set, and returns
-    (file MB, top-1 agreement %, runtime accuracy %)."""
-    checkpoint = os.path.join(run_dir, "checkpoint.pt")
-    packed = run_dir + ".safetensors"
-    cached = run_dir + ".verify.json"  # reused while newer than the checkpoint and the bitvit binary
+def deploy(checkpoint, stem, profile):
+    """Exports a checkpoint to <stem>.safetensors, checks the runtime against LibTorch on the test set,
+    and returns (file MB, top-1 agreement %, runtime accuracy %, LibTorch accuracy %)."""
+    packed = stem + ".safetensors"
+    cached = stem + ".verify.json"  # reused while newer than the checkpoint and the bitvit binary
     if os.path.exists(cached) and os.path.getmtime(cached) > max(os.path.getmtime(checkpoint), os.path.getmtime(BITVIT)):
         c = json.load(open(cached))
-        return c["file_mb"], c["agreement"], c["runtime_acc"]
+        if "torch_acc" in c:
+            return c["file_mb"], c["agreement"], c["runtime_acc"], c["torch_acc"]
     sh([BITVIT, "export", checkpoint, "-o", packed])
-    verify = [BITVIT, "verify", checkpoint, packed] + (["--subset", "500"] if profile == "smoke" else [])
-    out = sh(verify)
+    out = sh([BITVIT, "verify", checkpoint, packed] + (["--subset", "500"] if profile == "smoke" else []))
     result = {"file_mb": os.path.getsize(packed) / 1e6,
               "agreement": float(re.search(r"top-1 agreement: ([0-9.]+)%", out).group(1)),
-              "runtime_acc": float(re.search(r"runtime ([0-9.]+)%", out).group(1))}
+              "runtime_acc": float(re.search(r"runtime ([0-9.]+)%", out).group(1)),
+              "torch_acc": float(re.search(r"LibTorch ([0-9.]+)%", out).group(1))}
     json.dump(result, open(cached, "w"))
-    return result["file_mb"], result["agreement"], result["runtime_acc"]
+    return result["file_mb"], result["agreement"], result["runtime_acc"], result["torch_acc"]
 
 
-def train_row(base, name, recipe_path, teacher_ckpt, regime_args):
-    """Trains (or reuses) one run and returns its table fields."""
-    run_dir = os.path.join(base, name)
-    cmd = ["--recipe", recipe_path, "--fp-checkpoint", teacher_ckpt] + regime_args
-    metrics = train(run_dir, cmd)
-    ops, size = ops_of(os.path.join(run_dir, "checkpoint.pt"))
-    return run_dir, metrics[-1]["test_acc"], size, ops, \
-        " ".join(os.path.relpath(a, ROOT) if a.startswith(ROOT) else a for a in cmd)
+def seed_args(seed):
+    return [] if seed == 0 else ["--set", f"train.seed={seed}"]
+
+
+def run_name(name, seed):
+    return name if seed == 0 else f"{name}-seed{seed}"
+
+
+def train_runs(args, base, name, recipe_path, regime_args):
+    """Trains (or reuses) a row's runs, one per seed; returns their directories, or None when --report
+    finds one unfinished."""
+    dirs = [os.path.join(base, run_name(name, seed)) for seed in range(args.seeds)]
+    if args.report and not all(map(is_finished, dirs)):
+        return None
+    for seed, run_dir in enumerate(dirs):
+        train(run_dir, ["--recipe", recipe_path, "--fp-checkpoint", args.teacher_checkpoint] + regime_args + seed_args(seed))
+    return dirs
+
+
+def final_acc(run_dir):
+    return finished_epochs(run_dir)[-1]["test_acc"]
+
+
+def mean_std(values):
+    """Mean and sample standard deviation (0 for one value), in the values' unit."""
+    mean = sum(values) / len(values)
+    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
+    return mean, var ** 0.5
+
+
+def pm(values, scale=100, digits=2):
+    """`m ± s` over seeds, or the one value."""
+    mean, std = mean_std([scale * v for v in values])
+    return f"{mean:.{digits}f}" if len(values) == 1 else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def verdict(diffs, claim_sign):
+    """Whether paired differences (one per seed) support a claim that their sign is claim_sign: the mean
+    must exceed twice the differences' own standard deviation. One seed cannot decide."""
+    if len(diffs) < 2:
+        return "one seed: undecided"
+    mean, std = mean_std(diffs)
+    if abs(mean) <= 2 * std:
+        return "not resolved (|mean| ≤ 2 sd)"
+    return "supported" if mean * claim_sign > 0 else "contradicted"
+
+
+def teacher_row(args, base):
+    """The FP row: the teacher's accuracy and its deployed form."""
+    ckpt = args.teacher_checkpoint
+    deployed = deploy(ckpt, os.path.join(base, "fp"), args.profile)
+    run_dir = os.path.dirname(ckpt)
+    trained_here = os.path.exists(os.path.join(run_dir, "config.toml"))
+    images = train_images(run_dir) if trained_here else "see teachers/README.md"
+    ops, size = ops_of(ckpt)
+    return {"recipe": "fp", "images": images, "accs": [deployed[3] / 100], "size": size, "ops": ops, "deployed": [deployed],
+            "minutes": train_minutes(run_dir) if trained_here else None, "identity": os.path.relpath(ckpt, ROOT),
+            "cmd": "recipes/fp.toml"}
 
 
 def splice_results(marker, title, lines):
@@ -234,75 +327,116 @@ def splice_results(marker, title, lines):
     open(RESULTS, "w").write(text)
 
 
-def commit_id():
-    return subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-
-
-def comparison_table(args, profile, base, teacher):
-    teacher_ckpt = os.path.join(teacher, "checkpoint.pt")
-    fp_ops, fp_size = ops_of(teacher_ckpt)
-    rows = [("fp", train_images(teacher), finished_epochs(teacher)[-1]["test_acc"], fp_size, fp_ops,
-             deploy(teacher, args.profile), train_minutes(teacher), "recipes/fp.toml")]
-    for recipe in args.recipes:
-        for regime in args.regimes:
-            if args.report and not is_finished(os.path.join(base, f"{recipe}-{regime}")):
-                rows.append((recipe, regime, None, None, None, None, None, "not trained yet"))
+def comparison_table(args, profile, base):
+    rows = [teacher_row(args, base)]
+    for regime in args.regimes:
+        default = profile.get("full_set_recipes", RECIPES) if regime == "full" else RECIPES
+        for recipe in args.recipes or default:
+            regime_args = profile["common"] + profile[regime]
+            dirs = train_runs(args, base, f"{recipe}-{regime}", os.path.join(ROOT, "recipes", recipe + ".toml"), regime_args)
+            if dirs is None:
+                rows.append({"recipe": recipe, "images": regime, "accs": None})
                 continue
-            run_dir, acc, size, ops, cmd = train_row(base, f"{recipe}-{regime}", os.path.join(ROOT, "recipes", recipe + ".toml"),
-                                                     teacher_ckpt, profile["common"] + profile[regime])
-            rows.append((recipe, train_images(run_dir), acc, size, ops, deploy(run_dir, args.profile),
-                         train_minutes(run_dir), cmd))
+            ops, size = ops_of(os.path.join(dirs[0], "checkpoint.pt"))
+            rows.append({"recipe": recipe, "images": train_images(dirs[0]), "accs": [final_acc(d) for d in dirs],
+                         "size": size, "ops": ops,
+                         "deployed": [deploy(os.path.join(d, "checkpoint.pt"), d, args.profile) for d in dirs],
+                         "minutes": sum(map(train_minutes, dirs)) / len(dirs), "identity": run_identity(dirs[0]),
+                         "cmd": " ".join(["--recipe", f"recipes/{recipe}.toml"] + regime_args)})
 
-    lines = [f"Command: `scripts/compare.py --profile {args.profile}{' --report' if args.report else ''}` · "
-             f"commit `{commit_id()}` · "
-             f"teacher `{os.path.relpath(teacher_ckpt, ROOT)}` · test accuracy on the "
+    seeds = f"{args.seeds} seeds (train.seed 0…{args.seeds - 1}): mean ± sd" if args.seeds > 1 else "one seed"
+    lines = [f"Command: `{' '.join(['scripts/compare.py'] + sys.argv[1:])}` · commit `{commit_id()}` · "
+             f"teacher `{os.path.relpath(args.teacher_checkpoint, ROOT)}` · {seeds} · test accuracy on the "
              f"{'500-image test subset' if args.profile == 'smoke' else 'full 10,000-image test set'}", "",
-             "| recipe | training set | test acc | Δ vs FP | packed MB (accounting) | file MB | OPs (M) | "
-             "runtime agreement | runtime acc | training min | bitvit train arguments |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
-    fp_acc = rows[0][2]
-    for recipe, regime, acc, size, ops, deployed, minutes, cmd in rows:
-        if acc is None:
-            lines.append(f"| {recipe} | {regime} | — | — | — | — | — | — | — | — | {cmd} |")
+             "| recipe | training set | test acc % | Δ vs FP | packed MB (accounting) | file MB | OPs (M) | "
+             "runtime agreement (worst) | runtime acc % | training min | trained at · config hash | bitvit train arguments |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    fp_acc = rows[0]["accs"][0]
+    for r in rows:
+        if r["accs"] is None:
+            lines.append(f"| {r['recipe']} | {r['images']} | — | — | — | — | — | — | — | — | — | not trained yet |")
             continue
-        file_mb, agreement, runtime_acc = deployed
-        lines.append(f"| {recipe} | {regime} | {100 * acc:.2f} % | "
-                     f"{100 * (acc - fp_acc):+.2f} | {size:.3f} | {file_mb:.3f} | {ops:.2f} | {agreement:.2f} % | "
-                     f"{runtime_acc:.2f} % | {minutes:.1f} | `{cmd}` |")
-    trained = sum(r[6] for r in rows[1:] if r[6] is not None)
-    lines += ["", f"Training time of the quantized rows shown (sum of their epochs' wall time, evaluation "
+        agreement = min(d[1] for d in r["deployed"])
+        runtime = [d[2] / 100 for d in r["deployed"]]
+        minutes = "—" if r["minutes"] is None else f"{r['minutes']:.1f}"
+        lines.append(f"| {r['recipe']} | {r['images']} | {pm(r['accs'])} | {100 * (mean_std(r['accs'])[0] - fp_acc):+.2f} | "
+                     f"{r['size']:.3f} | {r['deployed'][0][0]:.3f} | {r['ops']:.2f} | {agreement:.2f} % | {pm(runtime)} | "
+                     f"{minutes} | {r['identity']} | `{r['cmd']}` |")
+    trained = sum(r["minutes"] * len(r["accs"]) for r in rows[1:] if r["accs"] is not None)
+    lines += ["", f"Training time of the quantized runs shown (sum of their epochs' wall time, evaluation "
                   f"included, on this shared machine): {trained / 60:.1f} h."]
+    if args.seeds > 1:
+        lines += versus_bnn(rows)
     return lines
 
 
-def ablation_table(args, profile, base, teacher):
-    teacher_ckpt = os.path.join(teacher, "checkpoint.pt")
-    regime = profile["common"] + profile["subset"]
-    lines = [f"Command: `scripts/compare.py --profile {args.profile} --ablations{' --report' if args.report else ''}` · "
-             f"commit `{commit_id()}` · "
-             f"teacher `{os.path.relpath(teacher_ckpt, ROOT)}` · subset regime (`{' '.join(regime)}`), one seed; "
-             "each derived recipe is the seed recipe with the one change named, stored as `runs/compare-"
-             f"{args.profile}/<ablation>.toml`", "",
-             "| ablation | seed recipe | change | seed acc | ablated acc | Δ | ablated OPs (M) |",
-             "|---|---|---|---|---|---|---|"]
-    for name, seed, change, what in ABLATIONS:
-        if args.report and not (is_finished(os.path.join(base, f"{seed}-subset")) and is_finished(os.path.join(base, name))):
-            lines.append(f"| {name} | {seed} | {what} | — | — | — | not trained yet |")
+def versus_bnn(rows):
+    """The seed methods against the plain binary baseline, paired by seed within each regime."""
+    lines = ["", "Each seed method against `bnn` in the same regime, paired by seed (method − bnn, points):", "",
+             "| recipe | training set | paired Δ mean ± sd | per seed | above bnn by > 2 sd? |", "|---|---|---|---|---|"]
+    for regime_rows in ([r for r in rows[1:] if r["accs"] is not None and r["images"] == images]
+                        for images in dict.fromkeys(r["images"] for r in rows[1:])):
+        bnn = next((r for r in regime_rows if r["recipe"] == "bnn"), None)
+        if bnn is None:
             continue
-        seed_acc = train(os.path.join(base, f"{seed}-subset"), ["--recipe", os.path.join(ROOT, "recipes", seed + ".toml"),
-                                                                 "--fp-checkpoint", teacher_ckpt] + regime)[-1]["test_acc"]
+        for r in regime_rows:
+            if r["recipe"] in SEED_METHODS:
+                diffs = [a - b for a, b in zip(r["accs"], bnn["accs"])]
+                lines.append(f"| {r['recipe']} | {r['images']} | {pm(diffs)} | {', '.join(f'{100 * d:+.2f}' for d in diffs)} | "
+                             f"{verdict(diffs, +1)} |")
+    return lines
+
+
+def ablation_table(args, profile, base):
+    regime = profile["common"] + profile["subset"]
+    lines = [f"Command: `{' '.join(['scripts/compare.py'] + sys.argv[1:])}` · commit `{commit_id()}` · "
+             f"teacher `{os.path.relpath(args.teacher_checkpoint, ROOT)}` · subset regime (`{' '.join(regime)}`), "
+             f"{args.seeds} seed{'s' if args.seeds > 1 else ''}; each derived recipe is the seed recipe with the one change "
+             f"named, stored beside its runs as `<ablation>.toml`. Δ is ablated − seed recipe, paired by seed; the "
+             "method's claim is that its component helps (Δ < 0), supported only where |mean Δ| > 2 sd.", "",
+             "| ablation | seed recipe | change | seed acc % | ablated acc % | Δ mean ± sd | per seed | claim | ablated OPs (M) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, seed_recipe, change, what in ABLATIONS:
+        seed_dirs = train_runs(args, base, f"{seed_recipe}-subset", os.path.join(ROOT, "recipes", seed_recipe + ".toml"), regime)
         # The recipe as training resolves it (base merged, extended stages expanded), so the one
         # change reaches every stage and the derived file stands on its own.
-        recipe = tomllib.loads(sh([BITVIT, "config", os.path.join(ROOT, "recipes", seed + ".toml")]))
+        recipe = tomllib.loads(sh([BITVIT, "config", os.path.join(ROOT, "recipes", seed_recipe + ".toml")]))
         change(recipe)
         derived = os.path.join(base, name + ".toml")
         os.makedirs(base, exist_ok=True)
         with open(derived, "w") as f:
-            f.write(f"# recipes/{seed}.toml with one change: {what}\n\n" + toml_text(recipe))
-        _, acc, _, ops, _ = train_row(base, name, derived, teacher_ckpt, regime)
-        lines.append(f"| {name} | {seed} | {what} | {100 * seed_acc:.2f} % | {100 * acc:.2f} % | "
-                     f"{100 * (acc - seed_acc):+.2f} | {ops:.2f} |")
+            f.write(f"# recipes/{seed_recipe}.toml with one change: {what}\n\n" + toml_text(recipe))
+        ablated_dirs = None if seed_dirs is None else train_runs(args, base, name, derived, regime)
+        if ablated_dirs is None:
+            lines.append(f"| {name} | {seed_recipe} | {what} | — | — | — | — | — | not trained yet |")
+            continue
+        seed_accs, ablated_accs = list(map(final_acc, seed_dirs)), list(map(final_acc, ablated_dirs))
+        diffs = [a - s for a, s in zip(ablated_accs, seed_accs)]
+        ops, _ = ops_of(os.path.join(ablated_dirs[0], "checkpoint.pt"))
+        lines.append(f"| {name} | {seed_recipe} | {what} | {pm(seed_accs)} | {pm(ablated_accs)} | {pm(diffs)} | "
+                     f"{', '.join(f'{100 * d:+.2f}' for d in diffs)} | {verdict(diffs, -1)} | {ops:.2f} |")
     return lines
+
+
+def plot_curves(args, base, lines_out):
+    """Test accuracy per epoch of every finished seed-0 run, one PNG per regime, into docs/ (a smoke
+    run's beside its runs: its numbers do not belong in the docs)."""
+    if shutil.which("gnuplot") is None:
+        sys.exit("compare.py --plot needs gnuplot: apt-get install gnuplot-nox")
+    for regime in args.regimes:
+        runs = sorted(d for d in os.listdir(base) if d.endswith(f"-{regime}") and os.path.isdir(os.path.join(base, d)))
+        series = [(d[: -len(regime) - 1], [m["test_acc"] for m in finished_epochs(os.path.join(base, d))]) for d in runs]
+        series = [(name, accs) for name, accs in series if accs]
+        if not series:
+            continue
+        png = os.path.join(base if args.profile == "smoke" else os.path.join(ROOT, "docs"), f"compare-{args.profile}-{regime}.png")
+        data = "".join("".join(f"{e + 1} {100 * a:.3f}\n" for e, a in enumerate(accs)) + "e\n" for _, accs in series)
+        plots = ", ".join(f"'-' using 1:2 with linespoints title '{name}'" for name, _ in series)
+        script = (f"set terminal png size 1000,640\nset output '{png}'\nset key outside right\nset grid\n"
+                  f"set xlabel 'epoch'\nset ylabel 'test accuracy (%)'\n"
+                  f"set title 'profile {args.profile}, {regime} regime: test accuracy per epoch (seed 0)'\nplot {plots}\n{data}")
+        subprocess.run(["gnuplot"], input=script, text=True, check=True)
+        lines_out.append(f"![test accuracy per epoch, {regime} regime]({os.path.relpath(png, os.path.join(ROOT, 'docs'))})")
 
 
 def check_teacher(base, teacher_ckpt):
@@ -314,9 +448,9 @@ def check_teacher(base, teacher_ckpt):
     if os.path.exists(record):
         kept = json.load(open(record))
         if kept["sha256"] != digest:
-            sys.exit(f"compare.py: the runs in {os.path.relpath(base, ROOT)} were trained from another teacher "
-                     f"({kept['checkpoint']}, sha256 {kept['sha256'][:12]}…) than {os.path.relpath(teacher_ckpt, ROOT)} "
-                     f"(sha256 {digest[:12]}…); move that directory away to start the table afresh")
+            sys.exit(f"compare.py: the runs in {base} were trained from another teacher "
+                     f"({kept['checkpoint']}, sha256 {kept['sha256'][:12]}…) than {teacher_ckpt} "
+                     f"(sha256 {digest[:12]}…); pass --teacher {kept['checkpoint']} or --runs-dir elsewhere to start afresh")
         return
     os.makedirs(base, exist_ok=True)
     json.dump({"checkpoint": os.path.relpath(teacher_ckpt, ROOT), "sha256": digest}, open(record, "w"))
@@ -325,30 +459,44 @@ def check_teacher(base, teacher_ckpt):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", choices=sorted(PROFILES), default="quick")
-    parser.add_argument("--recipes", nargs="*", default=RECIPES)
+    parser.add_argument("--recipes", nargs="*", default=None, help="default: every shipped recipe (the full profile's "
+                        "full-set regime: the fully binary candidates and TerViT)")
     parser.add_argument("--regimes", nargs="+", choices=["full", "subset"], default=["full", "subset"],
                         help="training-set regimes of the comparison rows (subset alone first gives a whole table sooner)")
+    parser.add_argument("--seeds", type=int, default=1, help="runs per row (train.seed 0 … N−1) for mean ± sd")
+    parser.add_argument("--teacher", default=SHIPPED_TEACHER,
+                        help="the FP checkpoint every row distils from (default: the shipped teacher)")
+    parser.add_argument("--runs-dir", default=os.path.join(ROOT, "runs"),
+                        help="where the runs live (default runs/ in the checkout): compare-<profile>/ below it")
     parser.add_argument("--ablations", action="store_true", help="run the ablation table instead of the comparison")
+    parser.add_argument("--plot", action="store_true", help="also draw docs/compare-<profile>-<regime>.png (gnuplot)")
     parser.add_argument("--report", action="store_true",
                         help="tabulate the finished runs only, training nothing (rows still running say so)")
     args = parser.parse_args()
+    if args.seeds < 1:
+        parser.error("--seeds must be at least 1")
     profile = PROFILES[args.profile]
-    base = os.path.join(ROOT, "runs", "compare-" + args.profile)
+    base = os.path.join(os.path.abspath(args.runs_dir), "compare-" + args.profile)
 
     if profile["teacher"] is None:
-        teacher = os.path.join(ROOT, "runs", "fp")  # the shipped FP recipe's run: trained or resumed to the end
-        train(teacher, ["--recipe", os.path.join(ROOT, "recipes", "fp.toml")])
-    else:
+        args.teacher_checkpoint = os.path.abspath(args.teacher)
+        if not os.path.exists(args.teacher_checkpoint):
+            sys.exit(f"compare.py: no teacher at {args.teacher}")
+    else:  # the smoke profile trains its own small teacher
         teacher = os.path.join(base, "fp")
         train(teacher, ["--recipe", os.path.join(ROOT, "recipes", "fp.toml")] + profile["teacher"])
+        args.teacher_checkpoint = os.path.join(teacher, "checkpoint.pt")
 
-    check_teacher(base, os.path.join(teacher, "checkpoint.pt"))
+    check_teacher(base, args.teacher_checkpoint)
     if args.ablations:
-        lines = ablation_table(args, profile, base, teacher)
+        lines = ablation_table(args, profile, base)
         marker, title = f"compare:{args.profile}:ablations", f"Ablations, profile {args.profile}"
     else:
-        lines = comparison_table(args, profile, base, teacher)
+        lines = comparison_table(args, profile, base)
         marker, title = f"compare:{args.profile}", f"Comparison table, profile {args.profile}"
+        if args.plot:
+            lines.append("")
+            plot_curves(args, base, lines)
     print("\n".join(lines))
     if args.profile != "smoke":  # a smoke run checks the pipeline: its numbers do not belong in the results
         splice_results(marker, title, lines)

@@ -117,9 +117,11 @@ TrainTestData load_train_test(const TrainConfig & config) {
         out.train = data::select(out.train, data::stratified_subset(out.train.labels, out.train.num_classes(),
                                                                     config.data.train_subset, config.train.seed));
     }
+    // The test subset does not follow train.seed: runs of different seeds are scored on the same images,
+    // the ones `bitvit eval --subset N` and `bitvit verify --subset N` draw.
     if (config.data.test_subset > 0) {
         out.test = data::select(out.test, data::stratified_subset(out.test.labels, out.test.num_classes(),
-                                                                  config.data.test_subset, config.train.seed + 1));
+                                                                  config.data.test_subset, 0));
     }
     return out;
 }
