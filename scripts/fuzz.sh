@@ -10,8 +10,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_EACH="${1:-300}"
 SEED="${2:-$RANDOM}"
-bash scripts/build.sh --quiet --target fuzz-safetensors fuzz-packed-model fuzz-data fuzz-config fuzz-checkpoint
-for target in fuzz-safetensors fuzz-packed-model fuzz-data fuzz-config fuzz-checkpoint; do
+bash scripts/build.sh --quiet --target fuzz-safetensors fuzz-torch-pickle fuzz-packed-model fuzz-data fuzz-config fuzz-checkpoint
+for target in fuzz-safetensors fuzz-torch-pickle fuzz-packed-model fuzz-data fuzz-config fuzz-checkpoint; do
   echo "== $target, $SECONDS_EACH s, seed $SEED"
   ASAN_OPTIONS=detect_leaks=0 "build/tests/$target" --seconds "$SECONDS_EACH" --seed "$SEED"
 done

@@ -1,9 +1,12 @@
 // The fuzz drivers' shared command line: --seconds S (how long to mutate) and --seed N.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
+#include <random>
 #include <string>
+#include <vector>
 
 namespace bitvit::fuzz {
 
@@ -31,6 +34,24 @@ bool accepted(const std::function<void()> & load) {
     } catch (const RefusalError &) {
         return false;
     }
+}
+
+// Until args.seconds have passed: takes a random corpus member, applies 1 … max_edits random edits
+// (mutate(input, rng)) and runs target(input). Returns the number of inputs run.
+template <class Input, class Mutate, class Target>
+uint64_t mutate_until(const DriverArgs & args, const std::vector<Input> & corpus, int max_edits, Mutate mutate, Target target) {
+    std::mt19937_64 rng(args.seed);
+    const auto stop = std::chrono::steady_clock::now() + std::chrono::duration<double>(args.seconds);
+    uint64_t inputs = 0;
+    while (std::chrono::steady_clock::now() < stop) {
+        for (int batch = 0; batch < 64; ++batch, ++inputs) {
+            Input input = corpus[rng() % corpus.size()];
+            const int edits = 1 + static_cast<int>(rng() % static_cast<uint64_t>(max_edits));
+            for (int e = 0; e < edits; ++e) mutate(input, rng);
+            target(input);
+        }
+    }
+    return inputs;
 }
 
 }  // namespace bitvit::fuzz

@@ -4,7 +4,6 @@
 // Built two ways: as a libFuzzer target (clang -fsanitize=fuzzer,address: scripts/fuzz.sh), and with
 // its own driver (this file's main, under AddressSanitizer with gcc) that mutates valid seed files
 // for a bounded time; ctest runs the latter.
-#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -76,22 +75,13 @@ void mutate(std::vector<uint8_t> & d, std::mt19937_64 & rng) {
 }  // namespace
 
 int main(int argc, char ** argv) {
-    const auto [seconds, seed] = bitvit::fuzz::parse_driver_args(argc, argv);
-    std::mt19937_64 rng(seed);
-    const auto corpus = seeds();
-    const auto stop = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
-    uint64_t inputs = 0;
-    while (std::chrono::steady_clock::now() < stop) {
-        for (int batch = 0; batch < 256; ++batch, ++inputs) {
-            auto d = corpus[rng() % corpus.size()];
-            const int edits = 1 + static_cast<int>(rng() % 8);
-            for (int e = 0; e < edits; ++e) mutate(d, rng);
-            LLVMFuzzerTestOneInput(d.data(), d.size());
-        }
-    }
+    const bitvit::fuzz::DriverArgs args = bitvit::fuzz::parse_driver_args(argc, argv);
+    const uint64_t inputs = bitvit::fuzz::mutate_until(args, seeds(), 8, mutate, [](const std::vector<uint8_t> & d) {
+        LLVMFuzzerTestOneInput(d.data(), d.size());
+    });
     // A crash or sanitizer report aborts before this line; reaching it means every input was handled.
     std::printf("fuzz-safetensors: %llu inputs, 0 crashes (seed %llu)\n", static_cast<unsigned long long>(inputs),
-                static_cast<unsigned long long>(seed));
+                static_cast<unsigned long long>(args.seed));
     return 0;
 }
 #endif

@@ -2,6 +2,7 @@
 // DataError that names the file and the problem.
 #include <gtest/gtest.h>
 
+#include "temp-dir.h"
 #include "require-data.h"
 #include <stb_image_write.h>
 #include <zlib.h>
@@ -17,20 +18,7 @@ using namespace bitvit::data;
 
 namespace {
 
-class TempDir {
-  public:
-    TempDir() {
-        path_ = fs::temp_directory_path() / ("bitvit-test-" + std::to_string(::getpid()) + "-" +
-                                             std::to_string(counter_++));
-        fs::create_directories(path_);
-    }
-    ~TempDir() { fs::remove_all(path_); }
-    std::string file(const std::string & name) const { return (path_ / name).string(); }
-
-  private:
-    fs::path path_;
-    static inline int counter_ = 0;
-};
+using bitvit::test_util::TempDir;
 
 std::vector<uint8_t> idx_header(uint8_t ndims, std::vector<uint32_t> dims) {
     std::vector<uint8_t> out = {0, 0, 0x08, ndims};

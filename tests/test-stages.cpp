@@ -2,6 +2,7 @@
 // quantized two-stage run with a teacher that trains, and resumes exactly at any epoch.
 #include <gtest/gtest.h>
 
+#include "temp-dir.h"
 #include "require-data.h"
 #include <torch/torch.h>
 
@@ -64,17 +65,7 @@ bool has_module(Deit & model, const std::string & name) {
     return false;
 }
 
-class TempDir {
-  public:
-    TempDir() : path_(fs::temp_directory_path() / ("bitvit-stages-" + std::to_string(::getpid()) + "-" +
-                                                   std::to_string(counter_++))) {}
-    ~TempDir() { fs::remove_all(path_); }
-    std::string str(const std::string & sub) const { return (path_ / sub).string(); }
-
-  private:
-    fs::path path_;
-    static inline int counter_ = 0;
-};
+using bitvit::test_util::TempDir;
 
 }  // namespace
 

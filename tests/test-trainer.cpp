@@ -2,6 +2,7 @@
 // resumed run equals an uninterrupted one, NaN stops the run and keeps the last good checkpoint.
 #include <gtest/gtest.h>
 
+#include "temp-dir.h"
 #include "require-data.h"
 #include <torch/torch.h>
 
@@ -24,17 +25,7 @@ using namespace bitvit;
 
 namespace {
 
-class TempDir {
-  public:
-    TempDir() : path_(fs::temp_directory_path() / ("bitvit-trainer-" + std::to_string(::getpid()) + "-" +
-                                                   std::to_string(counter_++))) {}
-    ~TempDir() { fs::remove_all(path_); }
-    std::string str(const std::string & sub = "") const { return (path_ / sub).string(); }
-
-  private:
-    fs::path path_;
-    static inline int counter_ = 0;
-};
+using bitvit::test_util::TempDir;
 
 
 // A small, single-threaded (hence bit-reproducible) run of the nano model on a Fashion-MNIST subset.

@@ -16,6 +16,7 @@
 #include "train/bench.h"
 #include "train/checkpoint.h"
 #include "train/export.h"
+#include "train/import.h"
 #include "train/ops.h"
 #include "train/trainer.h"
 #include "train/verify.h"
@@ -201,7 +202,14 @@ std::string method_of(const std::string & checkpoint) {
     return dir.empty() ? "unknown" : dir;
 }
 
-int run_export(const std::string & checkpoint, const std::string & out, std::string method, bool half_storage, bool weights_only) {
+int run_export(const std::string & checkpoint, const std::string & out, std::string method, bool half_storage, bool weights_only,
+               bool timm) {
+    if (timm) {
+        const size_t n = export_timm(checkpoint, out);
+        std::printf("wrote %s: %zu tensors under timm's names (method tensors under \"bitvit.\"), recipe in the metadata\n",
+                    out.c_str(), n);
+        return 0;
+    }
     LoadedModel loaded = load_model(checkpoint);
     if (weights_only) {
         // A checkpoint without the optimiser's state: what a teacher or a stage's init needs, a third
@@ -391,7 +399,7 @@ cli::Command add_ops(CLI::App & app) {
 cli::Command add_export(CLI::App & app) {
     struct Args {
         std::string checkpoint, out, method;
-        bool half = false, weights_only = false;
+        bool half = false, weights_only = false, timm = false;
     };
     auto a = std::make_shared<Args>();
     auto * exp = app.add_subcommand("export", "Pack a checkpoint into a runtime model file (safetensors, docs/format.md)");
@@ -404,8 +412,51 @@ cli::Command add_export(CLI::App & app) {
     exp->add_flag("--weights-only", a->weights_only,
                   "Write a checkpoint of the model's weights and config instead of a packed model (no optimiser state: "
                   "for teachers and stage inits, not for --resume)");
+    exp->add_flag("--timm", a->timm,
+                  "Write timm-named safetensors instead (the latent FP weights; quantizer tensors under \"bitvit.\"; the "
+                  "recipe in the metadata), for Python tools");
     exp->get_option("--half")->excludes(exp->get_option("--weights-only"));
-    return {exp, action([a] { return run_export(a->checkpoint, a->out, a->method, a->half, a->weights_only); })};
+    exp->get_option("--timm")->excludes(exp->get_option("--weights-only"))->excludes(exp->get_option("--half"));
+    return {exp, action([a] { return run_export(a->checkpoint, a->out, a->method, a->half, a->weights_only, a->timm); })};
+}
+
+cli::Command add_import(CLI::App & app) {
+    struct Args {
+        std::string file, out;
+        ImportOptions options;
+    };
+    auto a = std::make_shared<Args>();
+    auto * imp = app.add_subcommand("import", "A timm / DeiT state dict (safetensors or torch.save .pth) as a bitvit checkpoint, "
+                                              "adapted to another input size, channel or class count");
+    imp->add_option("file", a->file, "State dict file: .safetensors, or .pth/.pt written by torch.save")->required();
+    imp->add_option("-o,--out", a->out, "Checkpoint to write (atomically)")->required();
+    imp->add_option("--model", a->options.model, "Architecture the file must match (e.g. deit_small_patch16_224); default: inferred");
+    imp->add_option("--num-heads", a->options.num_heads, "Attention heads, for a width that is not a registered DeiT's");
+    imp->add_option("--img-size", a->options.img_size, "Input size to adapt to (position embedding resampled); 0 = the file's");
+    imp->add_option("--in-chans", a->options.in_chans, "Input channels to adapt to (timm's adapt_input_conv); 0 = the file's");
+    imp->add_option("--num-classes", a->options.num_classes, "Classes: another count re-initialises the classifier; 0 = the file's");
+    imp->add_flag("--drop-distillation", a->options.drop_distillation, "Import a distilled DeiT as a plain one");
+    imp->add_option("--allow-missing", a->options.allow_missing, "Name prefixes that may be absent and keep a fresh init (e.g. head)")
+        ->delimiter(',');
+    imp->add_option("--mean", a->options.mean, "Input normalisation mean per channel (default ImageNet's)")->delimiter(',');
+    imp->add_option("--std", a->options.std, "Input normalisation std per channel (default ImageNet's)")->delimiter(',');
+    imp->add_option("--seed", a->options.seed, "Seed of whatever is re-initialised");
+    return {imp, action([a] {
+                const ImportSummary s = import_checkpoint(a->file, a->options, a->out);
+                std::printf("imported %s%s -> %s\n", a->file.c_str(), s.found_at.empty() ? "" : (" ('" + s.found_at + "')").c_str(),
+                            a->out.c_str());
+                for (const auto & line : s.adaptations) std::printf("  adapted: %s\n", line.c_str());
+                const auto & c = s.config;
+                std::printf("model %s: %lld×%lld×%lld input, patch %lld, dim %lld, depth %lld, %lld heads, %lld classes%s\n", c.name.c_str(),
+                            static_cast<long long>(c.in_chans), static_cast<long long>(c.img_size), static_cast<long long>(c.img_size),
+                            static_cast<long long>(c.patch_size), static_cast<long long>(c.embed_dim), static_cast<long long>(c.depth),
+                            static_cast<long long>(c.num_heads), static_cast<long long>(c.num_classes), c.distilled ? ", distilled" : "");
+                std::printf("binarize it with any recipe (it is the teacher and the start point):\n  bitvit train --recipe recipes/bivit.toml "
+                            "--fp-checkpoint %s", a->out.c_str());
+                for (const auto & set : train_overrides(a->out)) std::printf(" --set '%s'", set.c_str());
+                std::printf("\n");
+                return 0;
+            })};
 }
 
 cli::Command add_verify(CLI::App & app) {
@@ -471,7 +522,7 @@ int main(int argc, char ** argv) {
     cli::configure(app);
     auto run_args = std::make_shared<cli::RunArgs>();
     const std::vector<cli::Command> commands = {
-        add_train(app),  add_eval(app),   add_info(app),   add_ops(app),       add_export(app),
+        add_train(app),  add_eval(app),   add_info(app),   add_ops(app),       add_export(app),  add_import(app),
         {cli::add_run_command(app, *run_args), [run_args] { return cli::run_command(*run_args); }},
         add_verify(app), add_bench(app),  add_config(app), add_quantizers(app),
     };

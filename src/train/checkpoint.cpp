@@ -107,9 +107,18 @@ DeitConfig resolve_model_config(const ModelSection & model, const DataShape & sh
     if (model.embed_dim > 0) c.embed_dim = model.embed_dim;
     if (model.depth > 0) c.depth = model.depth;
     if (model.num_heads > 0) c.num_heads = model.num_heads;
+    if (model.img_size > 0) c.img_size = model.img_size;
+    if (model.patch_size > 0) c.patch_size = model.patch_size;
+    if (model.mlp_ratio > 0) c.mlp_ratio = model.mlp_ratio;
     if (c.embed_dim != registered.embed_dim || c.depth != registered.depth || c.num_heads != registered.num_heads) {
         // Another architecture under the registry's name would be refused by the runtime.
         c.name += "-dim" + std::to_string(c.embed_dim) + "-depth" + std::to_string(c.depth) + "-heads" + std::to_string(c.num_heads);
+    }
+    if (c.img_size != registered.img_size || c.patch_size != registered.patch_size || c.mlp_ratio != registered.mlp_ratio) {
+        char suffix[96];
+        std::snprintf(suffix, sizeof suffix, "-img%lld-patch%lld-mlp%g", static_cast<long long>(c.img_size),
+                      static_cast<long long>(c.patch_size), c.mlp_ratio);
+        c.name += suffix;
     }
     c.drop_path = model.drop_path;
     if (shape.img_size != c.img_size) {

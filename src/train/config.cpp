@@ -427,6 +427,9 @@ void read_model_section(const toml::table & root, const std::string & origin, Mo
     model.read("embed_dim", m.embed_dim);
     model.read("depth", m.depth);
     model.read("num_heads", m.num_heads);
+    model.read("img_size", m.img_size);
+    model.read("patch_size", m.patch_size);
+    model.read("mlp_ratio", m.mlp_ratio);
     read_variant(model, m.variant);
     model.finish();
     model.check(m.drop_path >= 0 && m.drop_path < 1, "drop_path", "must be in [0, 1)");
@@ -434,6 +437,10 @@ void read_model_section(const toml::table & root, const std::string & origin, Mo
     model.check(m.embed_dim >= 0 && m.embed_dim <= 16384, "embed_dim", "must be in [0, 16384] (0 = the architecture's)");
     model.check(m.depth >= 0 && m.depth <= 256, "depth", "must be in [0, 256] (0 = the architecture's)");
     model.check(m.num_heads >= 0 && m.num_heads <= 1024, "num_heads", "must be in [0, 1024] (0 = the architecture's)");
+    model.check(m.img_size >= 0 && m.img_size <= 4096, "img_size", "must be in [0, 4096] (0 = the architecture's)");
+    model.check(m.patch_size >= 0 && m.patch_size <= 256, "patch_size", "must be in [0, 256] (0 = the architecture's)");
+    model.check(m.mlp_ratio == 0 || (m.mlp_ratio >= 0.25 && m.mlp_ratio <= 16), "mlp_ratio",
+                "must be 0 (the architecture's) or in [0.25, 16]");
 }
 
 void read_data_section(const toml::table & root, const std::string & origin, DataSection & d) {
@@ -569,7 +576,10 @@ std::string TrainConfig::to_toml() const {
                             {"drop_path", model.drop_path},
                             {"embed_dim", model.embed_dim},
                             {"depth", model.depth},
-                            {"num_heads", model.num_heads}};
+                            {"num_heads", model.num_heads},
+                            {"img_size", model.img_size},
+                            {"patch_size", model.patch_size},
+                            {"mlp_ratio", model.mlp_ratio}};
     for (auto && [key, value] : variant_table(model.variant)) model_table.insert(key, value);
     toml::table root{
         {"model", model_table},

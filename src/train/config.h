@@ -25,6 +25,8 @@ struct ModelSection {
     double drop_path = 0.0;                       // overrides the architecture's stochastic depth
     // Optional architecture overrides (0 = keep the named architecture's value).
     int64_t embed_dim = 0, depth = 0, num_heads = 0;
+    int64_t img_size = 0, patch_size = 0;  // e.g. an imported timm model's (bitvit import)
+    double mlp_ratio = 0.0;
     // Block variant of a full-precision model; a stage's [stage.model] overrides it.
     BlockVariant variant;
 };

@@ -337,7 +337,8 @@ void check_stage_source(const TrainConfig & config, const StageSection & st, con
 
 void validate_stage_sources(const TrainConfig & config, const DataShape * shape) {
     const DeitConfig arch = deit_config(config.model.name);
-    const DataShape guess{arch.num_classes, static_cast<int64_t>(config.data.mean.size()), arch.img_size};
+    const DataShape guess{arch.num_classes, static_cast<int64_t>(config.data.mean.size()),
+                          config.model.img_size > 0 ? config.model.img_size : arch.img_size};
     for (size_t i = 0; i < config.stages.size(); ++i) {
         const StageSection & st = config.stages[i];
         build_stage_model(config, shape ? *shape : guess, i);  // throws for bad patterns or quantizers
