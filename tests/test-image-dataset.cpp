@@ -243,6 +243,33 @@ TEST(ImageFolder, ReadsResizesAndRejectsCorruptImages) {
     expect_data_error([&] { read_image_folder(dir.file("nothing"), 3, 4, 4); }, {"not a directory"});
 }
 
+// timm's evaluation transform: at a scale of one (shorter side already min(size) / crop_pct) the
+// result is exactly the centre crop, in landscape and portrait; a constant image stays constant
+// when the bicubic resize shrinks it.
+TEST(ImageFile, CropPctResizesTheShorterSideAndCutsTheCentre) {
+    TempDir dir;
+    for (const bool landscape : {true, false}) {
+        const int w = landscape ? 40 : 20, h = landscape ? 20 : 40;
+        std::vector<uint8_t> gray(static_cast<size_t>(w * h));
+        for (int y = 0; y < h; ++y) {
+            for (int x = 0; x < w; ++x) gray[static_cast<size_t>(y * w + x)] = static_cast<uint8_t>((x * 5 + y * 3) % 251);
+        }
+        ASSERT_TRUE(stbi_write_png(dir.file("ramp.png").c_str(), w, h, 1, gray.data(), w));
+        const std::vector<uint8_t> crop = read_image_file(dir.file("ramp.png"), 1, 16, 16, 0.8);  // 16 / 0.8 = 20
+        ASSERT_EQ(crop.size(), 256u);
+        const int top = (h - 16) / 2, left = (w - 16) / 2;
+        for (int y = 0; y < 16; ++y) {
+            for (int x = 0; x < 16; ++x) {
+                ASSERT_EQ(crop[static_cast<size_t>(y * 16 + x)], gray[static_cast<size_t>((y + top) * w + x + left)]) << y << "," << x;
+            }
+        }
+    }
+    std::vector<uint8_t> flat(64 * 32 * 3, 100);
+    ASSERT_TRUE(stbi_write_png(dir.file("flat.png").c_str(), 64, 32, 3, flat.data(), 64 * 3));
+    for (const uint8_t v : read_image_file(dir.file("flat.png"), 3, 16, 16, 0.875)) ASSERT_NEAR(v, 100, 1);
+    expect_data_error([&] { read_image_file(dir.file("flat.png"), 3, 16, 16, 1.5); }, {"flat.png", "crop_pct"});
+}
+
 TEST(ImageFile, DecodesConvertsAndResizesOneImage) {
     TempDir dir;
     std::vector<uint8_t> gray(10 * 10);

@@ -101,7 +101,7 @@ int run_eval(const std::string & checkpoint, const std::string & data_name, cons
     TrainConfig & c = loaded.state.config;
     if (!data_name.empty()) c.data.name = data_name;
     if (!data_root.empty()) c.data.root = data_root;
-    data::DatasetSpec spec{c.data.name, c.data.root, loaded.state.shape.img_size, loaded.state.shape.in_chans};
+    data::DatasetSpec spec{c.data.name, c.data.root, loaded.state.shape.img_size, loaded.state.shape.in_chans, c.data.crop_pct};
     auto images = data::load_dataset(spec, split == "train" ? data::Split::train : data::Split::test);
     if (images.num_classes() > loaded.state.shape.num_classes) {
         throw std::invalid_argument("data set has " + std::to_string(images.num_classes()) +
@@ -229,10 +229,12 @@ int run_export(const std::string & checkpoint, const std::string & out, std::str
     return 0;
 }
 
-int run_verify(const std::string & checkpoint, const std::string & model_path, const data::ImageDataset & images,
-               int threads, int64_t block_images) {
+int run_verify(const std::string & checkpoint, const std::string & model_path, const cli::RuntimeInputs & inputs,
+               int64_t block_images) {
     LoadedModel loaded = load_model(checkpoint);
     const runtime::PackedModel packed = runtime::PackedModel::load(model_path);
+    const data::ImageDataset images = cli::runtime_images(inputs, packed);
+    const int threads = inputs.threads;
     cli::check_image_shape(packed, images);
     const Preprocess pre = make_preprocess(loaded.state.config.data);
     if (block_images > 0) {
@@ -471,7 +473,7 @@ cli::Command add_verify(CLI::App & app) {
     ver->add_option("model", a->model, "Packed model file (from bitvit export)")->required();
     cli::add_runtime_inputs(ver, a->inputs);
     ver->add_option("--blocks", a->blocks, "Also compare each block's output tokens on the first N images (where does the runtime depart?)");
-    return {ver, action([a] { return run_verify(a->checkpoint, a->model, cli::runtime_images(a->inputs), a->inputs.threads, a->blocks); })};
+    return {ver, action([a] { return run_verify(a->checkpoint, a->model, a->inputs, a->blocks); })};
 }
 
 cli::Command add_bench(CLI::App & app) {

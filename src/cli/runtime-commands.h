@@ -17,12 +17,14 @@ namespace bitvit::cli {
 // data set's split, and the threads it runs on.
 struct RuntimeInputs {
     std::string idx, labels, data = "fashion-mnist", data_root, split = "test";
-    int64_t subset = 0;  // a stratified subset of N images; 0 = all
-    int threads = 0;     // 0 = all cores
+    int64_t subset = 0;     // a stratified subset of N images; 0 = all
+    int threads = 0;        // 0 = all cores
+    double crop_pct = 0.0;  // imagefolder: 0 = resize whole images; else timm's resize and centre crop
 };
-// Registers --input, --labels, --data, --data-root, --split, --subset and --threads on a command.
+// Registers --input, --labels, --data, --data-root, --split, --subset, --crop-pct and --threads.
 void add_runtime_inputs(CLI::App * cmd, RuntimeInputs & in);
-data::ImageDataset runtime_images(const RuntimeInputs & in);
+// The images a command runs on; an ImageFolder set is read at the model's channels and size.
+data::ImageDataset runtime_images(const RuntimeInputs & in, const runtime::PackedModel & model);
 
 // Throws std::invalid_argument when the images are not the model's C×H×W.
 void check_image_shape(const runtime::PackedModel & model, const data::ImageDataset & images);

@@ -3,6 +3,7 @@
 #include <zlib.h>
 
 #include <algorithm>
+#include <cmath>
 #include <array>
 #include <filesystem>
 #include <fstream>
@@ -234,18 +235,62 @@ ImageDataset read_cifar(const std::vector<std::string> & batch_paths, CifarVaria
     return data;
 }
 
-std::vector<uint8_t> read_image_file(const std::string & path, int64_t channels, int64_t height, int64_t width) {
+namespace {
+
+// timm's eval transform on interleaved H×W×C pixels: shorter side to floor(min(height, width) /
+// crop_pct) (the longer side scaled alike, rounded), Catmull-Rom resampling, then the centre crop.
+std::vector<uint8_t> resize_and_centre_crop(const stbi_uc * pixels, int w, int h, int64_t channels, int64_t height,
+                                            int64_t width, double crop_pct, const std::string & path) {
+    const auto scale_size = static_cast<int64_t>(std::floor(static_cast<double>(std::min(height, width)) / crop_pct));
+    const bool wide = w >= h;
+    const double ratio = static_cast<double>(wide ? w : h) / static_cast<double>(wide ? h : w);
+    const auto longer = static_cast<int64_t>(std::llround(static_cast<double>(scale_size) * ratio));
+    const int64_t rw = wide ? longer : scale_size, rh = wide ? scale_size : longer;
+    if (rw < width || rh < height || rw > 65536 || rh > 65536) {
+        throw DataError(path + ": cannot resize a " + std::to_string(w) + "×" + std::to_string(h) + " image for a " +
+                        std::to_string(width) + "×" + std::to_string(height) + " centre crop");
+    }
+    std::vector<uint8_t> resized(static_cast<size_t>(rw * rh * channels));
+    const int ok = stbir_resize_uint8_generic(pixels, w, h, 0, resized.data(), static_cast<int>(rw), static_cast<int>(rh), 0,
+                                              static_cast<int>(channels), STBIR_ALPHA_CHANNEL_NONE, 0, STBIR_EDGE_CLAMP,
+                                              STBIR_FILTER_CATMULLROM, STBIR_COLORSPACE_LINEAR, nullptr);
+    if (!ok) throw DataError(path + ": resize failed");
+    // torchvision's CenterCrop: the offset is rounded half to even of (size − crop) / 2.
+    const auto top = static_cast<int64_t>(std::nearbyint(static_cast<double>(rh - height) / 2));
+    const auto left = static_cast<int64_t>(std::nearbyint(static_cast<double>(rw - width) / 2));
+    std::vector<uint8_t> out(static_cast<size_t>(height * width * channels));
+    for (int64_t y = 0; y < height; ++y) {
+        std::copy_n(resized.begin() + ((top + y) * rw + left) * channels, width * channels, out.begin() + y * width * channels);
+    }
+    return out;
+}
+
+}  // namespace
+
+std::vector<uint8_t> read_image_file(const std::string & path, int64_t channels, int64_t height, int64_t width, double crop_pct) {
     if (channels != 1 && channels != 3) throw DataError(path + ": images can be read as 1 or 3 channels, not " + std::to_string(channels));
     if (height <= 0 || width <= 0) throw DataError(path + ": the image size to resize to must be positive");
+    if (!(crop_pct >= 0 && crop_pct <= 1)) throw DataError(path + ": crop_pct must be in [0, 1]");
     int w = 0, h = 0, file_channels = 0;
     stbi_uc * pixels = stbi_load(path.c_str(), &w, &h, &file_channels, static_cast<int>(channels));
     if (pixels == nullptr) throw DataError(path + ": cannot decode image (" + stbi_failure_reason() + ")");
     // stb gives interleaved H×W×C; we store planar C×H×W.
-    std::vector<uint8_t> interleaved(static_cast<size_t>(channels * height * width));
-    const int ok = stbir_resize_uint8(pixels, w, h, 0, interleaved.data(), static_cast<int>(width), static_cast<int>(height),
-                                      0, static_cast<int>(channels));
+    std::vector<uint8_t> interleaved;
+    try {
+        if (crop_pct > 0) {
+            interleaved = resize_and_centre_crop(pixels, w, h, channels, height, width, crop_pct, path);
+        } else {
+            interleaved.resize(static_cast<size_t>(channels * height * width));
+            if (!stbir_resize_uint8(pixels, w, h, 0, interleaved.data(), static_cast<int>(width), static_cast<int>(height), 0,
+                                    static_cast<int>(channels))) {
+                throw DataError(path + ": resize failed");
+            }
+        }
+    } catch (...) {
+        stbi_image_free(pixels);
+        throw;
+    }
     stbi_image_free(pixels);
-    if (!ok) throw DataError(path + ": resize failed");
     std::vector<uint8_t> planar(interleaved.size());
     for (int64_t c = 0; c < channels; ++c) {
         for (int64_t p = 0; p < height * width; ++p) planar[c * height * width + p] = interleaved[p * channels + c];
@@ -253,7 +298,7 @@ std::vector<uint8_t> read_image_file(const std::string & path, int64_t channels,
     return planar;
 }
 
-ImageDataset read_image_folder(const std::string & root, int64_t channels, int64_t height, int64_t width) {
+ImageDataset read_image_folder(const std::string & root, int64_t channels, int64_t height, int64_t width, double crop_pct) {
     if (channels != 1 && channels != 3) throw DataError(root + ": imagefolder channels must be 1 or 3");
     if (height <= 0 || width <= 0) throw DataError(root + ": imagefolder image size must be positive");
     if (!fs::is_directory(root)) throw DataError(root + ": not a directory");
@@ -273,7 +318,7 @@ ImageDataset read_image_folder(const std::string & root, int64_t channels, int64
         }
         std::sort(files.begin(), files.end());
         for (const auto & file : files) {
-            const std::vector<uint8_t> image = read_image_file(file.string(), channels, height, width);
+            const std::vector<uint8_t> image = read_image_file(file.string(), channels, height, width, crop_pct);
             data.pixels.insert(data.pixels.end(), image.begin(), image.end());
             data.labels.push_back(static_cast<int32_t>(label));
         }
@@ -320,7 +365,7 @@ ImageDataset load_dataset(const DatasetSpec & spec, Split split) {
     if (spec.name == "cifar100") return load_cifar_dir(root, split, CifarVariant::cifar100);
     const int64_t size = spec.image_size > 0 ? spec.image_size : 224;
     const fs::path dir = fs::path(root) / (split == Split::train ? "train" : (fs::exists(fs::path(root) / "val") ? "val" : "test"));
-    return read_image_folder(dir.string(), spec.channels, size, size);
+    return read_image_folder(dir.string(), spec.channels, size, size, spec.crop_pct);
 }
 
 std::vector<int64_t> stratified_subset(const std::vector<int32_t> & labels, int64_t num_classes, int64_t n,

@@ -44,12 +44,17 @@ enum class CifarVariant { cifar10, cifar100 };
 ImageDataset read_cifar(const std::vector<std::string> & batch_paths, CifarVariant variant);
 
 // Decodes one image file (JPEG, PNG, BMP, GIF, TGA, PNM through stb_image), converted to `channels`
-// (1 or 3) and resized to height×width: planar [C, H, W] pixels. Throws DataError naming the file.
-std::vector<uint8_t> read_image_file(const std::string & path, int64_t channels, int64_t height, int64_t width);
+// (1 or 3) and brought to height×width: planar [C, H, W] pixels. crop_pct 0 resizes the whole image
+// to height×width (aspect ratio not kept); crop_pct in (0, 1] is timm's evaluation transform: the
+// shorter side resized to floor(min(height, width) / crop_pct) keeping the aspect ratio, bicubic
+// (Catmull-Rom, as PIL's), then the centre height×width cut out. Throws DataError naming the file.
+std::vector<uint8_t> read_image_file(const std::string & path, int64_t channels, int64_t height, int64_t width,
+                                     double crop_pct = 0.0);
 
 // Reads root/<class>/<image> (JPEG, PNG, BMP, GIF, TGA through stb_image), classes in sorted order,
-// every image converted to `channels` (1 or 3) and resized to height×width.
-ImageDataset read_image_folder(const std::string & root, int64_t channels, int64_t height, int64_t width);
+// every image converted to `channels` (1 or 3) and brought to height×width as read_image_file does.
+ImageDataset read_image_folder(const std::string & root, int64_t channels, int64_t height, int64_t width,
+                               double crop_pct = 0.0);
 
 // Where a named data set lives and which split to read.
 struct DatasetSpec {
@@ -57,6 +62,7 @@ struct DatasetSpec {
     std::string root;  // directory; empty = the default for `name` (fashion-mnist: Debian's package)
     int64_t image_size = 0;  // imagefolder only: resize target (square); 0 = 224
     int64_t channels = 3;    // imagefolder only
+    double crop_pct = 0.0;   // imagefolder only: 0 = resize whole images; else timm's resize-and-centre-crop
 };
 enum class Split { train, test };
 

@@ -448,6 +448,7 @@ void read_data_section(const toml::table & root, const std::string & origin, Dat
     data.read("name", d.name);
     data.read("root", d.root);
     data.read("image_size", d.image_size);
+    data.read("crop_pct", d.crop_pct);
     data.read("train_subset", d.train_subset);
     data.read("test_subset", d.test_subset);
     data.read("crop_padding", d.crop_padding);
@@ -458,6 +459,8 @@ void read_data_section(const toml::table & root, const std::string & origin, Dat
     data.read("prefetch", d.prefetch);
     data.finish();
     data.check(d.image_size >= 0 && d.image_size <= 4096, "image_size", "must be in [0, 4096] (0 = the model's)");
+    data.check(d.crop_pct == 0 || (d.crop_pct >= 0.1 && d.crop_pct <= 1), "crop_pct",
+               "must be 0 (resize whole images) or in [0.1, 1] (resize the shorter side to image_size / crop_pct, centre crop)");
     data.check(d.train_subset >= 0, "train_subset", "must not be negative");
     data.check(d.test_subset >= 0, "test_subset", "must not be negative");
     data.check(d.crop_padding >= 0 && d.crop_padding <= 64, "crop_padding", "must be in [0, 64]");
@@ -586,6 +589,7 @@ std::string TrainConfig::to_toml() const {
         {"data", toml::table{{"name", data.name},
                              {"root", data.root},
                              {"image_size", data.image_size},
+                             {"crop_pct", data.crop_pct},
                              {"train_subset", data.train_subset},
                              {"test_subset", data.test_subset},
                              {"crop_padding", data.crop_padding},

@@ -35,6 +35,9 @@ struct DataSection {
     std::string name = "fashion-mnist";  // fashion-mnist, mnist, cifar10, cifar100, imagefolder
     std::string root;                    // "" = the data set's default location
     int64_t image_size = 0;              // imagefolder resize target; 0 = the model's img_size
+    // imagefolder: 0 = resize whole images; in (0, 1]: timm's eval transform, shorter side to
+    // image_size / crop_pct (bicubic), centre crop (0.875: DeiT's pretrained configs; 0.9: Swin's)
+    double crop_pct = 0.0;
     int64_t train_subset = 0;            // 0 = all; N = stratified, seeded subset of N images
     int64_t test_subset = 0;             // 0 = all; N = stratified subset of the test split (quick checks)
     int64_t crop_padding = 2;            // random crop after zero padding by this many pixels; 0 = off

@@ -386,8 +386,10 @@ ImportSummary import_checkpoint(const std::string & path, const ImportOptions & 
     if (static_cast<int64_t>(mean.size()) != c.in_chans || static_cast<int64_t>(std.size()) != c.in_chans) {
         throw ImportError("--mean and --std need one value per input channel (" + std::to_string(c.in_chans) + ")");
     }
+    // An RGB import is evaluated as timm evaluates its pretrained DeiTs (crop_pct 0.875, bicubic).
     const std::string toml = model_section(c) + "\n[data]\nname = \"" + (c.in_chans == 3 ? "imagefolder" : "fashion-mnist") +
-                             "\"\nmean = " + numbers(mean) + "\nstd = " + numbers(std) + "\n";
+                             "\"\nmean = " + numbers(mean) + "\nstd = " + numbers(std) + "\ncrop_pct = " +
+                             (c.in_chans == 3 ? "0.875" : "0.0") + "\n";
     CheckpointState state;
     try {
         state.config = parse_config(toml, "import of " + path);
@@ -417,6 +419,7 @@ std::vector<std::string> train_overrides(const std::string & imported_checkpoint
     }
     sets.push_back("data.mean=" + numbers(config.data.mean));
     sets.push_back("data.std=" + numbers(config.data.std));
+    if (config.data.crop_pct > 0) sets.push_back("data.crop_pct=" + std::to_string(config.data.crop_pct));
     return sets;
 }
 

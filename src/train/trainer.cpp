@@ -98,8 +98,11 @@ TrainTestData load_train_test(const TrainConfig & config) {
     data::DatasetSpec spec;
     spec.name = config.data.name;
     spec.root = config.data.root;
-    spec.image_size = config.data.image_size > 0 ? config.data.image_size : deit_config(config.model.name).img_size;
+    spec.image_size = config.data.image_size > 0   ? config.data.image_size
+                      : config.model.img_size > 0 ? config.model.img_size
+                                                  : deit_config(config.model.name).img_size;
     spec.channels = static_cast<int64_t>(config.data.mean.size());
+    spec.crop_pct = config.data.crop_pct;
     TrainTestData out{data::load_dataset(spec, data::Split::train), data::load_dataset(spec, data::Split::test)};
     // Checked now, not when the first evaluation meets the test split after a whole epoch.
     if (out.test.channels != out.train.channels || out.test.height != out.train.height || out.test.width != out.train.width) {
