@@ -120,6 +120,11 @@ ABLATIONS = [
      "ranking-aware attention distillation on → off"),
 ]
 
+# The sweep of ranking-aware distillation's weight and top-k around Bi-ViT's shipped default (rank 1,
+# top 8), each one change; Δ > 0 says the alternative beats the default (--sweep).
+SWEEP = [(f"bi-vit-rank-{w}", "bi-vit", set_distill("rank", w), f"rank weight 1 → {w}") for w in (0.1, 0.3, 3.0)] + \
+        [(f"bi-vit-top{k}", "bi-vit", set_distill("rank_top_k", k), f"rank top-k 8 → {k}") for k in (4, 16)]
+
 
 def toml_value(v):
     if isinstance(v, bool):
@@ -387,16 +392,19 @@ def versus_bnn(rows):
     return lines
 
 
-def ablation_table(args, profile, base):
+def ablation_table(args, profile, base, entries=ABLATIONS, claim_sign=-1):
+    """Each entry's derived recipe against its seed recipe, paired by seed. claim_sign −1: the claim is
+    that the seed's component helps (the change lowers accuracy); +1: that the change beats the seed."""
     regime = profile["common"] + profile["subset"]
     lines = [f"Command: `{' '.join(['scripts/compare.py'] + sys.argv[1:])}` · commit `{commit_id()}` · "
              f"teacher `{os.path.relpath(args.teacher_checkpoint, ROOT)}` · subset regime (`{' '.join(regime)}`), "
              f"{args.seeds} seed{'s' if args.seeds > 1 else ''}; each derived recipe is the seed recipe with the one change "
              f"named, stored beside its runs as `<ablation>.toml`. Δ is ablated − seed recipe, paired by seed; the "
-             "method's claim is that its component helps (Δ < 0), supported only where |mean Δ| > 2 sd.", "",
+             + ("method's claim is that its component helps (Δ < 0)" if claim_sign < 0 else "claim tested is that the change "
+                "beats the shipped default (Δ > 0)") + ", supported only where |mean Δ| > 2 sd.", "",
              "| ablation | seed recipe | change | seed acc % | ablated acc % | Δ mean ± sd | per seed | claim | ablated OPs (M) |",
              "|---|---|---|---|---|---|---|---|---|"]
-    for name, seed_recipe, change, what in ABLATIONS:
+    for name, seed_recipe, change, what in entries:
         seed_dirs = train_runs(args, base, f"{seed_recipe}-subset", os.path.join(ROOT, "recipes", seed_recipe + ".toml"), regime)
         # The recipe as training resolves it (base merged, extended stages expanded), so the one
         # change reaches every stage and the derived file stands on its own.
@@ -414,7 +422,7 @@ def ablation_table(args, profile, base):
         diffs = [a - s for a, s in zip(ablated_accs, seed_accs)]
         ops, _ = ops_of(os.path.join(ablated_dirs[0], "checkpoint.pt"))
         lines.append(f"| {name} | {seed_recipe} | {what} | {pm(seed_accs)} | {pm(ablated_accs)} | {pm(diffs)} | "
-                     f"{', '.join(f'{100 * d:+.2f}' for d in diffs)} | {verdict(diffs, -1)} | {ops:.2f} |")
+                     f"{', '.join(f'{100 * d:+.2f}' for d in diffs)} | {verdict(diffs, claim_sign)} | {ops:.2f} |")
     return lines
 
 
@@ -469,6 +477,8 @@ def main():
     parser.add_argument("--runs-dir", default=os.path.join(ROOT, "runs"),
                         help="where the runs live (default runs/ in the checkout): compare-<profile>/ below it")
     parser.add_argument("--ablations", action="store_true", help="run the ablation table instead of the comparison")
+    parser.add_argument("--sweep", action="store_true",
+                        help="run Bi-ViT's ranking-distillation sweep (weight, top-k) instead of the comparison (SWEEP)")
     parser.add_argument("--plot", action="store_true", help="also draw docs/compare-<profile>-<regime>.png (gnuplot)")
     parser.add_argument("--report", action="store_true",
                         help="tabulate the finished runs only, training nothing (rows still running say so)")
@@ -488,7 +498,10 @@ def main():
         args.teacher_checkpoint = os.path.join(teacher, "checkpoint.pt")
 
     check_teacher(base, args.teacher_checkpoint)
-    if args.ablations:
+    if args.sweep:
+        lines = ablation_table(args, profile, base, SWEEP, +1)
+        marker, title = f"compare:{args.profile}:sweep", f"Ranking-aware distillation sweep, profile {args.profile}"
+    elif args.ablations:
         lines = ablation_table(args, profile, base)
         marker, title = f"compare:{args.profile}:ablations", f"Ablations, profile {args.profile}"
     else:
