@@ -1,7 +1,8 @@
 // Fuzz target for the torch.save pickle reader (format/torch-pickle): any byte string must either
 // yield a state dict whose every view has a well-defined extent, or throw FormatError — never crash,
-// recurse without bound, or read outside the bytes. Seeds are the pickles of the timm reference
-// .pth files (tests/data/timm-reference), taken out of their zip archives; mutations favour pickle
+// recurse without bound, or read outside the bytes. Seeds are the pickles of the .pth files in
+// tests/data (timm's reference models, and one with views, BUILD state and non-tensor entries),
+// taken out of their zip archives; mutations favour pickle
 // opcodes, so the stack machine's every path is reached.
 //
 // Built two ways, like fuzz-safetensors: a libFuzzer target (scripts/fuzz.sh) and, here, a driver
@@ -54,8 +55,9 @@ std::string stored_member(const std::string & zip, const std::string & suffix) {
 
 std::vector<std::string> seeds() {
     std::vector<std::string> out;
-    for (const char * model : {"deit_32_p4_d48_rgb", "deit_32_p4_d48_rgb_distilled", "swin_32_p2_w4_rgb"}) {
-        std::ifstream f(std::string(BITVIT_SOURCE_DIR) + "/tests/data/timm-reference/" + model + ".pth", std::ios::binary);
+    for (const char * model : {"timm-reference/deit_32_p4_d48_rgb", "timm-reference/deit_32_p4_d48_rgb_distilled",
+                               "timm-reference/swin_32_p2_w4_rgb", "torch-save/nested-views"}) {
+        std::ifstream f(std::string(BITVIT_SOURCE_DIR) + "/tests/data/" + model + ".pth", std::ios::binary);
         const std::string zip((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
         out.push_back(stored_member(zip, "data.pkl"));
         // Each seed is a readable state dict to begin with (a FormatError here fails the test).

@@ -140,6 +140,21 @@ TEST(Import, ExportTimmGivesBackTheImportedTensors) {
     }
 }
 
+// A file PyTorch wrote (tests/data/torch-save/README.md): strided views, two tensors on one storage,
+// F16 / BF16 / I64 storages, an OrderedDict's BUILD state, numbers, lists and None beside the model.
+TEST(Import, TorchSaveViewsSharedStoragesAndDtypes) {
+    std::string found_at;
+    const auto sd = read_state_dict(std::string(BITVIT_SOURCE_DIR) + "/tests/data/torch-save/nested-views.pth", &found_at);
+    EXPECT_EQ(found_at, "model");
+    const torch::Tensor base = torch::arange(12, torch::kFloat);
+    EXPECT_TRUE(torch::equal(sd["w"], base.reshape({3, 4}).slice(1, 1, 3).t()));
+    EXPECT_TRUE(torch::equal(sd["shared"], base.slice(0, 4, 8)));
+    EXPECT_TRUE(torch::equal(sd["half"], torch::tensor({0.5f, -2.0f, 65504.0f})));
+    EXPECT_TRUE(torch::equal(sd["bf16"], torch::tensor({1.5f, -0.25f})));
+    EXPECT_EQ(sd["index"].scalar_type(), torch::kLong);
+    EXPECT_TRUE(torch::equal(sd["index"], torch::tensor({0, 7, 3, 2}, torch::kLong).reshape({2, 2})));
+}
+
 TEST(Import, ModulePrefixesAreRemoved) {
     TempDir dir;
     const std::string path = edited_safetensors(dir, "ddp.safetensors", [](auto & t) {
@@ -249,6 +264,8 @@ TEST(Import, CorruptAndForeignFilesAreRefusedWithTheirName) {
         expect_import_error([&] { read_state_dict(cut); }, {cut});
     }
     std::ofstream(dir.str("junk.pth")) << "not a state dict";
+    std::ofstream(dir.str("legacy.pth")) << std::string("\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19", 14) << "rest";
+    expect_import_error([&] { read_state_dict(dir.str("legacy.pth")); }, {"legacy.pth", "legacy format"});
     expect_import_error([&] { read_state_dict(dir.str("junk.pth")); }, {"junk.pth"});
     // A zip that is not a torch.save archive, and a pickle that names code.
     const std::string other = torch_save_archive(dir, "other.zip", {{"readme.txt", "hello"}});
@@ -257,7 +274,7 @@ TEST(Import, CorruptAndForeignFilesAreRefusedWithTheirName) {
     expect_import_error([&] { read_state_dict(code); }, {"evil.pth", "os system"});
     const std::string args = torch_save_archive(
         dir, "args.pth", {{"data.pkl", std::string("\x80\x02}(") + pstr("args") + "cargparse\nNamespace\n)Ru."}});
-    expect_import_error([&] { read_state_dict(args); }, {"args.pth", "argparse Namespace"});
+    expect_import_error([&] { read_state_dict(args); }, {"args.pth", "argparse Namespace", "torch.save(checkpoint['model']"});
     // Storages smaller than they declare, and views reaching past their storage.
     const std::string floats(16, '\0');
     const std::string small = torch_save_archive(dir, "small.pth", {{"data.pkl", one_tensor_pickle(100, 0, 4)}, {"data/0", floats}});

@@ -3,6 +3,7 @@
 #include <caffe2/serialize/inline_container.h>
 
 #include <cmath>
+#include <fstream>
 #include <iomanip>
 #include <nlohmann/json.hpp>
 #include <map>
@@ -81,8 +82,15 @@ StateDict read_torch_save(const std::string & path, std::string * found_at) {
         caffe2::serialize::PyTorchStreamReader reader(path);
         const std::string pickle = pickle_record(reader, path);
         auto [bytes, size] = reader.getRecord(pickle);
-        const format::PickledStateDict dict =
-            format::read_torch_state_dict({static_cast<const char *>(bytes.get()), size}, path + " (" + pickle + ")");
+        format::PickledStateDict dict;
+        try {
+            dict = format::read_torch_state_dict({static_cast<const char *>(bytes.get()), size}, path + " (" + pickle + ")");
+        } catch (const format::FormatError & e) {
+            throw ImportError(std::string(e.what()) +
+                              "\n  (a training checkpoint that pickles Python objects — args, optimiser or scheduler state — "
+                              "cannot be read without running Python; save the state dict alone, "
+                              "torch.save(checkpoint['model'], 'model.pth'), or as safetensors)");
+        }
         if (found_at) *found_at = dict.found_at;
         std::map<std::string, std::tuple<at::DataPtr, size_t>> storages;
         StateDict out;
@@ -368,6 +376,13 @@ torch::OrderedDict<std::string, torch::Tensor> read_state_dict(const std::string
     const format::FileKind kind = format::file_kind(path);
     if (kind == format::FileKind::safetensors) return strip_module_prefix(read_safetensors(path));
     if (kind == format::FileKind::zip_archive) return strip_module_prefix(read_torch_save(path, found_at));
+    // torch.save's format before PyTorch 1.6: a bare pickle stream starting with its magic number.
+    static const std::string legacy_magic("\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19", 14);
+    std::string head(legacy_magic.size(), '\0');
+    if (kind == format::FileKind::other && std::ifstream(path, std::ios::binary).read(head.data(), 14) && head == legacy_magic) {
+        throw ImportError(path + ": torch.save's legacy format (PyTorch < 1.6), which bitvit does not read; re-save it with a "
+                          "current PyTorch: torch.save(torch.load(path), path)");
+    }
     throw ImportError(format::wrong_kind_message(path, kind, "a safetensors or torch.save (.pth) state dict"));
 }
 
