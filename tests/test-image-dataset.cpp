@@ -2,6 +2,7 @@
 // DataError that names the file and the problem.
 #include <gtest/gtest.h>
 
+#include "expect-error.h"
 #include "temp-dir.h"
 #include "require-data.h"
 #include <stb_image_write.h>
@@ -52,16 +53,9 @@ void write_idx_pair(const std::string & images, const std::string & labels, uint
     write_bytes(labels, lab, gzip);
 }
 
-// Expects `fn` to throw DataError whose message contains every fragment.
 template <class Fn>
 void expect_data_error(Fn fn, std::initializer_list<std::string> fragments) {
-    try {
-        fn();
-        FAIL() << "expected DataError";
-    } catch (const DataError & e) {
-        const std::string msg = e.what();
-        for (const auto & f : fragments) EXPECT_NE(msg.find(f), std::string::npos) << "message: " << msg << "\nmissing: " << f;
-    }
+    bitvit::test_util::expect_error<DataError>(fn, fragments);
 }
 
 }  // namespace

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "expect-error.h"
 #include "temp-dir.h"
 #include "format/safetensors.h"
 #include "format/torch-pickle.h"
@@ -45,15 +46,9 @@ ImportOptions heads3() {
     return o;
 }
 
-// The error `run` throws, which must be an ImportError whose text holds every one of `expected`.
 template <class F>
 void expect_import_error(F run, std::initializer_list<std::string> expected) {
-    try {
-        run();
-        ADD_FAILURE() << "expected an ImportError";
-    } catch (const ImportError & e) {
-        for (const auto & text : expected) EXPECT_NE(std::string(e.what()).find(text), std::string::npos) << e.what();
-    }
+    test_util::expect_error<ImportError>(run, expected);
 }
 
 // A safetensors copy of the reference model with `edit` applied to its tensor map.
