@@ -12,6 +12,8 @@
 
 #include <chrono>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <thread>
 
 #include "require-data.h"
@@ -175,4 +177,21 @@ TEST_F(CliTest, CtrlCStopsResumablyAndTheResumedRunIsExact) {
     const Result again = run({kBitvit, "train", "--resume", path("stopped")});
     EXPECT_EQ(again.status, 0);
     EXPECT_NE(again.output.find("already complete"), std::string::npos) << again.output;
+}
+
+// The recipes' default teacher (train.fp_checkpoint, a path inside the source tree) is found when
+// bitvit runs from another directory (ctest runs it from build/tests).
+TEST_F(CliTest, TheShippedTeacherIsFoundFromAnyDirectory) {
+    BITVIT_REQUIRE_FASHION_MNIST();
+    ASSERT_FALSE(fs::exists("teachers/deit_micro_patch4_28-fp.pt"));
+    const Result r = run({kBitvit, "train", "--recipe", std::string(BITVIT_SOURCE_DIR) + "/recipes/bnn.toml", "--train-subset", "200",
+                          "--test-subset", "100", "--set", "train.epoch_scale=0.01", "--out", path("run")});
+    ASSERT_EQ(r.status, 0) << r.output;
+    std::ifstream config(path("run/config.toml"));
+    const std::string text((std::istreambuf_iterator<char>(config)), std::istreambuf_iterator<char>());
+    const auto at = text.find("fp_checkpoint = '/");
+    ASSERT_NE(at, std::string::npos) << text;
+    const std::string teacher = text.substr(at + 17, text.find('\'', at + 17) - at - 17);
+    EXPECT_TRUE(fs::exists(teacher)) << teacher;
+    EXPECT_EQ(fs::path(teacher).filename(), "deit_micro_patch4_28-fp.pt");
 }

@@ -47,6 +47,16 @@ struct TrainArgs {
     bool allow_inexact_resume = false;
 };
 
+// A path relative to the source tree: as given when it exists from the working directory, else under
+// the tree the executable was built in (build/bitvit -> ..); "" when neither exists.
+std::string in_source_tree(const std::string & relative) {
+    if (fs::exists(relative)) return relative;
+    std::error_code ec;
+    const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+    const fs::path beside = exe.parent_path().parent_path() / relative;
+    return !ec && fs::exists(beside) ? beside.string() : "";
+}
+
 std::vector<std::string> overrides_of(const TrainArgs & a) {
     std::vector<std::string> o;
     if (!a.model.empty()) o.push_back("model.name=\"" + a.model + "\"");
@@ -75,6 +85,11 @@ int run_train(const TrainArgs & a) {
         std::fprintf(stderr, "resuming %s after epoch %lld\n", a.resume.c_str(), static_cast<long long>(trainer->epochs_done()));
     } else {
         TrainConfig config = a.recipe.empty() ? parse_config("", "defaults", overrides_of(a)) : load_config_file(a.recipe, overrides_of(a));
+        // The shipped teacher, the default train.fp_checkpoint, is found from any working directory.
+        if (config.train.fp_checkpoint == TrainSection{}.fp_checkpoint) {
+            const std::string teacher = in_source_tree(config.train.fp_checkpoint);
+            if (!teacher.empty()) config.train.fp_checkpoint = teacher;
+        }
         trainer = Trainer::start(config, a.out, [&](const TrainConfig & c) {
             auto data = load_train_test(c);
             std::fprintf(stderr, "training %s on %s: %lld train / %lld test images, %lld epoch%s -> %s\n", c.model.name.c_str(),
@@ -253,16 +268,10 @@ int run_verify(const std::string & checkpoint, const std::string & model_path, c
     return 0;
 }
 
-// The recipe `bench` uses when none is given: recipes/bnn.toml under the working directory, or in the
-// source tree the executable was built in (build/bitvit -> recipes/).
+// The recipe `bench` uses when none is given: recipes/bnn.toml in the working directory or the source tree.
 std::string default_bench_recipe() {
-    std::vector<fs::path> candidates = {fs::path("recipes") / "bnn.toml"};
-    std::error_code ec;
-    const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
-    if (!ec) candidates.push_back(exe.parent_path().parent_path() / "recipes" / "bnn.toml");
-    for (const auto & c : candidates) {
-        if (fs::exists(c)) return c.string();
-    }
+    const std::string found = in_source_tree("recipes/bnn.toml");
+    if (!found.empty()) return found;
     throw std::invalid_argument("bench needs --recipe FILE (whose last stage's quantizers the runtime model gets) or --packed FILE: "
                                 "the default recipes/bnn.toml is neither under the current directory nor beside the program");
 }
