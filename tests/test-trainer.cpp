@@ -199,6 +199,42 @@ TEST(Loader, RandomErasingReplacesOneRectangle) {
                              make_batch(tiny, two, 2, crop_flip_erase, true, 5).images));
 }
 
+// RandomResizedCrop: at scale 1 every accepted box is the whole (square) image, so the batch is the
+// plain one (flipped where the flip says so); at timm's 0.08 every value is a convex combination of
+// the image's pixels, the crops differ from the plain images, and a seed gives the same batch again.
+TEST(Loader, RandomResizedCropResamplesInsideTheImage) {
+    data::ImageDataset d;
+    d.channels = 1;
+    d.height = d.width = 8;
+    d.class_names = {"a", "b"};
+    for (int i = 0; i < 6; ++i) {
+        for (int p = 0; p < 64; ++p) d.pixels.push_back(static_cast<uint8_t>((37 * i + 11 * p + (p / 8) * (p % 8)) % 256));
+        d.labels.push_back(i % 2);
+    }
+    const std::vector<int64_t> idx = {0, 1, 2, 3, 4, 5};
+    Preprocess pre;
+    pre.mean = {0.0f};
+    pre.std = {1.0f};
+    const torch::Tensor plain = make_batch(d, idx.data(), 6, pre, false, 0).images;
+    pre.resized_crop_scale = 1.0;
+    EXPECT_TRUE(torch::equal(make_batch(d, idx.data(), 6, pre, true, 9).images, plain));
+    pre.hflip = true;
+    const torch::Tensor flipped = make_batch(d, idx.data(), 6, pre, true, 9).images;
+    for (int64_t j = 0; j < 6; ++j) {
+        const bool same = torch::equal(flipped[j], plain[j]), mirrored = torch::equal(flipped[j], plain[j].flip({2}));
+        EXPECT_TRUE(same || mirrored) << j;
+    }
+    pre.hflip = false;
+    pre.resized_crop_scale = 0.08;
+    const torch::Tensor crops = make_batch(d, idx.data(), 6, pre, true, 9).images;
+    EXPECT_TRUE(torch::equal(crops, make_batch(d, idx.data(), 6, pre, true, 9).images));
+    EXPECT_FALSE(torch::equal(crops, plain));
+    for (int64_t j = 0; j < 6; ++j) {
+        EXPECT_GE(crops[j].min().item<float>(), plain[j].min().item<float>() - 1e-6f) << j;
+        EXPECT_LE(crops[j].max().item<float>(), plain[j].max().item<float>() + 1e-6f) << j;
+    }
+}
+
 TEST(Loader, YieldsEveryBatchAndRethrowsErrors) {
     const auto d = tiny_images();
     BatchLoader loader(d, {4, 3, 2, 1, 0}, 2, false, Preprocess{{0.0f}, {1.0f}, 0, false}, false, 0, 1);

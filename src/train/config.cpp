@@ -452,6 +452,7 @@ void read_data_section(const toml::table & root, const std::string & origin, Dat
     data.read("train_subset", d.train_subset);
     data.read("test_subset", d.test_subset);
     data.read("crop_padding", d.crop_padding);
+    data.read("resized_crop_scale", d.resized_crop_scale);
     data.read("hflip", d.hflip);
     data.read("random_erase", d.random_erase);
     data.read("mean", d.mean);
@@ -464,6 +465,8 @@ void read_data_section(const toml::table & root, const std::string & origin, Dat
     data.check(d.train_subset >= 0, "train_subset", "must not be negative");
     data.check(d.test_subset >= 0, "test_subset", "must not be negative");
     data.check(d.crop_padding >= 0 && d.crop_padding <= 64, "crop_padding", "must be in [0, 64]");
+    data.check(d.resized_crop_scale == 0 || (d.resized_crop_scale >= 0.01 && d.resized_crop_scale <= 1), "resized_crop_scale",
+               "must be 0 (off) or in [0.01, 1] (the smallest area share of a RandomResizedCrop; timm: 0.08)");
     data.check(d.random_erase >= 0 && d.random_erase <= 1, "random_erase", "must be a probability in [0, 1]");
     data.check(d.prefetch >= 1 && d.prefetch <= 64, "prefetch", "must be in [1, 64]");
     data.check(!d.mean.empty() && d.mean.size() == d.std.size() && d.mean.size() <= 64, "mean",
@@ -593,6 +596,7 @@ std::string TrainConfig::to_toml() const {
                              {"train_subset", data.train_subset},
                              {"test_subset", data.test_subset},
                              {"crop_padding", data.crop_padding},
+                             {"resized_crop_scale", data.resized_crop_scale},
                              {"hflip", data.hflip},
                              {"random_erase", data.random_erase},
                              {"mean", numbers(data.mean)},

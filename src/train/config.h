@@ -41,6 +41,7 @@ struct DataSection {
     int64_t train_subset = 0;            // 0 = all; N = stratified, seeded subset of N images
     int64_t test_subset = 0;             // 0 = all; N = stratified subset of the test split (quick checks)
     int64_t crop_padding = 2;            // random crop after zero padding by this many pixels; 0 = off
+    double resized_crop_scale = 0.0;     // > 0: RandomResizedCrop (area in [this, 1]) instead of the padded crop
     bool hflip = true;                   // random horizontal flip
     double random_erase = 0.0;           // probability of erasing one random rectangle (loader.h)
     std::vector<double> mean = {0.2860};  // per channel, on [0, 1] pixels (Fashion-MNIST's statistics)

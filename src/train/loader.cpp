@@ -1,8 +1,10 @@
 #include "loader.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <random>
+#include <tuple>
 
 namespace bitvit {
 
@@ -40,6 +42,41 @@ void erase_random_rectangle(float * image, int64_t C, int64_t H, int64_t W, std:
     }
 }
 
+// torchvision's RandomResizedCrop.get_params on an H×W image: {top, left, height, width}.
+std::array<int64_t, 4> resized_crop_box(int64_t H, int64_t W, double min_scale, std::mt19937_64 & rng) {
+    std::uniform_real_distribution<double> area_share(min_scale, 1.0);
+    std::uniform_real_distribution<double> log_ratio(std::log(3.0 / 4.0), std::log(4.0 / 3.0));
+    for (int attempt = 0; attempt < 10; ++attempt) {
+        const double area = area_share(rng) * static_cast<double>(H * W);
+        const double ratio = std::exp(log_ratio(rng));
+        const auto w = static_cast<int64_t>(std::lround(std::sqrt(area * ratio)));
+        const auto h = static_cast<int64_t>(std::lround(std::sqrt(area / ratio)));
+        if (w < 1 || h < 1 || w > W || h > H) continue;
+        const int64_t top = std::uniform_int_distribution<int64_t>(0, H - h)(rng);
+        const int64_t left = std::uniform_int_distribution<int64_t>(0, W - w)(rng);
+        return {top, left, h, w};
+    }
+    return {0, 0, H, W};  // torchvision falls back to a centre crop within the ratio range: a square image whole
+}
+
+// Bilinear sample (align_corners=False) of the box [top, top + h) × [left, left + w) of a uint8 plane,
+// resampled to H×W, at output pixel (y, x); coordinates clamp at the box's edges.
+float sample_box(const uint8_t * plane, int64_t W, const std::array<int64_t, 4> & box, int64_t H_out, int64_t W_out,
+                 int64_t y, int64_t x) {
+    auto source = [](int64_t out, int64_t out_size, int64_t start, int64_t size) {
+        const double s = (static_cast<double>(out) + 0.5) * static_cast<double>(size) / static_cast<double>(out_size) - 0.5;
+        const double clamped = std::min(std::max(s, 0.0), static_cast<double>(size - 1));
+        const auto i0 = static_cast<int64_t>(std::floor(clamped));
+        const int64_t i1 = std::min(i0 + 1, size - 1);
+        return std::make_tuple(start + i0, start + i1, clamped - static_cast<double>(i0));
+    };
+    const auto [y0, y1, fy] = source(y, H_out, box[0], box[2]);
+    const auto [x0, x1, fx] = source(x, W_out, box[1], box[3]);
+    const double top = plane[y0 * W + x0] * (1 - fx) + plane[y0 * W + x1] * fx;
+    const double bottom = plane[y1 * W + x0] * (1 - fx) + plane[y1 * W + x1] * fx;
+    return static_cast<float>(top * (1 - fy) + bottom * fy);
+}
+
 }  // namespace
 
 std::vector<int64_t> epoch_order(int64_t n, uint64_t seed, int64_t epoch) {
@@ -60,13 +97,16 @@ Batch make_batch(const data::ImageDataset & data, const int64_t * indices, int64
     Batch batch{torch::empty({count, C, H, W}), torch::empty({count}, torch::kInt64)};
     float * out = batch.images.data_ptr<float>();
     int64_t * labels = batch.labels.data_ptr<int64_t>();
-    const int64_t pad = augment ? pre.crop_padding : 0;
+    const bool resized_crop = augment && pre.resized_crop_scale > 0;
+    const int64_t pad = augment && !resized_crop ? pre.crop_padding : 0;
     for (int64_t j = 0; j < count; ++j) {
         const uint8_t * img = data.image(indices[j]);
         labels[j] = data.labels[static_cast<size_t>(indices[j])];
         int64_t dy = 0, dx = 0;
         bool flip = false;
         std::mt19937_64 rng(mix_seed(augment_seed, static_cast<uint64_t>(j)));
+        const std::array<int64_t, 4> box = resized_crop ? resized_crop_box(H, W, pre.resized_crop_scale, rng)
+                                                        : std::array<int64_t, 4>{0, 0, H, W};
         if (augment) {
             if (pad > 0) {
                 std::uniform_int_distribution<int64_t> offset(-pad, pad);
@@ -82,6 +122,14 @@ Batch make_batch(const data::ImageDataset & data, const int64_t * indices, int64
             const float shift = -pre.mean[c] / pre.std[c];
             const uint8_t * plane = img + c * H * W;
             float * dst = out + (j * C + c) * H * W;
+            if (resized_crop) {
+                for (int64_t y = 0; y < H; ++y) {
+                    for (int64_t x = 0; x < W; ++x) {
+                        dst[y * W + x] = sample_box(plane, W, box, H, W, y, flip ? W - 1 - x : x) * scale + shift;
+                    }
+                }
+                continue;
+            }
             for (int64_t y = 0; y < H; ++y) {
                 const int64_t sy = y + dy;
                 for (int64_t x = 0; x < W; ++x) {

@@ -30,13 +30,19 @@ struct Preprocess {
     // replaced by N(0, 1) noise in normalised units — Zhong et al.'s random erasing, in timm's "pixel"
     // mode (area 2–33 % of the image, aspect ratio log-uniform in [0.3, 3.3], ≤ 10 tries to fit).
     double random_erase = 0.0;
+    // Training only, > 0: torchvision's RandomResizedCrop of the stored image instead of the padded
+    // crop: a box of area uniform in [resized_crop_scale, 1] of the image and aspect ratio
+    // log-uniform in [3/4, 4/3] (10 tries, then the whole image), resampled bilinearly
+    // (align_corners=False) back to H×W.
+    double resized_crop_scale = 0.0;
 };
 
 // A permutation of [0, n) that depends only on (seed, epoch).
 std::vector<int64_t> epoch_order(int64_t n, uint64_t seed, int64_t epoch);
 
-// Builds one batch from data[indices[0..count)]. With augment, sample j of the batch draws its crop
-// offset, flip and erased rectangle (in that order) from a generator seeded by (augment_seed, j).
+// Builds one batch from data[indices[0..count)]. With augment, sample j of the batch draws its
+// resized-crop box (when on) or crop offset, then its flip and erased rectangle, in that order, from a
+// generator seeded by (augment_seed, j).
 Batch make_batch(const data::ImageDataset & data, const int64_t * indices, int64_t count, const Preprocess & pre,
                  bool augment, uint64_t augment_seed);
 

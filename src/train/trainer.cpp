@@ -89,6 +89,7 @@ Preprocess make_preprocess(const DataSection & d) {
     pre.mean.assign(d.mean.begin(), d.mean.end());
     pre.std.assign(d.std.begin(), d.std.end());
     pre.crop_padding = d.crop_padding;
+    pre.resized_crop_scale = d.resized_crop_scale;
     pre.hflip = d.hflip;
     pre.random_erase = d.random_erase;
     return pre;
