@@ -104,11 +104,5 @@ int main(int argc, char ** argv) {
         }
     }
     fs::remove_all(dir);
-    if (parsed == 0) {
-        std::printf("fuzz-config: %llu inputs and none parsed: the seeds are broken\n", static_cast<unsigned long long>(inputs));
-        return 1;
-    }
-    std::printf("fuzz-config: %llu inputs (%llu parsed), 0 crashes (seed %llu)\n", static_cast<unsigned long long>(inputs),
-                static_cast<unsigned long long>(parsed), static_cast<unsigned long long>(seed));
-    return 0;
+    return fuzz::report("fuzz-config", inputs, parsed, "parsed", seed);
 }

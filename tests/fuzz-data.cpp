@@ -120,11 +120,5 @@ int main(int argc, char ** argv) {
         }
     }
     fs::remove_all(dir);
-    if (loaded == 0) {
-        std::printf("fuzz-data: %llu inputs and none loaded: the seeds are broken\n", static_cast<unsigned long long>(inputs));
-        return 1;
-    }
-    std::printf("fuzz-data: %llu inputs (%llu reads succeeded), 0 crashes (seed %llu)\n", static_cast<unsigned long long>(inputs),
-                static_cast<unsigned long long>(loaded), static_cast<unsigned long long>(seed));
-    return 0;
+    return bitvit::fuzz::report("fuzz-data", inputs, loaded, "read", seed);
 }

@@ -3,6 +3,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <functional>
 #include <random>
 #include <string>
@@ -52,6 +53,18 @@ uint64_t mutate_until(const DriverArgs & args, const std::vector<Input> & corpus
         }
     }
     return inputs;
+}
+
+// The driver's last line and exit code: 1 when no input was accepted (the seeds no longer parse, so
+// the mutations never reach past the first checks), else 0. A crash never gets here.
+inline int report(const char * name, uint64_t inputs, uint64_t accepted, const char * accepted_what, uint64_t seed) {
+    if (accepted == 0) {
+        std::printf("%s: %llu inputs and none %s: the seeds are broken\n", name, static_cast<unsigned long long>(inputs), accepted_what);
+        return 1;
+    }
+    std::printf("%s: %llu inputs (%llu %s), 0 crashes (seed %llu)\n", name, static_cast<unsigned long long>(inputs),
+                static_cast<unsigned long long>(accepted), accepted_what, static_cast<unsigned long long>(seed));
+    return 0;
 }
 
 }  // namespace bitvit::fuzz

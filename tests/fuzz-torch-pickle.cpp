@@ -92,9 +92,6 @@ int main(int argc, char ** argv) {
     const uint64_t inputs = bitvit::fuzz::mutate_until(args, seeds(), 6, mutate, [](const std::string & d) {
         LLVMFuzzerTestOneInput(reinterpret_cast<const uint8_t *>(d.data()), d.size());
     });
-    std::printf("fuzz-torch-pickle: %llu inputs (%llu read as state dicts), 0 crashes (seed %llu)\n",
-                static_cast<unsigned long long>(inputs), static_cast<unsigned long long>(g_accepted),
-                static_cast<unsigned long long>(args.seed));
-    return 0;
+    return bitvit::fuzz::report("fuzz-torch-pickle", inputs, g_accepted, "read as state dicts", args.seed);
 }
 #endif

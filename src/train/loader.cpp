@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <optional>
 #include <random>
 #include <tuple>
 
@@ -20,43 +21,45 @@ uint64_t mix_seed(uint64_t a, uint64_t b, uint64_t c) {
 
 namespace {
 
-// Random erasing of one normalised image [C, H, W] (timm's RandomErasing, mode "pixel", one
-// rectangle): the rectangle's area is uniform in [2 %, 1/3] of the image and its aspect ratio
-// log-uniform in [0.3, 1/0.3]; a draw that does not fit is retried up to 10 times, then skipped.
-void erase_random_rectangle(float * image, int64_t C, int64_t H, int64_t W, std::mt19937_64 & rng) {
-    std::uniform_real_distribution<double> area_share(0.02, 1.0 / 3.0);
-    std::uniform_real_distribution<double> log_ratio(std::log(0.3), std::log(1.0 / 0.3));
+// A box {top, left, height, width} inside an H×W image as torchvision's RandomErasing and
+// RandomResizedCrop draw it: an area share uniform in [min_area, max_area) and an aspect ratio
+// log-uniform in [min_ratio, max_ratio], up to 10 tries for one that fits. The ratio is height/width
+// for erasing (ratio_is_height_per_width) and width/height for the crop, as in torchvision.
+std::optional<std::array<int64_t, 4>> random_box(int64_t H, int64_t W, double min_area, double max_area, double min_ratio,
+                                                 double max_ratio, bool ratio_is_height_per_width, std::mt19937_64 & rng) {
+    std::uniform_real_distribution<double> area_share(min_area, max_area);
+    std::uniform_real_distribution<double> log_ratio(std::log(min_ratio), std::log(max_ratio));
     for (int attempt = 0; attempt < 10; ++attempt) {
         const double area = area_share(rng) * static_cast<double>(H * W);
         const double ratio = std::exp(log_ratio(rng));
-        const auto h = static_cast<int64_t>(std::lround(std::sqrt(area * ratio)));
-        const auto w = static_cast<int64_t>(std::lround(std::sqrt(area / ratio)));
+        const auto along = static_cast<int64_t>(std::lround(std::sqrt(area * ratio)));
+        const auto across = static_cast<int64_t>(std::lround(std::sqrt(area / ratio)));
+        const int64_t h = ratio_is_height_per_width ? along : across, w = ratio_is_height_per_width ? across : along;
         if (h < 1 || w < 1 || h > H || w > W) continue;
         const int64_t top = std::uniform_int_distribution<int64_t>(0, H - h)(rng);
         const int64_t left = std::uniform_int_distribution<int64_t>(0, W - w)(rng);
-        std::normal_distribution<float> noise(0.0f, 1.0f);
-        for (int64_t c = 0; c < C; ++c)
-            for (int64_t y = top; y < top + h; ++y)
-                for (int64_t x = left; x < left + w; ++x) image[(c * H + y) * W + x] = noise(rng);
-        return;
+        return std::array<int64_t, 4>{top, left, h, w};
     }
+    return std::nullopt;
 }
 
-// torchvision's RandomResizedCrop.get_params on an H×W image: {top, left, height, width}.
+// Random erasing of one normalised image [C, H, W] (timm's RandomErasing, mode "pixel", one
+// rectangle): area 2 %–1/3 of the image, aspect ratio log-uniform in [0.3, 1/0.3]; no fit in 10 tries
+// erases nothing.
+void erase_random_rectangle(float * image, int64_t C, int64_t H, int64_t W, std::mt19937_64 & rng) {
+    const auto box = random_box(H, W, 0.02, 1.0 / 3.0, 0.3, 1.0 / 0.3, true, rng);
+    if (!box) return;
+    const auto [top, left, h, w] = *box;
+    std::normal_distribution<float> noise(0.0f, 1.0f);
+    for (int64_t c = 0; c < C; ++c)
+        for (int64_t y = top; y < top + h; ++y)
+            for (int64_t x = left; x < left + w; ++x) image[(c * H + y) * W + x] = noise(rng);
+}
+
+// torchvision's RandomResizedCrop.get_params on an H×W image; with no fit in 10 tries, torchvision
+// takes a centre crop within the ratio range: for a square image, the whole image.
 std::array<int64_t, 4> resized_crop_box(int64_t H, int64_t W, double min_scale, std::mt19937_64 & rng) {
-    std::uniform_real_distribution<double> area_share(min_scale, 1.0);
-    std::uniform_real_distribution<double> log_ratio(std::log(3.0 / 4.0), std::log(4.0 / 3.0));
-    for (int attempt = 0; attempt < 10; ++attempt) {
-        const double area = area_share(rng) * static_cast<double>(H * W);
-        const double ratio = std::exp(log_ratio(rng));
-        const auto w = static_cast<int64_t>(std::lround(std::sqrt(area * ratio)));
-        const auto h = static_cast<int64_t>(std::lround(std::sqrt(area / ratio)));
-        if (w < 1 || h < 1 || w > W || h > H) continue;
-        const int64_t top = std::uniform_int_distribution<int64_t>(0, H - h)(rng);
-        const int64_t left = std::uniform_int_distribution<int64_t>(0, W - w)(rng);
-        return {top, left, h, w};
-    }
-    return {0, 0, H, W};  // torchvision falls back to a centre crop within the ratio range: a square image whole
+    return random_box(H, W, min_scale, 1.0, 3.0 / 4.0, 4.0 / 3.0, false, rng).value_or(std::array<int64_t, 4>{0, 0, H, W});
 }
 
 // Bilinear sample (align_corners=False) of the box [top, top + h) × [left, left + w) of a uint8 plane,
