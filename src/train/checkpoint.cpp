@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <sstream>
 
 #include "format/atomic-file.h"
@@ -173,27 +174,42 @@ Deit build_stage_model(const TrainConfig & config, const DataShape & shape, size
     return model;
 }
 
-void copy_matching_weights(torch::nn::Module & src, torch::nn::Module & dst, const std::string & what) {
+TensorCopyReport copy_named_tensors(const torch::OrderedDict<std::string, torch::Tensor> & source, torch::nn::Module & dst,
+                                    const std::function<bool(const std::string &)> & may_be_absent) {
     torch::NoGradGuard no_grad;
-    auto copy = [&](const torch::OrderedDict<std::string, torch::Tensor> & from,
-                    torch::OrderedDict<std::string, torch::Tensor> to) {
-        for (auto & item : to) {
-            const torch::Tensor * source = from.find(item.key());
-            if (source == nullptr) {
-                if (is_method_tensor(item.key())) continue;
-                throw std::invalid_argument(what + " has no tensor '" + item.key() + "'");
+    TensorCopyReport report;
+    std::set<std::string> used;
+    auto copy = [&](torch::OrderedDict<std::string, torch::Tensor> targets) {
+        for (auto & item : targets) {
+            const torch::Tensor * from = source.find(item.key());
+            if (from == nullptr) {
+                if (!may_be_absent(item.key())) report.missing.push_back(item.key());
+                continue;
             }
-            if (source->sizes() != item.value().sizes()) {
-                std::ostringstream msg;
-                msg << what << ": tensor '" << item.key() << "' has shape " << source->sizes() << ", expected "
-                    << item.value().sizes();
-                throw std::invalid_argument(msg.str());
+            used.insert(item.key());
+            if (from->sizes() != item.value().sizes()) {
+                std::ostringstream entry;
+                entry << item.key() << " " << from->sizes() << " (expected " << item.value().sizes() << ")";
+                report.mismatched.push_back(entry.str());
+                continue;
             }
-            item.value().copy_(*source);
+            item.value().copy_(*from);
         }
     };
-    copy(src.named_parameters(), dst.named_parameters());
-    copy(src.named_buffers(), dst.named_buffers());
+    copy(dst.named_parameters());
+    copy(dst.named_buffers());
+    for (const auto & item : source) {
+        if (!used.count(item.key())) report.unused.push_back(item.key());
+    }
+    return report;
+}
+
+void copy_matching_weights(torch::nn::Module & src, torch::nn::Module & dst, const std::string & what) {
+    torch::OrderedDict<std::string, torch::Tensor> tensors = src.named_parameters();
+    for (const auto & item : src.named_buffers()) tensors.insert(item.key(), item.value());
+    const TensorCopyReport r = copy_named_tensors(tensors, dst, is_method_tensor);
+    if (!r.missing.empty()) throw std::invalid_argument(what + " has no tensor '" + r.missing.front() + "'");
+    if (!r.mismatched.empty()) throw std::invalid_argument(what + ": tensor " + r.mismatched.front());
 }
 
 void save_checkpoint(const std::string & path, const CheckpointState & state, torch::nn::Module & model,

@@ -6,6 +6,7 @@
 
 #include <torch/torch.h>
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -36,6 +37,19 @@ void check_fits_in_memory(const DeitConfig & config);
 // Throws std::invalid_argument naming the stage for a pattern that matches no site, an unknown
 // quantizer, or a quantizer that cannot serve a site.
 Deit build_stage_model(const TrainConfig & config, const DataShape & shape, size_t stage);
+
+// What copy_named_tensors could not do: names of `dst` absent from the source (and not allowed to
+// be), "name [source shape] (expected [shape])" for each shape mismatch, and source names `dst` lacks.
+struct TensorCopyReport {
+    std::vector<std::string> missing, mismatched, unused;
+    bool clean() const { return missing.empty() && mismatched.empty() && unused.empty(); }
+};
+
+// Copies every parameter and buffer of `dst` from the tensor of the same name in `source`; names for
+// which may_be_absent() is true keep dst's values when `source` lacks them. Reports every offender
+// at once instead of stopping at the first, and copies everything that fits.
+TensorCopyReport copy_named_tensors(const torch::OrderedDict<std::string, torch::Tensor> & source, torch::nn::Module & dst,
+                                    const std::function<bool(const std::string &)> & may_be_absent);
 
 // Copies every parameter and buffer of `dst` from the same name in `src`. Method tensors that `src`
 // lacks (is_method_tensor: quantizer state, variant parameters) keep their initial values (quantizers

@@ -322,45 +322,21 @@ std::vector<std::string> adapt(StateDict & sd, spec::DeitConfig & c, const Impor
 // Copies the state dict into the model; every non-method tensor must come from the file unless
 // fresh or allowed missing, and every file tensor must be used. Lists all offenders at once.
 void load_into(Deit & model, const StateDict & sd, const std::set<std::string> & fresh, const ImportOptions & o, const std::string & path) {
-    torch::NoGradGuard no_grad;
-    std::vector<std::string> missing, mismatched;
-    std::set<std::string> used;
-    auto may_be_absent = [&](const std::string & name) {
+    const TensorCopyReport r = copy_named_tensors(sd, *model, [&](const std::string & name) {
         for (const auto & p : fresh) if (name.rfind(p, 0) == 0) return true;
         for (const auto & p : o.allow_missing) if (name == p || name.rfind(p + ".", 0) == 0) return true;
         return is_method_tensor(name);
-    };
-    auto copy = [&](torch::OrderedDict<std::string, torch::Tensor> targets) {
-        for (auto & item : targets) {
-            const torch::Tensor * source = sd.find(item.key());
-            if (source == nullptr) {
-                if (!may_be_absent(item.key())) missing.push_back(item.key());
-                continue;
-            }
-            used.insert(item.key());
-            if (source->sizes() != item.value().sizes()) {
-                mismatched.push_back(item.key() + " " + shape_text(source->sizes()) + " (expected " + shape_text(item.value().sizes()) + ")");
-                continue;
-            }
-            item.value().copy_(*source);
-        }
-    };
-    copy(model->named_parameters());
-    copy(model->named_buffers());
-    std::vector<std::string> unexpected;
-    for (const auto & item : sd) {
-        if (!used.count(item.key())) unexpected.push_back(item.key());
-    }
-    if (missing.empty() && mismatched.empty() && unexpected.empty()) return;
+    });
+    if (r.clean()) return;
     auto list = [](const char * what, const std::vector<std::string> & names) {
         if (names.empty()) return std::string();
         std::string s = std::string("\n  ") + what + " (" + std::to_string(names.size()) + "):";
         for (size_t i = 0; i < names.size() && i < 20; ++i) s += " " + names[i];
         return s + (names.size() > 20 ? " …" : "");
     };
-    throw ImportError(path + ": the tensors do not fit " + model->config().name + list("missing", missing) +
-                      list("of another shape", mismatched) + list("unexpected", unexpected) +
-                      (missing.empty() ? "" : "\n  (--allow-missing PREFIX lets named tensors keep a fresh initialisation)"));
+    throw ImportError(path + ": the tensors do not fit " + model->config().name + list("missing", r.missing) +
+                      list("of another shape", r.mismatched) + list("unexpected", r.unused) +
+                      (r.missing.empty() ? "" : "\n  (--allow-missing PREFIX lets named tensors keep a fresh initialisation)"));
 }
 
 std::string numbers(const std::vector<double> & v) {
