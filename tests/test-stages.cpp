@@ -158,7 +158,7 @@ TEST(Stages, QuantizersGoWherePatternsSay) {
 TEST(Distillation, LossesMatchTheirDefinitions) {
     const auto labels = torch::tensor({0, 2}, torch::kInt64);
     const auto teacher = torch::tensor({{2.0f, 0.0f, 1.0f}, {0.0f, 3.0f, 0.5f}});  // argmax 0, 1
-    DeitOutput s{torch::tensor({{1.0f, 0.5f, 0.0f}, {0.2f, 0.1f, 0.9f}}), torch::tensor({{0.0f, 1.0f, 0.0f}, {1.0f, 0.0f, 2.0f}})};
+    ModelOutput s{torch::tensor({{1.0f, 0.5f, 0.0f}, {0.2f, 0.1f, 0.9f}}), torch::tensor({{0.0f, 1.0f, 0.0f}, {1.0f, 0.0f, 2.0f}})};
     auto ce = [](const torch::Tensor & z, const torch::Tensor & y) { return torch::nn::functional::cross_entropy(z, y); };
     DistillSection d;
     d.alpha = 0.25;
@@ -278,7 +278,7 @@ TEST(Distillation, FeatureLossesAreTheirClosedForms) {
 TEST(Distillation, LabelSmoothingAppliesToTheLabelTermsOnly) {
     const auto labels = torch::tensor({0, 2}, torch::kInt64);
     const auto teacher = torch::tensor({{2.0f, 0.0f, 1.0f}, {0.0f, 3.0f, 0.5f}});  // argmax 0, 1
-    DeitOutput s{torch::tensor({{1.0f, 0.5f, 0.0f}, {0.2f, 0.1f, 0.9f}}), torch::tensor({{0.0f, 1.0f, 0.0f}, {1.0f, 0.0f, 2.0f}})};
+    ModelOutput s{torch::tensor({{1.0f, 0.5f, 0.0f}, {0.2f, 0.1f, 0.9f}}), torch::tensor({{0.0f, 1.0f, 0.0f}, {1.0f, 0.0f, 2.0f}})};
     // Smoothed CE with ε over C = 3 classes: (1 − ε)·(−log p_y) + ε·mean_c(−log p_c), batch mean.
     auto smoothed = [](const torch::Tensor & z, const torch::Tensor & y, double eps) {
         const torch::Tensor logp = torch::log_softmax(z, 1);

@@ -136,6 +136,111 @@ void check_registered_sizes(const DeitConfig & c) {
     differs("distilled", c.distilled, registered.distilled);
 }
 
+int64_t SwinConfig::total_depth() const {
+    int64_t n = 0;
+    for (const int64_t d : depths) n += d;
+    return n;
+}
+
+void SwinConfig::validate() const {
+    auto fail = [&](const std::string & what) { throw std::invalid_argument("model '" + name + "': " + what); };
+    if (img_size <= 0 || patch_size <= 0 || window_size <= 0) fail("img_size, patch_size and window_size must be positive");
+    if (img_size % patch_size != 0) {
+        fail("img_size " + std::to_string(img_size) + " is not a multiple of patch_size " + std::to_string(patch_size));
+    }
+    if (in_chans <= 0 || num_classes <= 0 || embed_dim <= 0) fail("in_chans, num_classes and embed_dim must be positive");
+    if (depths.empty() || depths.size() > 8) fail("depths must list 1 to 8 stages");
+    if (num_heads.size() != depths.size()) {
+        fail("num_heads lists " + std::to_string(num_heads.size()) + " stages but depths lists " + std::to_string(depths.size()));
+    }
+    for (int64_t i = 0; i < num_stages(); ++i) {
+        const std::string stage = "stage " + std::to_string(i) + ": ";
+        if (depths[i] <= 0 || depths[i] > 64 || num_heads[i] <= 0) fail(stage + "depth must be in [1, 64] and num_heads positive");
+        if (stage_dim(i) % num_heads[i] != 0) {
+            fail(stage + "width " + std::to_string(stage_dim(i)) + " is not divisible by num_heads " + std::to_string(num_heads[i]));
+        }
+        // Patch merging takes 2×2 neighbourhoods: every stage it enters from needs an even resolution.
+        if (i > 0 && stage_resolution(i - 1) % 2 != 0) {
+            fail(stage + "patch merging needs an even resolution, stage " + std::to_string(i - 1) + " has " +
+                 std::to_string(stage_resolution(i - 1)) + "×" + std::to_string(stage_resolution(i - 1)));
+        }
+    }
+    if (!(mlp_ratio > 0.0) || stage_hidden(0) < 1) fail("mlp_ratio must give a hidden layer of at least one unit");
+    if (!(drop_path >= 0.0 && drop_path < 1.0)) fail("drop_path must be in [0, 1)");
+    try {
+        variant.validate();
+    } catch (const std::invalid_argument & e) {
+        fail(e.what());
+    }
+}
+
+int64_t SwinConfig::parameter_count() const {
+    const int64_t bias = variant.linear_bias ? 1 : 0;
+    int64_t n = (in_chans * patch_size * patch_size + 1) * embed_dim + 2 * embed_dim;  // proj, norm
+    for (int64_t i = 0; i < num_stages(); ++i) {
+        const int64_t D = stage_dim(i), Hd = stage_hidden(i), M = stage_window(i);
+        if (i > 0) n += 2 * (2 * D) + (2 * D) * D;             // merge: norm over 4·(D/2), reduction, no bias
+        int64_t block = 4 * D;                                  // norm1, norm2
+        block += 3 * D * D + (qkv_bias && bias ? 3 * D : 0);    // qkv
+        block += (2 * M - 1) * (2 * M - 1) * num_heads[i];      // relative position bias table
+        block += D * D + bias * D;                              // proj
+        block += D * Hd + bias * Hd + Hd * D + bias * D;        // fc1, fc2
+        n += depths[i] * block;
+    }
+    const int64_t last = stage_dim(num_stages() - 1);
+    return n + 2 * last + last * num_classes + num_classes;  // norm, head.fc
+}
+
+namespace {
+
+struct NamedSwin {
+    const char * name;
+    int64_t img_size, patch_size, in_chans, embed_dim, window_size;
+    std::vector<int64_t> depths, num_heads;
+};
+// timm's Swin sizes, and for 28×28 Fashion-MNIST images with patch 2 (14×14 tokens, 2×2 windows of
+// 7×7, then one 7×7 window after the merge):
+//   swin_nano_patch2_window7_28  — for tests and smoke runs;
+//   swin_micro_patch2_window7_28 — the experiment model, about the DeiT micro model's OPs.
+const std::vector<NamedSwin> & swin_registry() {
+    static const std::vector<NamedSwin> configs = {
+        {"swin_tiny_patch4_window7_224", 224, 4, 3, 96, 7, {2, 2, 6, 2}, {3, 6, 12, 24}},
+        {"swin_small_patch4_window7_224", 224, 4, 3, 96, 7, {2, 2, 18, 2}, {3, 6, 12, 24}},
+        {"swin_base_patch4_window7_224", 224, 4, 3, 128, 7, {2, 2, 18, 2}, {4, 8, 16, 32}},
+        {"swin_nano_patch2_window7_28", 28, 2, 1, 16, 7, {2, 2}, {1, 2}},
+        {"swin_micro_patch2_window7_28", 28, 2, 1, 48, 7, {2, 4}, {2, 4}},
+    };
+    return configs;
+}
+
+}  // namespace
+
+SwinConfig swin_config(const std::string & name) {
+    for (const auto & c : swin_registry()) {
+        if (name != c.name) continue;
+        SwinConfig config;
+        config.name = name;
+        config.img_size = c.img_size;
+        config.patch_size = c.patch_size;
+        config.in_chans = c.in_chans;
+        config.embed_dim = c.embed_dim;
+        config.window_size = c.window_size;
+        config.depths = c.depths;
+        config.num_heads = c.num_heads;
+        config.num_classes = c.img_size == 224 ? 1000 : 10;
+        return config;
+    }
+    std::string known;
+    for (const auto & n : swin_config_names()) known += (known.empty() ? "" : ", ") + n;
+    throw std::invalid_argument("unknown model '" + name + "' (known Swin models: " + known + ")");
+}
+
+std::vector<std::string> swin_config_names() {
+    std::vector<std::string> names;
+    for (const auto & c : swin_registry()) names.emplace_back(c.name);
+    return names;
+}
+
 json architecture_json(const DeitConfig & c) {
     const BlockVariant & v = c.variant;
     return json{{"name", c.name},           {"img_size", c.img_size},       {"patch_size", c.patch_size},

@@ -24,4 +24,9 @@ struct SiteSpec {
 // head.{weight,input} (and head_dist.* when distilled).
 std::vector<SiteSpec> deit_sites(const DeitConfig & config);
 
+// In order: patch_embed.proj.{weight,input}, then per stage i its patch merging
+// (layers.{i}.downsample.reduction.{weight,input}, i ≥ 1) and per block j the DeiT block's sites
+// under layers.{i}.blocks.{j}., then head.fc.{weight,input}.
+std::vector<SiteSpec> swin_sites(const SwinConfig & config);
+
 }  // namespace bitvit::spec

@@ -25,7 +25,7 @@ Tensor direction_distance(const Tensor & s, const Tensor & t) {
 
 }  // namespace
 
-Tensor logit_loss(const DeitOutput & student, const Tensor & labels, const Tensor & teacher_logits,
+Tensor logit_loss(const ModelOutput & student, const Tensor & labels, const Tensor & teacher_logits,
                   const DistillSection & distill, double label_smoothing) {
     const auto ce = F::CrossEntropyFuncOptions().label_smoothing(label_smoothing);
     const Tensor & cls = student.logits;
@@ -110,7 +110,7 @@ BatchLoss stage_loss(Deit & student, Deit * teacher, const Tensor & images, cons
         torch::NoGradGuard no_grad;
         teacher_logits = (*teacher)->forward(images);
     }
-    const DeitOutput out = student->forward_heads(images);
+    const ModelOutput out = student->forward_heads(images);
     Tensor loss = logit_loss(out, labels, teacher_logits, distill, label_smoothing);
     if (distill.uses_features()) loss = loss + feature_loss(student->taps(), (*teacher)->taps(), distill);
     return {loss, out.logits.argmax(1).eq(labels).sum().item<int64_t>()};

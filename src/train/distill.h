@@ -19,7 +19,7 @@ namespace bitvit {
 //   hard:         (1 − α)·CE(z_cls, y) + α·CE(z_dist, argmax z_T)  (DeiT; z_dist = z_cls if absent);
 //   soft:         (1 − α)·CE(z_cls, y) + α·τ²·KL(softmax(z_T/τ) ‖ softmax(z_dist/τ)) summed over the
 //                 batch and divided by numel(z_dist) (DeiT's normalisation: per element, not per sample).
-torch::Tensor logit_loss(const DeitOutput & student, const torch::Tensor & labels, const torch::Tensor & teacher_logits,
+torch::Tensor logit_loss(const ModelOutput & student, const torch::Tensor & labels, const torch::Tensor & teacher_logits,
                          const DistillSection & distill, double label_smoothing);
 
 // Σ over layers of mean squared error between the student's and the teacher's tensors.
