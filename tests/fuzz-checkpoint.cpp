@@ -30,7 +30,7 @@ std::string seed_checkpoint(const fs::path & dir) {
                                 "\"attn.q\" = \"elastic_signed\"\n\"mlp.fc1.weight\" = { name = \"lsq\", per_channel = true }\n", "seed");
     state.shape = DataShape{10, 1, 28};
     state.epoch = state.stage_epoch = 1;
-    Deit model = build_stage_model(state.config, state.shape, 0);
+    VisionModel model = build_stage_model(state.config, state.shape, 0);
     model->forward(torch::randn({2, 1, 28, 28}));
     auto optimizer = make_optimizer(state.config.stages[0].optim, *model);
     model->forward(torch::randn({2, 1, 28, 28})).sum().backward();

@@ -40,6 +40,8 @@ torch::Tensor logits(const std::string & checkpoint, const torch::Tensor & input
     return m.model->forward(input);
 }
 
+spec::DeitConfig config_of(const ImportSummary & s) { return as_deit(s.model, "test")->config(); }
+
 ImportOptions heads3() {
     ImportOptions o;
     o.num_heads = 3;  // the reference models' width (48) is not a registered DeiT's
@@ -96,9 +98,9 @@ TEST(Import, TimmDeitLogitsMatchInBothFormats) {
         for (const std::string ext : {".safetensors", ".pth"}) {
             const std::string out = dir.str(model + ext + ".pt");
             const ImportSummary s = import_checkpoint(kReference + model + ext, heads3(), out);
-            EXPECT_EQ(s.config.distilled, model.find("distilled") != std::string::npos);
-            EXPECT_EQ(s.config.depth, 2);
-            EXPECT_EQ(s.config.img_size, 32);
+            EXPECT_EQ(config_of(s).distilled, model.find("distilled") != std::string::npos);
+            EXPECT_EQ(config_of(s).depth, 2);
+            EXPECT_EQ(config_of(s).img_size, 32);
             EXPECT_EQ(s.found_at, ext == ".pth" ? "model" : "");
             const torch::Tensor got = logits(out, input);
             ASSERT_EQ(got.sizes(), expected.sizes());
@@ -189,9 +191,9 @@ TEST(Import, PositionEmbeddingResampling) {
     EXPECT_EQ(s.adaptations.size(), 2u);
     const auto original = read_state_dict(kReference + "deit_32_p4_d48_rgb_distilled.pth");
     LoadedModel m = load_model(dir.str("small.pt"));
-    ASSERT_EQ(m.model->pos_embed.sizes(), (std::vector<int64_t>{1, 2 + 36, 48}));
-    EXPECT_TRUE(torch::equal(m.model->pos_embed.narrow(1, 0, 2), original["pos_embed"].narrow(1, 0, 2)));
-    EXPECT_EQ(m.model->head->weight.size(0), 10);
+    ASSERT_EQ(as_deit(m.model, "test")->pos_embed.sizes(), (std::vector<int64_t>{1, 2 + 36, 48}));
+    EXPECT_TRUE(torch::equal(as_deit(m.model, "test")->pos_embed.narrow(1, 0, 2), original["pos_embed"].narrow(1, 0, 2)));
+    EXPECT_EQ(as_deit(m.model, "test")->head->weight.size(0), 10);
     EXPECT_EQ(m.state.shape.num_classes, 10);
     // The model runs at the new size.
     torch::NoGradGuard no_grad;
@@ -200,7 +202,7 @@ TEST(Import, PositionEmbeddingResampling) {
     const std::string constant = edited_safetensors(dir, "const.safetensors", [](auto & t) { t["pos_embed"].fill_(0.375); });
     o.num_classes = 0;
     import_checkpoint(constant, o, dir.str("const.pt"));
-    const torch::Tensor resampled = load_model(dir.str("const.pt")).model->pos_embed;
+    const torch::Tensor resampled = as_deit(load_model(dir.str("const.pt")).model, "test")->pos_embed;
     EXPECT_LE((resampled - 0.375).abs().max().item<float>(), 1e-6);
 }
 
@@ -209,11 +211,11 @@ TEST(Import, DistillationTokenCanBeDropped) {
     ImportOptions o = heads3();
     o.drop_distillation = true;
     const ImportSummary s = import_checkpoint(kReference + "deit_32_p4_d48_rgb_distilled.safetensors", o, dir.str("plain.pt"));
-    EXPECT_FALSE(s.config.distilled);
+    EXPECT_FALSE(config_of(s).distilled);
     LoadedModel m = load_model(dir.str("plain.pt"));
     const auto original = read_state_dict(kReference + "deit_32_p4_d48_rgb_distilled.safetensors");
-    EXPECT_EQ(m.model->pos_embed.size(1), 65);
-    EXPECT_TRUE(torch::equal(m.model->pos_embed.narrow(1, 1, 64), original["pos_embed"].narrow(1, 2, 64)));
+    EXPECT_EQ(as_deit(m.model, "test")->pos_embed.size(1), 65);
+    EXPECT_TRUE(torch::equal(as_deit(m.model, "test")->pos_embed.narrow(1, 1, 64), original["pos_embed"].narrow(1, 2, 64)));
 }
 
 TEST(Import, ArchitectureIsCheckedAgainstANamedModel) {
@@ -221,8 +223,12 @@ TEST(Import, ArchitectureIsCheckedAgainstANamedModel) {
                         {"deit_32_p4_d48_rgb.pth", "embed_dim 48", "deit_tiny_patch16_224 has 192"});
     expect_import_error([] { import_checkpoint(kReference + "deit_32_p4_d48_rgb.pth", ImportOptions{}, "/nonexistent/x.pt"); },
                         {"--num-heads"});
+    expect_import_error([] { import_checkpoint(kReference + "swin_32_p2_w4_rgb.pth", ImportOptions{"deit_tiny_patch16_224"}, "/nonexistent/x.pt"); },
+                        {"swin_32_p2_w4_rgb.pth", "holds a Swin", "--model deit_tiny_patch16_224 is a DeiT"});
+    expect_import_error([] { import_checkpoint(kReference + "deit_32_p4_d48_rgb.pth", ImportOptions{"swin_tiny_patch4_window7_224"}, "/nonexistent/x.pt"); },
+                        {"holds a DeiT", "is a Swin"});
     expect_import_error([] { import_checkpoint(kReference + "swin_32_p2_w4_rgb.pth", heads3(), "/nonexistent/x.pt"); },
-                        {"swin_32_p2_w4_rgb.pth", "pos_embed"});
+                        {"--num-heads: a Swin's heads per stage are in its weights"});
 }
 
 TEST(Import, MissingMisshapenAndUnexpectedTensorsAreNamed) {
@@ -246,7 +252,7 @@ TEST(Import, MissingMisshapenAndUnexpectedTensorsAreNamed) {
     ImportOptions o = heads3();
     o.num_classes = 5;
     o.allow_missing = {"head"};
-    EXPECT_EQ(import_checkpoint(headless, o, dir.str("headless.pt")).config.num_classes, 5);
+    EXPECT_EQ(config_of(import_checkpoint(headless, o, dir.str("headless.pt"))).num_classes, 5);
     EXPECT_FALSE(fs::exists(dir.str("x.pt")));  // nothing is written for a refused import
 }
 

@@ -77,9 +77,10 @@ TEST_P(RecipeRun, TrainsAndLowersItsLoss) {
     EXPECT_LT(history.back().train_loss, first->train_loss) << name;
 
     const std::string packed_path = (dir_ / (name + ".safetensors")).string();
-    export_packed(trainer.model(), ExportOptions{name, config.data.mean, config.data.std}, packed_path);
+    Deit model = as_deit(trainer.model(), "test");
+    export_packed(model, ExportOptions{name, config.data.mean, config.data.std}, packed_path);
     const auto packed = runtime::PackedModel::load(packed_path);
-    const VerifyReport r = verify_packed(trainer.model(), packed, trainer.data().test, make_preprocess(config.data), 50, 1);
+    const VerifyReport r = verify_packed(model, packed, trainer.data().test, make_preprocess(config.data), 50, 1);
     EXPECT_EQ(r.count, 100);
     EXPECT_GE(r.agreement(), 0.99) << name << ": max |logit difference| " << r.max_abs_logit_diff;
     EXPECT_NEAR(r.runtime_accuracy, r.torch_accuracy, 0.011) << name;
@@ -87,13 +88,13 @@ TEST_P(RecipeRun, TrainsAndLowersItsLoss) {
     // verify --blocks locates a departure: shifting the last block's MLP norm in the checkpoint's model
     // moves only the last block's divergence.
     const Preprocess pre = make_preprocess(config.data);
-    const std::vector<BlockDivergence> before = block_divergence(trainer.model(), packed, trainer.data().test, pre, 8);
-    ASSERT_EQ(static_cast<int64_t>(before.size()), trainer.model()->config().depth) << name;
+    const std::vector<BlockDivergence> before = block_divergence(model, packed, trainer.data().test, pre, 8);
+    ASSERT_EQ(static_cast<int64_t>(before.size()), model->config().depth) << name;
     {
         torch::NoGradGuard no_grad;
-        trainer.model()->blocks[before.size() - 1]->as<Block>()->norm2->bias.add_(1.0);  // moves the signs of binary inputs too
+        model->blocks[before.size() - 1]->as<Block>()->norm2->bias.add_(1.0);  // moves the signs of binary inputs too
     }
-    const std::vector<BlockDivergence> after = block_divergence(trainer.model(), packed, trainer.data().test, pre, 8);
+    const std::vector<BlockDivergence> after = block_divergence(model, packed, trainer.data().test, pre, 8);
     for (size_t b = 0; b + 1 < before.size(); ++b) EXPECT_EQ(after[b].max_abs, before[b].max_abs) << name << " block " << b;
     EXPECT_GT(after.back().mean_abs, before.back().mean_abs + 1e-3) << name;
 }

@@ -58,7 +58,7 @@ std::string error_of(Fn fn) {
     return "(no error)";
 }
 
-bool has_module(Deit & model, const std::string & name) {
+bool has_module(VisionModel & model, const std::string & name) {
     for (const auto & m : model->named_modules()) {
         if (m.key() == name) return true;
     }
@@ -134,13 +134,13 @@ TEST(Stages, ConfigErrorsNameTheStage) {
 TEST(Stages, QuantizersGoWherePatternsSay) {
     const auto c = parse_config(kTwoStages, "two.toml");
     const DataShape shape{10, 1, 28};
-    Deit attention = build_stage_model(c, shape, 0);
+    VisionModel attention = build_stage_model(c, shape, 0);
     EXPECT_TRUE(has_module(attention, "blocks.1.attn.probs_quantizer"));
     EXPECT_FALSE(has_module(attention, "blocks.0.attn.probs_quantizer"));  // the full name's "fp" wins
     EXPECT_TRUE(has_module(attention, "blocks.0.attn.q_quantizer"));
     EXPECT_TRUE(has_module(attention, "blocks.3.attn.qkv.weight_quantizer"));
     EXPECT_FALSE(has_module(attention, "blocks.0.mlp.fc1.weight_quantizer"));
-    Deit mlp = build_stage_model(c, shape, 1);
+    VisionModel mlp = build_stage_model(c, shape, 1);
     EXPECT_TRUE(has_module(mlp, "blocks.2.mlp.fc1.weight_quantizer"));
 
     auto bad = c;
@@ -354,7 +354,7 @@ TEST(DataParallel, TwoReplicasGiveTheWholeBatchGradientAndStep) {
         teacher->eval();
         teacher->set_capture(true);
         for (auto & p : teacher->parameters()) p.set_requires_grad(false);
-        return teacher;
+        return VisionModel(teacher.ptr());
     };
     DistillSection distill;
     distill.kind = "hard";
@@ -365,9 +365,9 @@ TEST(DataParallel, TwoReplicasGiveTheWholeBatchGradientAndStep) {
     const torch::Tensor labels = torch::randint(0, 10, {12});
     auto run = [&](size_t replicas) {
         torch::manual_seed(12);
-        std::vector<Deit> models, teachers;
+        std::vector<VisionModel> models, teachers;
         for (size_t r = 0; r < replicas; ++r) {
-            models.emplace_back(config);
+            models.emplace_back(Deit(config).ptr());
             models.back()->set_capture(true);
         }
         for (size_t r = 0; r < replicas; ++r) teachers.push_back(make_teacher());
@@ -418,17 +418,17 @@ TEST(DataParallel, QuantizersInitialiseOnTheWholeBatchInEveryReplica) {
                 m->install(site, quant::make_quantizer({"elastic_signed", {}}, m->site_info(site)));
             }
         }
-        return m;
+        return VisionModel(m.ptr());
     };
     const torch::Tensor images = torch::randn({8, 1, 28, 28});
     torch::manual_seed(3);
-    Deit single = quantized();
+    VisionModel single = quantized();
     {
         torch::NoGradGuard no_grad;
         single->forward_heads(images);  // one process: initialised on the whole batch
     }
     torch::manual_seed(3);
-    Deit fresh = quantized(), other = quantized();
+    VisionModel fresh = quantized(), other = quantized();
     {
         torch::NoGradGuard no_grad;
         for (auto & p : other->parameters()) p.add_(1.0);  // differs until DataParallel copies replica 0 over

@@ -1,18 +1,24 @@
 // The Swin Transformer against timm's own (tests/data/timm-reference/swin_32_p2_w4_rgb.*: shifted
 // windows in both stages, non-trivial weights everywhere): the same logits from both file formats,
 // Microsoft's original layout mapped onto timm's, timm's parameter counts for the standard sizes,
-// the window geometry timm uses, and the site list the runtime validates against.
+// the window geometry timm uses, and the site list the runtime validates against; then Swin in the
+// rest of the system: every recipe, import with timm's adaptations, export back, training and resume.
 #include <gtest/gtest.h>
 
 #include <torch/torch.h>
 
+#include <filesystem>
+
 #include "expect-error.h"
 #include "format/safetensors.h"
+#include "require-data.h"
+#include "temp-dir.h"
 #include "spec/sites.h"
 #include "train/checkpoint.h"
 #include "train/import.h"
 #include "train/quant/quantizers.h"
 #include "train/swin.h"
+#include "train/trainer.h"
 
 using namespace bitvit;
 
@@ -230,4 +236,170 @@ TEST(Swin, ConfigurationsThatCannotBeBuiltAreRefused) {
     c.num_heads = {5, 4};
     test_util::expect_error<std::invalid_argument>([&] { c.validate(); }, {"stage 0", "width 24 is not divisible by num_heads 5"});
     test_util::expect_error<std::invalid_argument>([] { swin_config("swin_huge"); }, {"unknown model 'swin_huge'", "swin_tiny_patch4_window7_224"});
+}
+
+// Every shipped recipe builds on a Swin, every stage, and takes a training step: the quantizers
+// initialise on the first batch and every trainable tensor gets a finite gradient. The window
+// attention's sizes reach the method tensors (GSB's attention bias is [H, M², M²]).
+TEST(Swin, EveryShippedRecipeBuildsAndTakesAStep) {
+    const std::filesystem::path recipes = std::filesystem::path(BITVIT_SOURCE_DIR) / "recipes";
+    int checked = 0;
+    for (const auto & entry : std::filesystem::directory_iterator(recipes)) {
+        if (entry.path().extension() != ".toml") continue;
+        const TrainConfig config = load_config_file(entry.path().string(), {"model.name=swin_nano_patch2_window7_28"});
+        for (size_t s = 0; s < config.stages.size(); ++s) {
+            const std::string what = entry.path().stem().string() + " stage " + std::to_string(s);
+            torch::manual_seed(1);
+            VisionModel model = build_stage_model(config, DataShape{10, 1, 28}, s);
+            model->train();
+            model->forward_heads(torch::randn({4, 1, 28, 28})).logits.logsumexp(1).sum().backward();
+            for (const auto & p : model->named_parameters()) {
+                if (p.value().requires_grad() && p.value().grad().defined()) {
+                    EXPECT_TRUE(torch::isfinite(p.value().grad()).all().item<bool>()) << what << ": " << p.key();
+                }
+            }
+            ++checked;
+        }
+        if (entry.path().stem() == "gsb") {
+            VisionModel model = build_stage_model(config, DataShape{10, 1, 28}, config.stages.size() - 1);
+            const auto params = model->named_parameters();
+            ASSERT_TRUE(params.contains("layers.1.blocks.0.attn.attn_bias"));
+            EXPECT_EQ(params["layers.1.blocks.0.attn.attn_bias"].sizes(), (std::vector<int64_t>{2, 49, 49}));
+        }
+    }
+    EXPECT_GE(checked, 12);
+}
+
+// Recipe patterns reach Swin's own sites: block-local names in every stage, and patch merging by its
+// stage-local name.
+TEST(Swin, RecipePatternsReachWindowBlocksAndPatchMerging) {
+    const TrainConfig config = parse_config(R"(
+[model]
+name = "swin_nano_patch2_window7_28"
+[[stage]]
+epochs = 1
+[stage.quantizers]
+"attn.probs" = "sab"
+"downsample.reduction.weight" = "xnor"
+"layers.0.blocks.1.attn.q" = "sign"
+)", "swin.toml");
+    VisionModel model = build_stage_model(config, DataShape{10, 1, 28}, 0);
+    for (const char * site : {"layers.0.blocks.0.attn.probs", "layers.1.blocks.1.attn.probs", "layers.1.downsample.reduction.weight",
+                              "layers.0.blocks.1.attn.q"}) {
+        EXPECT_NE(model->site_transform(site), nullptr) << site;
+    }
+    EXPECT_EQ(model->site_transform("layers.0.blocks.0.attn.q"), nullptr);
+    EXPECT_EQ(model->site_transform("head.fc.weight"), nullptr);
+    // DeiT's sizes do not apply, and say so.
+    test_util::expect_error<std::invalid_argument>(
+        [] { resolve_swin_config(parse_config("[model]\nname = \"swin_nano_patch2_window7_28\"\ndepth = 3\n", "x").model, DataShape{10, 1, 28}); },
+        {"is a Swin", "model.depths"});
+}
+
+// A Swin imported from timm's files (both formats, and Microsoft's layout) is a bitvit checkpoint
+// that evaluates to timm's logits; exported back to timm's names it gives the same tensors.
+TEST(Swin, ImportsFromTimmAndExportsBack) {
+    test_util::TempDir dir;
+    const torch::Tensor input = io_tensor("input"), expected = io_tensor("logits");
+    ImportOptions o;
+    o.img_size = 32;  // not in the weights, and no registered Swin has them
+    for (const char * file : {"swin_32_p2_w4_rgb.safetensors", "swin_32_p2_w4_rgb.pth"}) {
+        const std::string out = dir.str(std::string(file) + ".pt");
+        const ImportSummary s = import_checkpoint(kReference + file, o, out);
+        EXPECT_EQ(s.model->name(), "swin_tiny_patch4_window7_224-dim24-depths2_2-heads2_4-window4-img32-patch2-mlp4");
+        LoadedModel m = load_model(out);
+        torch::NoGradGuard no_grad;
+        EXPECT_LE(max_abs_diff(m.model->forward(input), expected), 1e-5) << file;
+        EXPECT_EQ(m.state.config.data.crop_pct, 0.9);  // timm's Swin eval transform
+    }
+    // Microsoft's layout, as a safetensors file.
+    format::SafetensorsWriter w;
+    const auto timm = read_state_dict(kReference + "swin_32_p2_w4_rgb.safetensors");
+    std::vector<torch::Tensor> keep;
+    for (const auto & item : timm) {
+        std::string name = item.key();
+        if (name.rfind("layers.1.downsample.", 0) == 0) name = "layers.0.downsample." + name.substr(20);
+        if (name.rfind("head.fc.", 0) == 0) name = "head." + name.substr(8);
+        keep.push_back(item.value().contiguous());
+        w.add(name, format::DType::F32, keep.back().sizes().vec(), keep.back().data_ptr(), keep.back().numel() * 4);
+    }
+    w.write(dir.str("original.safetensors"));
+    const ImportSummary s = import_checkpoint(dir.str("original.safetensors"), o, dir.str("original.pt"));
+    ASSERT_EQ(s.adaptations.size(), 1u);
+    EXPECT_NE(s.adaptations[0].find("Microsoft's original Swin layout"), std::string::npos);
+    {
+        torch::NoGradGuard no_grad;
+        EXPECT_LE(max_abs_diff(load_model(dir.str("original.pt")).model->forward(input), expected), 1e-5);
+    }
+    // Back to timm's names: the very tensors of the file.
+    EXPECT_EQ(export_timm(dir.str("original.pt"), dir.str("back.safetensors")), timm.size());
+    const auto back = read_state_dict(dir.str("back.safetensors"));
+    for (const auto & item : timm) {
+        ASSERT_TRUE(back.contains(item.key())) << item.key();
+        EXPECT_TRUE(torch::equal(back[item.key()], item.value())) << item.key();
+    }
+    // The packed runtime does not take Swin yet, and says so.
+    test_util::expect_error<std::invalid_argument>([&] { as_deit(load_model(dir.str("original.pt")).model, "bitvit export"); },
+                                                   {"bitvit export handles DeiT models only so far", "is a Swin"});
+}
+
+// timm's adaptations on a Swin: RGB to one channel, another class count, another input size.
+TEST(Swin, ImportAdaptsChannelsClassesAndInputSize) {
+    test_util::TempDir dir;
+    ImportOptions o;
+    o.img_size = 16;
+    o.in_chans = 1;
+    o.num_classes = 10;
+    const ImportSummary s = import_checkpoint(kReference + "swin_32_p2_w4_rgb.pth", o, dir.str("gray.pt"));
+    EXPECT_EQ(s.adaptations.size(), 2u);  // channels, classes (16 px is the input size asked for, not an adaptation)
+    LoadedModel m = load_model(dir.str("gray.pt"));
+    const auto original = read_state_dict(kReference + "swin_32_p2_w4_rgb.pth");
+    const auto params = m.model->named_parameters();
+    EXPECT_TRUE(torch::allclose(params["patch_embed.proj.weight"], original["patch_embed.proj.weight"].sum(1, true)));
+    EXPECT_EQ(params["head.fc.weight"].size(0), 10);
+    torch::NoGradGuard no_grad;
+    // 16 px: 8×8 tokens in 4×4 windows, then one 4×4 window (unshifted).
+    EXPECT_EQ(m.model->forward(torch::zeros({2, 1, 16, 16})).sizes(), (std::vector<int64_t>{2, 10}));
+    ImportOptions bad;
+    test_util::expect_error<ImportError>([&] { import_checkpoint(kReference + "swin_32_p2_w4_rgb.pth", bad, dir.str("x.pt")); },
+                                         {"input size is not in its weights", "--img-size"});
+    bad.model = "swin_tiny_patch4_window7_224";
+    test_util::expect_error<ImportError>([&] { import_checkpoint(kReference + "swin_32_p2_w4_rgb.pth", bad, dir.str("x.pt")); },
+                                         {"the weights are not swin_tiny_patch4_window7_224's"});
+}
+
+// A Swin trains through the same trainer, and a killed and resumed run equals the uninterrupted one.
+TEST(Swin, TrainsAndResumesExactly) {
+    BITVIT_REQUIRE_FASHION_MNIST();
+    test_util::TempDir dir;
+    const TrainConfig config = parse_config(R"(
+[model]
+name = "swin_nano_patch2_window7_28"
+drop_path = 0.1
+[data]
+train_subset = 256
+test_subset = 200
+[optim]
+lr = 2e-3
+warmup_epochs = 0.5
+[train]
+epochs = 2
+batch_size = 64
+threads = 1
+seed = 5
+)", "swin-run");
+    Trainer straight(config, dir.str("straight"), load_train_test(config));
+    const auto history = straight.fit();
+    ASSERT_EQ(history.size(), 2u);
+    EXPECT_LT(history.back().train_loss, history.front().train_loss);
+    {
+        Trainer interrupted(config, dir.str("resumed"), load_train_test(config));
+        interrupted.fit(1);
+    }
+    auto resumed = Trainer::resume(dir.str("resumed"), {}, load_train_test);
+    resumed->fit();
+    const auto a = straight.model()->named_parameters();
+    const auto b = resumed->model()->named_parameters();
+    ASSERT_EQ(a.size(), b.size());
+    for (const auto & item : a) EXPECT_TRUE(torch::equal(item.value(), b[item.key()])) << item.key();
 }

@@ -302,7 +302,7 @@ TEST(Trainer, NonFiniteLossStopsAndKeepsLastGoodCheckpoint) {
     trainer.fit(1);
     {
         torch::NoGradGuard no_grad;
-        trainer.model()->head->weight[0][0] = std::nan("");
+        as_deit(trainer.model(), "test")->head->weight[0][0] = std::nan("");
     }
     try {
         trainer.fit();
@@ -380,7 +380,7 @@ std::string write_small_checkpoint(const TempDir & dir) {
     state.config = parse_config("[model]\nname = \"deit_nano_patch7_28\"\n[[stage]]\nepochs = 1\n[stage.quantizers]\n"
                                 "\"attn.q\" = \"elastic_signed\"\n", "small");
     state.shape = DataShape{10, 1, 28};
-    Deit model = build_stage_model(state.config, state.shape, 0);
+    VisionModel model = build_stage_model(state.config, state.shape, 0);
     model->forward(torch::randn({2, 1, 28, 28}));  // initialises the quantizers
     auto optimizer = make_optimizer(state.config.stages[0].optim, *model);
     fs::create_directories(dir.str());
@@ -415,7 +415,7 @@ TEST(Checkpoint, TensorsOutsideTheirStorageAreRefused) {
         a.write(edited);
         try {
             auto state = read_checkpoint_state(edited);
-            Deit model = build_stage_model(state.config, state.shape, 0);
+            VisionModel model = build_stage_model(state.config, state.shape, 0);
             auto optimizer = make_optimizer(state.config.stages[0].optim, *model);
             load_checkpoint_weights(edited, *model, optimizer.get(), true);
             ADD_FAILURE() << "accepted a tensor past its storage (integer " << i << ")";
@@ -558,7 +558,7 @@ TEST(ShippedTeacher, MatchesItsDigestAndItsRecordedAccuracy) {
     EXPECT_EQ(sha.hex(), digest) << file;
 
     LoadedModel loaded = load_model(file.string());
-    EXPECT_EQ(loaded.model->config().name, "deit_micro_patch4_28");
+    EXPECT_EQ(loaded.model->name(), "deit_micro_patch4_28");
     BITVIT_REQUIRE_FASHION_MNIST();
     const TrainConfig & c = loaded.state.config;
     data::DatasetSpec spec{c.data.name, c.data.root, loaded.state.shape.img_size, loaded.state.shape.in_chans};

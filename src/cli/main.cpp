@@ -131,29 +131,27 @@ int run_eval(const std::string & checkpoint, const std::string & data_name, cons
 }
 
 int run_info(const std::string & what, int64_t classes, bool list_sites) {
-    DeitConfig config;
     std::string source = "architecture";
-    Deit model{nullptr};
+    VisionModel model{nullptr};
     if (fs::exists(what)) {
         LoadedModel loaded = load_model(what);
         model = loaded.model;
-        config = model->config();
         source = "checkpoint (epoch " + std::to_string(loaded.state.epoch) + ", " + loaded.state.config.data.name + ")";
     } else {
-        config = deit_config(what);
-        if (classes > 0) config.num_classes = classes;
-        model = Deit(config);
+        ModelSection m;
+        m.name = what;
+        DataShape shape = is_swin(m) ? registered_shape(m) : DataShape{};
+        if (is_swin(m)) {
+            if (classes > 0) shape.num_classes = classes;
+            model = build_model(m, shape, BlockVariant{});
+        } else {
+            DeitConfig config = deit_config(what);  // a distilled name is registered for DeiT only
+            if (classes > 0) config.num_classes = classes;
+            model = VisionModel(std::make_shared<DeitImpl>(config));
+        }
     }
     const int64_t params = count_parameters(*model);
-    std::printf("model: %s (%s)\n", config.name.c_str(), source.c_str());
-    std::printf("input: %lld×%lld×%lld, patch %lld -> %lld tokens (%s)\n", static_cast<long long>(config.in_chans),
-                static_cast<long long>(config.img_size), static_cast<long long>(config.img_size),
-                static_cast<long long>(config.patch_size), static_cast<long long>(config.num_tokens()),
-                config.distilled ? "cls + dist + patches" : "cls + patches");
-    std::printf("embed_dim %lld, depth %lld, heads %lld, mlp_ratio %.1f, classes %lld, drop_path %.2f\n",
-                static_cast<long long>(config.embed_dim), static_cast<long long>(config.depth),
-                static_cast<long long>(config.num_heads), config.mlp_ratio, static_cast<long long>(config.num_classes),
-                config.drop_path);
+    std::printf("model: %s (%s)\n%s", model->name().c_str(), source.c_str(), model->describe().c_str());
     std::printf("parameters: %lld (%.3f M)\nFP32 size: %.3f MB\n", static_cast<long long>(params), params / 1e6,
                 params * 4 / 1e6);
     if (list_sites) {
@@ -163,34 +161,62 @@ int run_info(const std::string & what, int64_t classes, bool list_sites) {
     return 0;
 }
 
-// The model `bitvit ops` accounts for: a recipe's stage (on its own or another architecture), a
-// checkpoint, or a plain architecture.
-Deit ops_model(const std::string & target, const std::string & arch, int64_t stage, int64_t classes) {
+// The model `bitvit ops` accounts for — a recipe's stage (on its own or another architecture), a
+// checkpoint, or a plain architecture — and the full-precision model of the same architecture.
+struct OpsModels {
+    VisionModel quantized{nullptr}, fp{nullptr};
+};
+
+OpsModels ops_models(const std::string & target, const std::string & arch, int64_t stage, int64_t classes) {
     const bool is_recipe = fs::path(target).extension() == ".toml";
-    if (!is_recipe && fs::exists(target)) return load_model(target).model;
-    TrainConfig config = is_recipe ? load_config_file(target) : parse_config("", "defaults", {"model.name=" + target});
-    if (!arch.empty()) config.model.name = arch;
-    const DeitConfig base = deit_config(config.model.name);
-    const int64_t n_classes = classes > 0 ? classes : base.num_classes;
-    const int64_t index = stage >= 0 ? stage : static_cast<int64_t>(config.stages.size()) - 1;
+    TrainConfig config;
+    DataShape shape;
+    int64_t index = stage;
+    if (!is_recipe && fs::exists(target)) {
+        const CheckpointState state = read_checkpoint_state(target);
+        config = state.config;
+        shape = state.shape;
+        index = state.stage;
+    } else {
+        config = is_recipe ? load_config_file(target) : parse_config("", "defaults", {"model.name=" + target});
+        if (!arch.empty()) config.model.name = arch;
+        shape = registered_shape(config.model);
+        if (classes > 0) shape.num_classes = classes;
+        if (index < 0) index = static_cast<int64_t>(config.stages.size()) - 1;
+    }
     if (index >= static_cast<int64_t>(config.stages.size())) {
         throw std::invalid_argument(target + " has " + std::to_string(config.stages.size()) + " stages");
     }
-    return build_stage_model(config, DataShape{n_classes, base.in_chans, base.img_size}, static_cast<size_t>(index));
+    VisionModel quantized = is_recipe || !fs::exists(target) ? build_stage_model(config, shape, static_cast<size_t>(index))
+                                                              : load_model(target).model;
+    return {quantized, build_model(config.model, shape, config.stages.at(static_cast<size_t>(index)).variant)};
+}
+
+// "layers.1.blocks.0.attn.qkv" -> "layers.*.blocks.*.attn.qkv": the row that sums a layer over blocks.
+std::string every_block(const std::string & layer) {
+    std::string out;
+    size_t start = 0;
+    while (start <= layer.size()) {
+        const size_t dot = std::min(layer.find('.', start), layer.size());
+        const std::string part = layer.substr(start, dot - start);
+        const bool number = !part.empty() && part.find_first_not_of("0123456789") == std::string::npos;
+        out += (out.empty() ? "" : ".") + (number ? std::string("*") : part);
+        start = dot + 1;
+    }
+    return out;
 }
 
 int run_ops(const std::string & target, const std::string & arch, int64_t stage, int64_t classes, bool per_block) {
-    Deit model = ops_model(target, arch, stage, classes);
-    const OpsReport r = count_ops(model);
-    Deit fp(model->config());
-    const OpsReport full = count_ops(fp);
-    std::printf("model: %s (%s)\n", model->config().name.c_str(), target.c_str());
+    const OpsModels models = ops_models(target, arch, stage, classes);
+    const OpsReport r = count_ops(models.quantized);
+    const OpsReport full = count_ops(models.fp);
+    std::printf("model: %s (%s)\n", models.quantized->name().c_str(), target.c_str());
     std::printf("%-24s %-12s %12s %12s %12s %12s\n", "layer", "precision", "MACs (M)", "FLOPs (M)", "BOPs (M)", "OPs (M)");
     // Rows of the same layer in every block are summed unless --per-block.
     std::vector<std::pair<std::string, LayerCost>> rows;
     for (const auto & l : r.layers) {
         std::string key = l.name;
-        if (!per_block && key.rfind("blocks.", 0) == 0) key = "blocks.*" + key.substr(key.find('.', 7));
+        if (!per_block) key = every_block(key);
         auto it = std::find_if(rows.begin(), rows.end(), [&](const auto & row) { return row.first == key && row.second.precision == l.precision; });
         if (it == rows.end()) {
             rows.emplace_back(key, l);
@@ -206,8 +232,8 @@ int run_ops(const std::string & target, const std::string & arch, int64_t stage,
     }
     std::printf("total: FLOPs %.6f G + BOPs %.6f G / 64 = OPs %.6f G (full precision %.6f G, %.1fx fewer)\n",
                 r.flops / 1e9, r.bops / 1e9, r.ops() / 1e9, full.ops() / 1e9, full.ops() / r.ops());
-    std::printf("size: packed %.3f MB, FP32 %.3f MB (%.1fx smaller)\n", r.packed_bytes / 1e6, r.fp32_bytes / 1e6,
-                r.fp32_bytes / r.packed_bytes);
+    std::printf("size: packed %.3f MB (%.3f MB of it FP32: unquantized layers, norms, biases), FP32 %.3f MB (%.1fx smaller)\n",
+                r.packed_bytes / 1e6, r.fp32_part_bytes / 1e6, r.fp32_bytes / 1e6, r.fp32_bytes / r.packed_bytes);
     return 0;
 }
 
@@ -236,7 +262,7 @@ int run_export(const std::string & checkpoint, const std::string & out, std::str
     }
     if (method.empty()) method = method_of(checkpoint);
     const DataSection & d = loaded.state.config.data;
-    const ExportSummary s = export_packed(loaded.model, ExportOptions{method, d.mean, d.std, half_storage, loaded.state.class_names}, out);
+    const ExportSummary s = export_packed(as_deit(loaded.model, "bitvit export"), ExportOptions{method, d.mean, d.std, half_storage, loaded.state.class_names}, out);
     std::printf("exported %s -> %s (method %s)\n", checkpoint.c_str(), out.c_str(), method.c_str());
     std::printf("packed weight sites: %lld\nfile: %.3f MB, FP32 parameters: %.3f MB (%.1fx smaller)\n",
                 static_cast<long long>(s.packed_sites), s.file_bytes / 1e6, s.fp32_bytes / 1e6,
@@ -247,20 +273,21 @@ int run_export(const std::string & checkpoint, const std::string & out, std::str
 int run_verify(const std::string & checkpoint, const std::string & model_path, const cli::RuntimeInputs & inputs,
                int64_t block_images) {
     LoadedModel loaded = load_model(checkpoint);
+    const Deit model = as_deit(loaded.model, "bitvit verify");
     const runtime::PackedModel packed = runtime::PackedModel::load(model_path);
     const data::ImageDataset images = cli::runtime_images(inputs, packed);
     const int threads = inputs.threads;
     cli::check_image_shape(packed, images);
     const Preprocess pre = make_preprocess(loaded.state.config.data);
     if (block_images > 0) {
-        const std::vector<BlockDivergence> blocks = block_divergence(loaded.model, packed, images, pre, block_images);
+        const std::vector<BlockDivergence> blocks = block_divergence(model, packed, images, pre, block_images);
         std::printf("%-7s %14s %14s %14s   (first %lld images, runtime - LibTorch after each block)\n", "block",
                     "max |diff|", "mean |diff|", "mean |value|", static_cast<long long>(std::min(block_images, images.size())));
         for (size_t b = 0; b < blocks.size(); ++b) {
             std::printf("%-7zu %14.4g %14.4g %14.4g\n", b, blocks[b].max_abs, blocks[b].mean_abs, blocks[b].mean_ref);
         }
     }
-    const VerifyReport r = verify_packed(loaded.model, packed, images, pre, 250, threads);
+    const VerifyReport r = verify_packed(model, packed, images, pre, 250, threads);
     std::printf("images: %lld\ntop-1 agreement: %.2f%% (%lld differ)\nmax |logit difference|: %.3g\n",
                 static_cast<long long>(r.count), 100 * r.agreement(), static_cast<long long>(r.count - r.agree),
                 r.max_abs_logit_diff);
@@ -383,6 +410,7 @@ cli::Command add_info(CLI::App & app) {
     return {info, action([a] {
                 if (a->list) {
                     for (const auto & n : deit_config_names()) std::printf("%s\n", n.c_str());
+                    for (const auto & n : swin_config_names()) std::printf("%s\n", n.c_str());
                     std::printf("runtime ISA on this CPU: %s\n", runtime::isa_name(runtime::best_supported_isa()));
                     return 0;
                 }
@@ -457,11 +485,7 @@ cli::Command add_import(CLI::App & app) {
                 std::printf("imported %s%s -> %s\n", a->file.c_str(), s.found_at.empty() ? "" : (" ('" + s.found_at + "')").c_str(),
                             a->out.c_str());
                 for (const auto & line : s.adaptations) std::printf("  adapted: %s\n", line.c_str());
-                const auto & c = s.config;
-                std::printf("model %s: %lld×%lld×%lld input, patch %lld, dim %lld, depth %lld, %lld heads, %lld classes%s\n", c.name.c_str(),
-                            static_cast<long long>(c.in_chans), static_cast<long long>(c.img_size), static_cast<long long>(c.img_size),
-                            static_cast<long long>(c.patch_size), static_cast<long long>(c.embed_dim), static_cast<long long>(c.depth),
-                            static_cast<long long>(c.num_heads), static_cast<long long>(c.num_classes), c.distilled ? ", distilled" : "");
+                std::printf("model %s:\n%s", s.model->name().c_str(), s.model->describe().c_str());
                 std::printf("binarize it with any recipe (it is the teacher and the start point):\n  bitvit train --recipe recipes/bivit.toml "
                             "--fp-checkpoint %s", a->out.c_str());
                 for (const auto & set : train_overrides(a->out)) std::printf(" --set '%s'", set.c_str());

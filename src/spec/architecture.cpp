@@ -100,6 +100,7 @@ DeitConfig deit_config(const std::string & name) {
     }
     std::string known;
     for (const auto & n : deit_config_names()) known += (known.empty() ? "" : ", ") + n;
+    for (const auto & n : swin_config_names()) known += ", " + n;
     throw std::invalid_argument("unknown model '" + name + "' (known: " + known + ")");
 }
 
@@ -241,14 +242,31 @@ std::vector<std::string> swin_config_names() {
     return names;
 }
 
+namespace {
+
+json variant_json(const BlockVariant & v) {
+    return json{{"qk_norm", v.qk_norm},     {"softmax", v.softmax}, {"qkv_shift", v.qkv_shift}, {"attn_bias", v.attn_bias},
+                {"mlp_clip", v.mlp_clip},   {"mlp_act", v.mlp_act}, {"linear_bias", v.linear_bias}};
+}
+
+}  // namespace
+
 json architecture_json(const DeitConfig & c) {
-    const BlockVariant & v = c.variant;
-    return json{{"name", c.name},           {"img_size", c.img_size},       {"patch_size", c.patch_size},
-                {"in_chans", c.in_chans},   {"num_classes", c.num_classes}, {"embed_dim", c.embed_dim},
-                {"depth", c.depth},         {"num_heads", c.num_heads},     {"mlp_ratio", c.mlp_ratio},
-                {"qkv_bias", c.qkv_bias},   {"distilled", c.distilled},     {"qk_norm", v.qk_norm},
-                {"softmax", v.softmax},     {"qkv_shift", v.qkv_shift},     {"attn_bias", v.attn_bias},
-                {"mlp_clip", v.mlp_clip},   {"mlp_act", v.mlp_act},         {"linear_bias", v.linear_bias}};
+    json j{{"name", c.name},         {"img_size", c.img_size},       {"patch_size", c.patch_size},
+           {"in_chans", c.in_chans}, {"num_classes", c.num_classes}, {"embed_dim", c.embed_dim},
+           {"depth", c.depth},       {"num_heads", c.num_heads},     {"mlp_ratio", c.mlp_ratio},
+           {"qkv_bias", c.qkv_bias}, {"distilled", c.distilled}};
+    j.update(variant_json(c.variant));
+    return j;
+}
+
+json architecture_json(const SwinConfig & c) {
+    json j{{"family", "swin"},         {"name", c.name},           {"img_size", c.img_size},
+           {"patch_size", c.patch_size}, {"in_chans", c.in_chans}, {"num_classes", c.num_classes},
+           {"embed_dim", c.embed_dim},   {"depths", c.depths},     {"num_heads", c.num_heads},
+           {"window_size", c.window_size}, {"mlp_ratio", c.mlp_ratio}, {"qkv_bias", c.qkv_bias}};
+    j.update(variant_json(c.variant));
+    return j;
 }
 
 namespace {

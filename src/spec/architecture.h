@@ -116,6 +116,9 @@ std::vector<std::string> swin_config_names();
 
 // The packed file's "architecture" object.
 nlohmann::json architecture_json(const DeitConfig & config);
+// A Swin's, with "family": "swin" (written into `bitvit export --timm` metadata; the runtime does
+// not run Swin yet).
+nlohmann::json architecture_json(const SwinConfig & config);
 // Reads and validates it (ranges, divisibility, known activations); throws std::invalid_argument
 // naming the field. A file of format version ≤ 2 has no linear_bias (it was always true).
 DeitConfig architecture_from_json(const nlohmann::json & object);

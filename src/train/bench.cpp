@@ -47,7 +47,7 @@ std::string packed_model_path(const ModelBenchOptions & o, const TrainConfig & c
     if (!o.packed.empty()) return o.packed;
     const DeitConfig base = deit_config(config.model.name);
     const DataShape shape{base.num_classes, base.in_chans, base.img_size};
-    Deit quantized = build_stage_model(config, shape, config.stages.size() - 1);
+    Deit quantized = as_deit(build_stage_model(config, shape, config.stages.size() - 1), "bitvit bench");
     {
         torch::NoGradGuard no_grad;
         quantized->train();

@@ -82,27 +82,133 @@ void open_archive(torch::serialize::InputArchive & archive, const std::string & 
 }
 
 // "blocks.3.attn.q" -> "attn.q"; "" for sites outside the blocks.
+// The name a recipe's block-local pattern matches: "attn.q" for "blocks.3.attn.q" (DeiT) and
+// "layers.1.blocks.0.attn.q" (Swin), "downsample.reduction.weight" for Swin's patch merging; "" for
+// the model-level sites (patch_embed, head).
 std::string block_local_name(const std::string & site) {
-    if (site.rfind("blocks.", 0) != 0) return "";
-    const auto dot = site.find('.', 7);
-    return dot == std::string::npos ? "" : site.substr(dot + 1);
+    std::string rest = site;
+    if (rest.rfind("layers.", 0) == 0) {
+        const auto dot = rest.find('.', 7);
+        if (dot == std::string::npos) return "";
+        rest = rest.substr(dot + 1);
+        if (rest.rfind("downsample.", 0) == 0) return rest;
+    }
+    if (rest.rfind("blocks.", 0) != 0) return "";
+    const auto dot = rest.find('.', 7);
+    return dot == std::string::npos ? "" : rest.substr(dot + 1);
 }
 
 }  // namespace
 
-void check_fits_in_memory(const DeitConfig & c) {
+void check_fits_in_memory(const std::string & name, int64_t parameter_count) {
     // Training holds each parameter four times (weights, gradients, Adam's two moments), in F32.
-    const double needed = static_cast<double>(c.parameter_count()) * 4 * 4;
+    const double needed = static_cast<double>(parameter_count) * 4 * 4;
     const double physical = static_cast<double>(::sysconf(_SC_PHYS_PAGES)) * static_cast<double>(::sysconf(_SC_PAGE_SIZE));
     if (physical > 0 && needed > physical) {
         char buf[160];
         std::snprintf(buf, sizeof buf, "model '%s' has %.3g parameters: training it needs at least %.1f GB, this machine has %.1f GB",
-                      c.name.c_str(), static_cast<double>(c.parameter_count()), needed / 1e9, physical / 1e9);
+                      name.c_str(), static_cast<double>(parameter_count), needed / 1e9, physical / 1e9);
         throw std::invalid_argument(buf);
     }
 }
 
+bool is_swin(const ModelSection & model) {
+    const auto names = spec::swin_config_names();
+    return std::find(names.begin(), names.end(), model.name) != names.end();
+}
+
+namespace {
+
+// The data set must feed the model's input size; then its classes and channels size the model.
+template <class Config>
+void size_for_data(Config & c, const ModelSection & model, const DataShape & shape) {
+    if (shape.img_size != c.img_size) {
+        throw std::invalid_argument("model '" + model.name + "' takes " + std::to_string(c.img_size) + "×" +
+                                    std::to_string(c.img_size) + " images but the data set has " +
+                                    std::to_string(shape.img_size) + "-pixel images");
+    }
+    c.num_classes = shape.num_classes;
+    c.in_chans = shape.in_chans;
+    c.variant = model.variant;
+    c.drop_path = model.drop_path;
+    c.validate();
+    check_fits_in_memory(c.name, c.parameter_count());
+}
+
+// A registered architecture at another input size, patch size or MLP ratio is named for what it is
+// (the runtime refuses a registered name whose sizes differ from the registry's).
+template <class Config>
+void name_input_overrides(Config & c, const Config & registered) {
+    if (c.img_size != registered.img_size || c.patch_size != registered.patch_size || c.mlp_ratio != registered.mlp_ratio) {
+        char suffix[96];
+        std::snprintf(suffix, sizeof suffix, "-img%lld-patch%lld-mlp%g", static_cast<long long>(c.img_size),
+                      static_cast<long long>(c.patch_size), c.mlp_ratio);
+        c.name += suffix;
+    }
+}
+
+std::string join_integers(const std::vector<int64_t> & values) {
+    std::string out;
+    for (const int64_t v : values) out += (out.empty() ? "" : "_") + std::to_string(v);
+    return out;
+}
+
+}  // namespace
+
+SwinConfig resolve_swin_config(const ModelSection & model, const DataShape & shape) {
+    SwinConfig c = spec::swin_config(model.name);
+    if (model.depth > 0 || model.num_heads > 0) {
+        throw std::invalid_argument("model '" + model.name + "' is a Swin: its sizes are model.depths and model.stage_heads "
+                                    "(one entry per stage), not model.depth and model.num_heads");
+    }
+    const SwinConfig registered = c;
+    if (model.embed_dim > 0) c.embed_dim = model.embed_dim;
+    if (!model.depths.empty()) c.depths = model.depths;
+    if (!model.stage_heads.empty()) c.num_heads = model.stage_heads;
+    if (model.window_size > 0) c.window_size = model.window_size;
+    if (model.img_size > 0) c.img_size = model.img_size;
+    if (model.patch_size > 0) c.patch_size = model.patch_size;
+    if (model.mlp_ratio > 0) c.mlp_ratio = model.mlp_ratio;
+    if (c.embed_dim != registered.embed_dim || c.depths != registered.depths || c.num_heads != registered.num_heads ||
+        c.window_size != registered.window_size) {
+        c.name += "-dim" + std::to_string(c.embed_dim) + "-depths" + join_integers(c.depths) + "-heads" +
+                  join_integers(c.num_heads) + "-window" + std::to_string(c.window_size);
+    }
+    name_input_overrides(c, registered);
+    size_for_data(c, model, shape);
+    return c;
+}
+
+DataShape registered_shape(const ModelSection & model) {
+    if (is_swin(model)) {
+        const SwinConfig c = spec::swin_config(model.name);
+        return {c.num_classes, c.in_chans, model.img_size > 0 ? model.img_size : c.img_size};
+    }
+    const DeitConfig c = deit_config(model.name);
+    return {c.num_classes, c.in_chans, model.img_size > 0 ? model.img_size : c.img_size};
+}
+
+VisionModel build_model(const ModelSection & model, const DataShape & shape, const BlockVariant & variant) {
+    ModelSection m = model;
+    m.variant = variant;
+    if (is_swin(m)) return VisionModel(std::make_shared<SwinImpl>(resolve_swin_config(m, shape)));
+    return VisionModel(std::make_shared<DeitImpl>(resolve_model_config(m, shape)));
+}
+
+Deit as_deit(const VisionModel & model, const std::string & what) {
+    auto deit = std::dynamic_pointer_cast<DeitImpl>(model.ptr());
+    if (!deit) {
+        throw std::invalid_argument(what + " handles DeiT models only so far; '" + model->name() +
+                                    "' is a Swin (training, evaluation, import and export --timm take it)");
+    }
+    return Deit(deit);
+}
+
 DeitConfig resolve_model_config(const ModelSection & model, const DataShape & shape) {
+    if (!model.depths.empty() || !model.stage_heads.empty() || model.window_size > 0) {
+        throw std::invalid_argument("model '" + model.name + "' is a DeiT: model.depths, model.stage_heads and "
+                                    "model.window_size apply to Swin models only");
+    }
     DeitConfig c = deit_config(model.name);
     const DeitConfig registered = c;
     if (model.embed_dim > 0) c.embed_dim = model.embed_dim;
@@ -115,38 +221,22 @@ DeitConfig resolve_model_config(const ModelSection & model, const DataShape & sh
         // Another architecture under the registry's name would be refused by the runtime.
         c.name += "-dim" + std::to_string(c.embed_dim) + "-depth" + std::to_string(c.depth) + "-heads" + std::to_string(c.num_heads);
     }
-    if (c.img_size != registered.img_size || c.patch_size != registered.patch_size || c.mlp_ratio != registered.mlp_ratio) {
-        char suffix[96];
-        std::snprintf(suffix, sizeof suffix, "-img%lld-patch%lld-mlp%g", static_cast<long long>(c.img_size),
-                      static_cast<long long>(c.patch_size), c.mlp_ratio);
-        c.name += suffix;
-    }
-    c.drop_path = model.drop_path;
-    if (shape.img_size != c.img_size) {
-        throw std::invalid_argument("model '" + model.name + "' takes " + std::to_string(c.img_size) + "×" +
-                                    std::to_string(c.img_size) + " images but the data set has " +
-                                    std::to_string(shape.img_size) + "-pixel images");
-    }
-    c.num_classes = shape.num_classes;
-    c.in_chans = shape.in_chans;
-    c.variant = model.variant;
-    c.validate();
-    check_fits_in_memory(c);
+    name_input_overrides(c, registered);
+    size_for_data(c, model, shape);
     return c;
 }
 
-Deit build_stage_model(const TrainConfig & config, const DataShape & shape, size_t stage_index) {
+VisionModel build_stage_model(const TrainConfig & config, const DataShape & shape, size_t stage_index) {
     const StageSection & stage = config.stages.at(stage_index);
-    DeitConfig architecture = resolve_model_config(config.model, shape);
-    architecture.variant = stage.variant;
-    Deit model(architecture);
+    VisionModel model = build_model(config.model, shape, stage.variant);
     const auto sites = model->site_names();
     // Block-local patterns first, then full site names, so the specific overrides the general.
     std::map<std::string, const QuantizerAssignment *> chosen;
     for (bool specific : {false, true}) {
         for (const auto & a : stage.quantizers) {
-            const bool is_full = a.pattern.rfind("blocks.", 0) == 0 || a.pattern.rfind("patch_embed.", 0) == 0 ||
-                                 a.pattern.rfind("head.", 0) == 0 || a.pattern.rfind("head_dist.", 0) == 0;
+            const bool is_full = a.pattern.rfind("blocks.", 0) == 0 || a.pattern.rfind("layers.", 0) == 0 ||
+                                 a.pattern.rfind("patch_embed.", 0) == 0 || a.pattern.rfind("head.", 0) == 0 ||
+                                 a.pattern.rfind("head_dist.", 0) == 0;
             if (is_full != specific) continue;
             int matches = 0;
             for (const auto & site : sites) {
@@ -158,8 +248,10 @@ Deit build_stage_model(const TrainConfig & config, const DataShape & shape, size
             }
             if (matches == 0) {
                 throw std::invalid_argument("stage '" + stage.name + "': quantizer pattern '" + a.pattern +
-                                            "' matches no site (block-local names look like attn.qkv.weight, "
-                                            "attn.probs, mlp.fc2.input; full names like blocks.0.attn.q, head.weight)");
+                                            "' matches no site of '" + model->name() +
+                                            "' (block-local names look like attn.qkv.weight, attn.probs, mlp.fc2.input, "
+                                            "on Swin also downsample.reduction.weight; full names like blocks.0.attn.q, "
+                                            "layers.0.blocks.1.attn.q, head.weight, head.fc.weight)");
             }
         }
     }

@@ -12,6 +12,7 @@
 
 #include "config.h"
 #include "deit.h"
+#include "swin.h"
 
 namespace bitvit {
 
@@ -25,18 +26,34 @@ struct DataShape {
     int64_t num_classes = 0, in_chans = 0, img_size = 0;
 };
 
-// The DeiT configuration a run trains: the recipe's named architecture with its overrides, sized for
-// the data set. Throws std::invalid_argument if the data cannot feed the model.
+// True when the recipe's model is a Swin (model.name is a registered Swin architecture).
+bool is_swin(const ModelSection & model);
+
+// The configuration a run trains: the recipe's named architecture with its overrides, sized for the
+// data set (a customised size gets a name of its own). Throws std::invalid_argument if the data
+// cannot feed the model, or for an override the architecture does not have.
 DeitConfig resolve_model_config(const ModelSection & model, const DataShape & shape);
+SwinConfig resolve_swin_config(const ModelSection & model, const DataShape & shape);
+
+// The data shape the named architecture was registered for (classes, channels, image size; the
+// model.img_size override applied): what a recipe is checked against before its data is read.
+DataShape registered_shape(const ModelSection & model);
 
 // Throws std::invalid_argument naming the model when training it could not fit in this machine's
 // physical memory (parameters, gradients and Adam's moments), before anything is allocated.
-void check_fits_in_memory(const DeitConfig & config);
+void check_fits_in_memory(const std::string & name, int64_t parameter_count);
+
+// The full-precision model of a recipe's architecture with the given block variant.
+VisionModel build_model(const ModelSection & model, const DataShape & shape, const BlockVariant & variant);
 
 // The model of one stage of a recipe: the architecture with that stage's quantizers installed.
 // Throws std::invalid_argument naming the stage for a pattern that matches no site, an unknown
 // quantizer, or a quantizer that cannot serve a site.
-Deit build_stage_model(const TrainConfig & config, const DataShape & shape, size_t stage);
+VisionModel build_stage_model(const TrainConfig & config, const DataShape & shape, size_t stage);
+
+// The DeiT inside `model`, for the parts that handle DeiT only so far (packed export, runtime
+// parity, the OPs accounting); throws std::invalid_argument naming `what` and the model otherwise.
+Deit as_deit(const VisionModel & model, const std::string & what);
 
 // What copy_named_tensors could not do: names of `dst` absent from the source (and not allowed to
 // be), "name [source shape] (expected [shape])" for each shape mismatch, and source names `dst` lacks.
@@ -90,7 +107,7 @@ void load_checkpoint_weights(const std::string & path, torch::nn::Module & model
 // in eval mode.
 struct LoadedModel {
     CheckpointState state;
-    Deit model{nullptr};
+    VisionModel model{nullptr};
 };
 LoadedModel load_model(const std::string & path);
 

@@ -94,6 +94,19 @@ class SectionReader {
         }
     }
 
+    void read(const char * key, std::vector<int64_t> & out) {
+        if (const auto * node = find(key)) {
+            const auto * array = node->as_array();
+            if (array == nullptr) fail(key, "must be an array of integers");
+            out.clear();
+            for (const auto & element : *array) {
+                const auto v = element.value_exact<int64_t>();
+                if (!v) fail(key, "must be an array of integers");
+                out.push_back(*v);
+            }
+        }
+    }
+
     // Throws if the section holds keys that no read() asked for, naming where the key came from (the
     // recipe or a --set) and the known keys nearest to it.
     void finish() const {
@@ -430,6 +443,9 @@ void read_model_section(const toml::table & root, const std::string & origin, Mo
     model.read("img_size", m.img_size);
     model.read("patch_size", m.patch_size);
     model.read("mlp_ratio", m.mlp_ratio);
+    model.read("depths", m.depths);
+    model.read("stage_heads", m.stage_heads);
+    model.read("window_size", m.window_size);
     read_variant(model, m.variant);
     model.finish();
     model.check(m.drop_path >= 0 && m.drop_path < 1, "drop_path", "must be in [0, 1)");
@@ -441,6 +457,11 @@ void read_model_section(const toml::table & root, const std::string & origin, Mo
     model.check(m.patch_size >= 0 && m.patch_size <= 256, "patch_size", "must be in [0, 256] (0 = the architecture's)");
     model.check(m.mlp_ratio == 0 || (m.mlp_ratio >= 0.25 && m.mlp_ratio <= 16), "mlp_ratio",
                 "must be 0 (the architecture's) or in [0.25, 16]");
+    model.check(m.depths.size() <= 8, "depths", "lists at most 8 stages");
+    for (const int64_t d : m.depths) model.check(d >= 1 && d <= 64, "depths", "must be stage depths in [1, 64]");
+    model.check(m.stage_heads.size() <= 8, "stage_heads", "lists at most 8 stages");
+    for (const int64_t h : m.stage_heads) model.check(h >= 1 && h <= 1024, "stage_heads", "must be head counts in [1, 1024]");
+    model.check(m.window_size >= 0 && m.window_size <= 64, "window_size", "must be in [0, 64] (0 = the architecture's)");
 }
 
 void read_data_section(const toml::table & root, const std::string & origin, DataSection & d) {
@@ -578,6 +599,11 @@ std::string TrainConfig::to_toml() const {
         for (double v : values) a.push_back(v);
         return a;
     };
+    auto integers = [](const std::vector<int64_t> & values) {
+        toml::array a;
+        for (int64_t v : values) a.push_back(v);
+        return a;
+    };
     toml::table model_table{{"name", model.name},
                             {"drop_path", model.drop_path},
                             {"embed_dim", model.embed_dim},
@@ -585,7 +611,10 @@ std::string TrainConfig::to_toml() const {
                             {"num_heads", model.num_heads},
                             {"img_size", model.img_size},
                             {"patch_size", model.patch_size},
-                            {"mlp_ratio", model.mlp_ratio}};
+                            {"mlp_ratio", model.mlp_ratio},
+                            {"depths", integers(model.depths)},
+                            {"stage_heads", integers(model.stage_heads)},
+                            {"window_size", model.window_size}};
     for (auto && [key, value] : variant_table(model.variant)) model_table.insert(key, value);
     toml::table root{
         {"model", model_table},

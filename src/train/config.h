@@ -21,12 +21,16 @@ class ConfigError : public std::runtime_error {
 };
 
 struct ModelSection {
-    std::string name = "deit_micro_patch4_28";  // see deit_config_names()
+    std::string name = "deit_micro_patch4_28";  // see deit_config_names() and swin_config_names()
     double drop_path = 0.0;                       // overrides the architecture's stochastic depth
     // Optional architecture overrides (0 = keep the named architecture's value).
     int64_t embed_dim = 0, depth = 0, num_heads = 0;
     int64_t img_size = 0, patch_size = 0;  // e.g. an imported timm model's (bitvit import)
     double mlp_ratio = 0.0;
+    // Swin only (empty / 0 = the named architecture's): blocks and heads per stage, window size.
+    // embed_dim, img_size, patch_size and mlp_ratio above apply to Swin too; depth and num_heads do not.
+    std::vector<int64_t> depths, stage_heads;
+    int64_t window_size = 0;
     // Block variant of a full-precision model; a stage's [stage.model] overrides it.
     BlockVariant variant;
 };

@@ -6,7 +6,7 @@
 
 namespace bitvit {
 
-DataParallel::DataParallel(std::vector<Deit> replicas) : replicas_(std::move(replicas)), pending_init_(replicas_.size() > 1) {
+DataParallel::DataParallel(std::vector<VisionModel> replicas) : replicas_(std::move(replicas)), pending_init_(replicas_.size() > 1) {
     if (replicas_.empty()) throw std::invalid_argument("data parallelism needs at least one replica");
     broadcast();
 }

@@ -27,10 +27,10 @@ using ShardStep = std::function<ShardResult(size_t replica, const torch::Tensor 
 class DataParallel {
   public:
     // replicas[0] is the model the optimiser steps; the others must have its architecture.
-    explicit DataParallel(std::vector<Deit> replicas);
+    explicit DataParallel(std::vector<VisionModel> replicas);
 
     size_t size() const { return replicas_.size(); }
-    Deit & replica(size_t r) { return replicas_.at(r); }
+    VisionModel & replica(size_t r) { return replicas_.at(r); }
 
     // Copies replica 0's parameters and buffers into the others.
     void broadcast();
@@ -43,7 +43,7 @@ class DataParallel {
 
   private:
     void sum_gradients_into_primary();
-    std::vector<Deit> replicas_;
+    std::vector<VisionModel> replicas_;
     bool pending_init_;  // first-batch initialisation not yet done (several replicas only)
 };
 

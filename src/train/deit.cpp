@@ -1,6 +1,8 @@
 #include "deit.h"
 
 #include <algorithm>
+#include <cstdio>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <stdexcept>
 
@@ -94,6 +96,22 @@ std::map<std::string, SiteTable *> DeitImpl::site_tables() {
     tables["head."] = &head->sites;
     if (config_.distilled) tables["head_dist."] = &head_dist->sites;
     return tables;
+}
+
+std::string DeitImpl::architecture_json() const { return spec::architecture_json(config_).dump(); }
+
+std::string DeitImpl::describe() const {
+    const DeitConfig & c = config_;
+    char text[320];
+    std::snprintf(text, sizeof text,
+                  "input: %lld×%lld×%lld, patch %lld -> %lld tokens (%s)\n"
+                  "embed_dim %lld, depth %lld, heads %lld, mlp_ratio %.1f, classes %lld, drop_path %.2f\n",
+                  static_cast<long long>(c.in_chans), static_cast<long long>(c.img_size), static_cast<long long>(c.img_size),
+                  static_cast<long long>(c.patch_size), static_cast<long long>(c.num_tokens()),
+                  c.distilled ? "cls + dist + patches" : "cls + patches", static_cast<long long>(c.embed_dim),
+                  static_cast<long long>(c.depth), static_cast<long long>(c.num_heads), c.mlp_ratio,
+                  static_cast<long long>(c.num_classes), c.drop_path);
+    return text;
 }
 
 std::string DeitImpl::site_example() const {

@@ -53,6 +53,9 @@ class DeitImpl : public VisionModelImpl {
     torch::Tensor forward_features(const torch::Tensor & images);
 
     const DeitConfig & config() const { return config_; }
+    const std::string & name() const override { return config_.name; }
+    std::string describe() const override;
+    std::string architecture_json() const override;
 
     PatchEmbed patch_embed{nullptr};
     torch::Tensor cls_token, dist_token, pos_embed;

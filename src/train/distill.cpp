@@ -103,7 +103,7 @@ Tensor feature_loss(const std::vector<BlockTaps> & s, const std::vector<BlockTap
     return loss;
 }
 
-BatchLoss stage_loss(Deit & student, Deit * teacher, const Tensor & images, const Tensor & labels,
+BatchLoss stage_loss(VisionModel & student, VisionModel * teacher, const Tensor & images, const Tensor & labels,
                      const DistillSection & distill, double label_smoothing) {
     Tensor teacher_logits;
     if (teacher) {

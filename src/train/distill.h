@@ -48,7 +48,7 @@ struct BatchLoss {
     torch::Tensor loss;
     int64_t correct = 0;
 };
-BatchLoss stage_loss(Deit & student, Deit * teacher, const torch::Tensor & images, const torch::Tensor & labels,
+BatchLoss stage_loss(VisionModel & student, VisionModel * teacher, const torch::Tensor & images, const torch::Tensor & labels,
                      const DistillSection & distill, double label_smoothing);
 
 }  // namespace bitvit

@@ -105,7 +105,7 @@ void add_quantized_weight(format::SafetensorsWriter & out, const std::string & s
 
 }  // namespace
 
-ExportSummary export_packed(Deit & model, const ExportOptions & options, const std::string & path) {
+ExportSummary export_packed(Deit model, const ExportOptions & options, const std::string & path) {
     torch::NoGradGuard no_grad;
     model->eval();
     const DeitConfig & config = model->config();

@@ -36,6 +36,6 @@ struct ExportSummary {
 // std::invalid_argument naming the site when a quantized weight does not have the form its quantizer
 // promises (e.g. a binary weight whose row values differ in magnitude) or a quantizer has no
 // deployed form.
-ExportSummary export_packed(Deit & model, const ExportOptions & options, const std::string & path);
+ExportSummary export_packed(Deit model, const ExportOptions & options, const std::string & path);
 
 }  // namespace bitvit

@@ -141,7 +141,7 @@ std::string shape_text(torch::IntArrayRef shape) {
 
 const torch::Tensor & need(const StateDict & sd, const std::string & name, const std::string & path, int64_t dims) {
     const torch::Tensor * t = sd.find(name);
-    if (t == nullptr) throw ImportError(path + ": no tensor '" + name + "': not a timm DeiT / ViT state dict");
+    if (t == nullptr) throw ImportError(path + ": no tensor '" + name + "': not a timm DeiT / ViT or Swin state dict");
     if (t->dim() != dims) throw ImportError(path + ": tensor '" + name + "' has shape " + shape_text(t->sizes()) + ", expected " + std::to_string(dims) + " dimensions");
     return *t;
 }
@@ -235,6 +235,104 @@ std::string model_section(const spec::DeitConfig & c) {
     return s.str();
 }
 
+// A registered Swin's sizes equal c's (everything but classes, channels and the block variant).
+bool same_swin_sizes(const spec::SwinConfig & a, const spec::SwinConfig & b) {
+    return a.embed_dim == b.embed_dim && a.depths == b.depths && a.num_heads == b.num_heads && a.window_size == b.window_size &&
+           a.patch_size == b.patch_size && a.img_size == b.img_size && a.mlp_ratio == b.mlp_ratio;
+}
+
+// A Swin's architecture from its tensors (timm's layout): stages and depths from the block names,
+// heads and the window from each stage's relative position bias table ([(2M − 1)², heads]). The
+// input size is not in the weights: --model, --img-size, or the registered size with these weights.
+spec::SwinConfig infer_swin_architecture(const StateDict & sd, const ImportOptions & o, const std::string & path) {
+    spec::SwinConfig c;
+    const torch::Tensor & proj = need(sd, "patch_embed.proj.weight", path, 4);
+    c.embed_dim = proj.size(0);
+    c.in_chans = proj.size(1);
+    c.patch_size = proj.size(2);
+    c.depths.clear();
+    c.num_heads.clear();
+    for (int64_t i = 0; sd.contains("layers." + std::to_string(i) + ".blocks.0.attn.qkv.weight"); ++i) {
+        const std::string layer = "layers." + std::to_string(i) + ".blocks.";
+        int64_t depth = 0;
+        while (sd.contains(layer + std::to_string(depth) + ".attn.qkv.weight")) ++depth;
+        const torch::Tensor & table = need(sd, layer + "0.attn.relative_position_bias_table", path, 2);
+        const auto side = static_cast<int64_t>(std::llround(std::sqrt(static_cast<double>(table.size(0)))));
+        if (side * side != table.size(0) || side % 2 == 0) {
+            throw ImportError(path + ": tensor '" + layer + "0.attn.relative_position_bias_table' has shape " + shape_text(table.sizes()) +
+                              ": expected [(2M − 1)², heads] for an M×M window");
+        }
+        if (i == 0) c.window_size = (side + 1) / 2;
+        c.depths.push_back(depth);
+        c.num_heads.push_back(table.size(1));
+        if (need(sd, layer + "0.norm1.weight", path, 1).size(0) != c.stage_dim(i)) {
+            throw ImportError(path + ": stage " + std::to_string(i) + " has width " +
+                              std::to_string(sd.find(layer + "0.norm1.weight")->size(0)) + ", expected " +
+                              std::to_string(c.stage_dim(i)) + " (Swin doubles the width at every patch merging)");
+        }
+    }
+    if (c.depths.empty()) throw ImportError(path + ": no tensor 'layers.0.blocks.0.attn.qkv.weight': not a timm Swin state dict");
+    if (!sd.contains("layers.0.blocks.0.attn.qkv.bias")) throw ImportError(path + ": blocks have no qkv bias; bitvit's Swin always has one");
+    c.mlp_ratio = static_cast<double>(need(sd, "layers.0.blocks.0.mlp.fc1.weight", path, 2).size(0)) / static_cast<double>(c.embed_dim);
+    if (sd.contains("head.fc.weight")) {
+        c.num_classes = need(sd, "head.fc.weight", path, 2).size(0);
+    } else if (o.num_classes > 0) {
+        c.num_classes = o.num_classes;
+    } else {
+        throw ImportError(path + ": no classifier 'head.fc.weight': pass --num-classes N (with --allow-missing head)");
+    }
+    if (o.num_heads > 0) throw ImportError("--num-heads: a Swin's heads per stage are in its weights");
+    if (o.drop_distillation) throw ImportError("--drop-distillation: a Swin has no distillation token");
+    c.img_size = 0;
+    if (!o.model.empty()) {
+        spec::SwinConfig named;
+        try {
+            named = spec::swin_config(o.model);
+        } catch (const std::invalid_argument & e) {
+            throw ImportError(std::string("--model: ") + e.what());
+        }
+        c.img_size = named.img_size;
+        c.name = o.model;
+        if (!same_swin_sizes(c, named)) {
+            throw ImportError(path + ": the weights are not " + o.model + "'s (width, depths, heads, window, patch or MLP ratio differ)");
+        }
+    } else {
+        for (const auto & name : spec::swin_config_names()) {
+            spec::SwinConfig r = spec::swin_config(name);
+            c.img_size = r.img_size;
+            if (same_swin_sizes(c, r)) {
+                c.name = name;
+                break;
+            }
+            c.img_size = 0;
+        }
+    }
+    if (c.img_size == 0) {
+        if (o.img_size == 0) throw ImportError(path + ": a Swin's input size is not in its weights and these are no registered Swin's: pass --img-size");
+        c.img_size = o.img_size;
+        c.name = "swin_custom";
+    }
+    return c;
+}
+
+// The recipe's [model] section that builds Swin c: its registered name, or Swin-T's with every size
+// overridden (resolve_swin_config renames it for what it is).
+std::string model_section(const spec::SwinConfig & c) {
+    for (const auto & name : spec::swin_config_names()) {
+        if (same_swin_sizes(spec::swin_config(name), c)) return "[model]\nname = \"" + name + "\"\n";
+    }
+    auto list = [](const std::vector<int64_t> & v) {
+        std::string s;
+        for (const int64_t x : v) s += (s.empty() ? "" : ", ") + std::to_string(x);
+        return "[" + s + "]";
+    };
+    std::ostringstream s;
+    s << "[model]\nname = \"swin_tiny_patch4_window7_224\"\nembed_dim = " << c.embed_dim << "\ndepths = " << list(c.depths)
+      << "\nstage_heads = " << list(c.num_heads) << "\nwindow_size = " << c.window_size << "\nimg_size = " << c.img_size
+      << "\npatch_size = " << c.patch_size << "\nmlp_ratio = " << c.mlp_ratio << "\n";
+    return s.str();
+}
+
 // Resamples the patch part of pos_embed [1, prefix + g², D] to [1, prefix + n², D] as timm's
 // resample_abs_pos_embed does: bicubic, antialiased, prefix tokens kept.
 torch::Tensor resample_pos_embed(const torch::Tensor & pos, int64_t prefix, int64_t new_grid) {
@@ -263,6 +361,14 @@ torch::Tensor adapt_input_conv(const torch::Tensor & w, int64_t channels, const 
     return w.repeat({1, repeat, 1, 1}).narrow(1, 0, channels) * (3.0 / static_cast<double>(channels));
 }
 
+// patch_embed.proj.weight adapted to another channel count; returns the line for the user.
+std::string adapt_channels(StateDict & sd, int64_t from, int64_t to, const std::string & path) {
+    sd["patch_embed.proj.weight"] = adapt_input_conv(sd["patch_embed.proj.weight"], to, path);
+    return "patch embedding adapted from " + std::to_string(from) + " to " + std::to_string(to) +
+           (to == 1 ? " channel (input filters summed, as timm's adapt_input_conv)"
+                    : " channels (RGB filters repeated and scaled by 3/channels, as timm's adapt_input_conv)");
+}
+
 bool erase_prefix(StateDict & sd, const std::string & prefix) {
     bool any = false;
     StateDict kept;
@@ -289,13 +395,8 @@ std::vector<std::string> adapt(StateDict & sd, spec::DeitConfig & c, const Impor
         if (c.name.size() > 10 && c.name.compare(c.name.size() - 10, 10, "_distilled") == 0) c.name.resize(c.name.size() - 10);
         done.push_back("distillation token, its position embedding and head_dist dropped (a plain DeiT)");
     }
-    if (o.in_chans > 0 && o.in_chans != c.in_chans) {
-        sd["patch_embed.proj.weight"] = adapt_input_conv(sd["patch_embed.proj.weight"], o.in_chans, path);
-        done.push_back("patch embedding adapted from " + std::to_string(c.in_chans) + " to " + std::to_string(o.in_chans) +
-                       (o.in_chans == 1 ? " channel (input filters summed, as timm's adapt_input_conv)"
-                                        : " channels (RGB filters repeated and scaled by 3/channels, as timm's adapt_input_conv)"));
-        c.in_chans = o.in_chans;
-    }
+    if (o.in_chans > 0 && o.in_chans != c.in_chans) done.push_back(adapt_channels(sd, c.in_chans, o.in_chans, path));
+    c.in_chans = o.in_chans > 0 ? o.in_chans : c.in_chans;
     if (o.img_size > 0 && o.img_size != c.img_size) {
         if (o.img_size % c.patch_size != 0) {
             throw ImportError("--img-size " + std::to_string(o.img_size) + " is not a multiple of the patch size " + std::to_string(c.patch_size));
@@ -319,9 +420,30 @@ std::vector<std::string> adapt(StateDict & sd, spec::DeitConfig & c, const Impor
     return done;
 }
 
+// The same for a Swin: no position embedding (another input size only changes how many windows each
+// stage has, and which stages are clipped to one unshifted window), the classifier is head.fc.
+std::vector<std::string> adapt(StateDict & sd, spec::SwinConfig & c, const ImportOptions & o, std::set<std::string> & fresh,
+                               const std::string & path) {
+    std::vector<std::string> done;
+    if (o.in_chans > 0 && o.in_chans != c.in_chans) done.push_back(adapt_channels(sd, c.in_chans, o.in_chans, path));
+    c.in_chans = o.in_chans > 0 ? o.in_chans : c.in_chans;
+    if (o.img_size > 0 && o.img_size != c.img_size) {
+        done.push_back("input size " + std::to_string(c.img_size) + " -> " + std::to_string(o.img_size) +
+                       " pixels (Swin has no position embedding to resample; each stage's windows follow its resolution)");
+        c.img_size = o.img_size;
+    }
+    if (o.num_classes > 0 && o.num_classes != c.num_classes) {
+        if (erase_prefix(sd, "head.fc")) fresh.insert("head.fc.");
+        done.push_back("classifier head.fc re-initialised for " + std::to_string(o.num_classes) + " classes (the file's had " +
+                       std::to_string(c.num_classes) + ")");
+        c.num_classes = o.num_classes;
+    }
+    return done;
+}
+
 // Copies the state dict into the model; every non-method tensor must come from the file unless
 // fresh or allowed missing, and every file tensor must be used. Lists all offenders at once.
-void load_into(Deit & model, const StateDict & sd, const std::set<std::string> & fresh, const ImportOptions & o, const std::string & path) {
+void load_into(VisionModel & model, const StateDict & sd, const std::set<std::string> & fresh, const ImportOptions & o, const std::string & path) {
     const TensorCopyReport r = copy_named_tensors(sd, *model, [&](const std::string & name) {
         for (const auto & p : fresh) if (name.rfind(p, 0) == 0) return true;
         for (const auto & p : o.allow_missing) if (name == p || name.rfind(p + ".", 0) == 0) return true;
@@ -334,7 +456,7 @@ void load_into(Deit & model, const StateDict & sd, const std::set<std::string> &
         for (size_t i = 0; i < names.size() && i < 20; ++i) s += " " + names[i];
         return s + (names.size() > 20 ? " …" : "");
     };
-    throw ImportError(path + ": the tensors do not fit " + model->config().name + list("missing", r.missing) +
+    throw ImportError(path + ": the tensors do not fit " + model->name() + list("missing", r.missing) +
                       list("of another shape", r.mismatched) + list("unexpected", r.unused) +
                       (r.missing.empty() ? "" : "\n  (--allow-missing PREFIX lets named tensors keep a fresh initialisation)"));
 }
@@ -362,38 +484,86 @@ torch::OrderedDict<std::string, torch::Tensor> read_state_dict(const std::string
     throw ImportError(format::wrong_kind_message(path, kind, "a safetensors or torch.save (.pth) state dict"));
 }
 
+namespace {
+
+// What an architecture's import hands to the common part: the [model] section, the sizes the data
+// must have, and the timm eval crop of its pretrained configs.
+struct ImportedArchitecture {
+    std::string model_toml;
+    int64_t in_chans = 0, num_classes = 0, img_size = 0;
+    double rgb_crop_pct = 0.0;  // 0.875 (DeiT) or 0.9 (Swin): timm's pretrained eval transform
+};
+
+// A Swin's tensors live under layers.{i}; a DeiT's under blocks.{i}. A --model of the other family
+// is refused here, before any shape is compared.
+bool is_swin_state_dict(const StateDict & sd, const ImportOptions & o, const std::string & path) {
+    bool swin = false;
+    for (const auto & item : sd) swin = swin || item.key().rfind("layers.", 0) == 0;
+    if (!o.model.empty() && (o.model.rfind("swin_", 0) == 0) != swin) {
+        throw ImportError(path + ": the file holds a " + (swin ? "Swin (tensors under layers.*)" : "DeiT / ViT (no layers.*)") +
+                          " but --model " + o.model + " is a " + (swin ? "DeiT" : "Swin"));
+    }
+    return swin;
+}
+
+ImportedArchitecture import_architecture(StateDict & sd, const ImportOptions & o, std::set<std::string> & fresh,
+                                         std::vector<std::string> & adaptations, const std::string & path) {
+    if (is_swin_state_dict(sd, o, path)) {
+        bool converted = false;
+        sd = swin_to_timm_layout(sd, &converted);
+        if (converted) {
+            adaptations.push_back("Microsoft's original Swin layout mapped to timm's (patch merging moved to the start of the next "
+                                  "stage, head -> head.fc, relative_position_index and attn_mask dropped: they are rebuilt)");
+        }
+        spec::SwinConfig c = infer_swin_architecture(sd, o, path);
+        for (auto & line : adapt(sd, c, o, fresh, path)) adaptations.push_back(std::move(line));
+        return {model_section(c), c.in_chans, c.num_classes, c.img_size, 0.9};
+    }
+    spec::DeitConfig c = infer_architecture(sd, o, path);
+    for (auto & line : adapt(sd, c, o, fresh, path)) adaptations.push_back(std::move(line));
+    return {model_section(c), c.in_chans, c.num_classes, c.img_size, 0.875};
+}
+
+}  // namespace
+
 ImportSummary import_checkpoint(const std::string & path, const ImportOptions & o, const std::string & out) {
     ImportSummary summary;
     StateDict sd = read_state_dict(path, &summary.found_at);
-    spec::DeitConfig c = infer_architecture(sd, o, path);
     std::set<std::string> fresh;
-    summary.adaptations = adapt(sd, c, o, fresh, path);
+    const ImportedArchitecture a = import_architecture(sd, o, fresh, summary.adaptations, path);
 
-    // timm's pretrained DeiT normalisation; for one channel, its mean over RGB.
+    // timm's pretrained normalisation; for one channel, its mean over RGB.
     std::vector<double> mean = {0.485, 0.456, 0.406}, std = {0.229, 0.224, 0.225};
-    if (c.in_chans == 1) mean = {0.449}, std = {0.226};
+    if (a.in_chans == 1) mean = {0.449}, std = {0.226};
     if (!o.mean.empty()) mean = o.mean;
     if (!o.std.empty()) std = o.std;
-    if (static_cast<int64_t>(mean.size()) != c.in_chans || static_cast<int64_t>(std.size()) != c.in_chans) {
-        throw ImportError("--mean and --std need one value per input channel (" + std::to_string(c.in_chans) + ")");
+    if (static_cast<int64_t>(mean.size()) != a.in_chans || static_cast<int64_t>(std.size()) != a.in_chans) {
+        throw ImportError("--mean and --std need one value per input channel (" + std::to_string(a.in_chans) + ")");
     }
-    // An RGB import is evaluated as timm evaluates its pretrained DeiTs (crop_pct 0.875, bicubic).
-    const std::string toml = model_section(c) + "\n[data]\nname = \"" + (c.in_chans == 3 ? "imagefolder" : "fashion-mnist") +
-                             "\"\nmean = " + numbers(mean) + "\nstd = " + numbers(std) + "\ncrop_pct = " +
-                             (c.in_chans == 3 ? "0.875" : "0.0") + "\n";
+    // An RGB import is evaluated as timm evaluates its pretrained models (crop_pct, bicubic).
+    const bool rgb = a.in_chans == 3;
+    std::ostringstream crop;
+    crop << (rgb ? a.rgb_crop_pct : 0.0);
+    const std::string toml = a.model_toml + "\n[data]\nname = \"" + (rgb ? "imagefolder" : "fashion-mnist") + "\"\nmean = " +
+                             numbers(mean) + "\nstd = " + numbers(std) + "\ncrop_pct = " + crop.str() + "\n";
     CheckpointState state;
     try {
         state.config = parse_config(toml, "import of " + path);
     } catch (const std::exception & e) {
         throw ImportError(e.what());
     }
-    state.shape = DataShape{c.num_classes, c.in_chans, c.img_size};
-    for (int64_t k = 0; k < c.num_classes; ++k) state.class_names.push_back(std::to_string(k));
+    state.shape = DataShape{a.num_classes, a.in_chans, a.img_size};
+    for (int64_t k = 0; k < a.num_classes; ++k) state.class_names.push_back(std::to_string(k));
     torch::manual_seed(o.seed);
-    Deit model = build_stage_model(state.config, state.shape, 0);
+    VisionModel model{nullptr};
+    try {
+        model = build_stage_model(state.config, state.shape, 0);
+    } catch (const std::invalid_argument & e) {
+        throw ImportError(path + ": " + e.what());
+    }
     load_into(model, sd, fresh, o, path);
     save_checkpoint(out, state, *model, nullptr);
-    summary.config = model->config();
+    summary.model = model;
     return summary;
 }
 
@@ -401,13 +571,22 @@ std::vector<std::string> train_overrides(const std::string & imported_checkpoint
     const TrainConfig config = read_checkpoint_state(imported_checkpoint).config;
     const ModelSection & m = config.model;
     std::vector<std::string> sets = {"model.name=" + m.name};
-    const std::pair<const char *, double> sizes[] = {{"embed_dim", m.embed_dim}, {"depth", m.depth}, {"num_heads", m.num_heads},
-                                                     {"img_size", m.img_size}, {"patch_size", m.patch_size}, {"mlp_ratio", m.mlp_ratio}};
+    const std::pair<const char *, double> sizes[] = {{"embed_dim", m.embed_dim},   {"depth", m.depth},
+                                                     {"num_heads", m.num_heads},   {"img_size", m.img_size},
+                                                     {"patch_size", m.patch_size}, {"mlp_ratio", m.mlp_ratio},
+                                                     {"window_size", static_cast<double>(m.window_size)}};
     for (const auto & [key, value] : sizes) {
         std::ostringstream s;
         s << "model." << key << "=" << value;
         if (value != 0) sets.push_back(s.str());
     }
+    auto list = [](const std::vector<int64_t> & v) {
+        std::string s;
+        for (const int64_t x : v) s += (s.empty() ? "" : ",") + std::to_string(x);
+        return "[" + s + "]";
+    };
+    if (!m.depths.empty()) sets.push_back("model.depths=" + list(m.depths));
+    if (!m.stage_heads.empty()) sets.push_back("model.stage_heads=" + list(m.stage_heads));
     sets.push_back("data.mean=" + numbers(config.data.mean));
     sets.push_back("data.std=" + numbers(config.data.std));
     if (config.data.crop_pct > 0) sets.push_back("data.crop_pct=" + std::to_string(config.data.crop_pct));
@@ -419,7 +598,7 @@ size_t export_timm(const std::string & checkpoint, const std::string & out) {
     format::SafetensorsWriter writer;
     writer.set_metadata("format", "pt");  // what timm's and Hugging Face's loaders expect of a state dict
     writer.set_metadata("bitvit.recipe", loaded.state.config.to_toml());
-    writer.set_metadata("bitvit.architecture", spec::architecture_json(loaded.model->config()).dump());
+    writer.set_metadata("bitvit.architecture", loaded.model->architecture_json());
     size_t count = 0;
     auto add = [&](const torch::OrderedDict<std::string, torch::Tensor> & tensors) {
         for (const auto & item : tensors) {

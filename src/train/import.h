@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "spec/architecture.h"
+#include "layers.h"
 
 namespace bitvit {
 
@@ -38,7 +39,7 @@ struct ImportOptions {
 };
 
 struct ImportSummary {
-    spec::DeitConfig config;               // the model written
+    VisionModel model{nullptr};            // the model written (DeiT or Swin)
     std::vector<std::string> adaptations;  // one line each, for the user
     std::string found_at;                  // where in a .pth the state dict was ("model", …)
 };

@@ -185,6 +185,13 @@ class VisionModelImpl : public torch::nn::Module {
     // The transform installed at a full site name (nullptr: full precision).
     SiteTransform site_transform(const std::string & site);
 
+    // The architecture's name ("deit_micro_patch4_28", "swin_tiny_patch4_window7_224", ...).
+    virtual const std::string & name() const = 0;
+    // What `bitvit info` prints about the architecture: input, sizes per stage, tokens.
+    virtual std::string describe() const = 0;
+    // The architecture as JSON text (spec::architecture_json).
+    virtual std::string architecture_json() const = 0;
+
   protected:
     // The site tables by the path prefix of their module ("blocks.3.attn.qkv.").
     virtual std::map<std::string, SiteTable *> site_tables() = 0;
@@ -199,6 +206,15 @@ class VisionModelImpl : public torch::nn::Module {
   private:
     // The table holding `site` and the site's name inside it; throws for an unknown site.
     std::pair<SiteTable *, std::string> find_site(const std::string & site);
+};
+// The holder of either model (TORCH_MODULE would instantiate a constructor of the abstract class).
+class VisionModel : public torch::nn::ModuleHolder<VisionModelImpl> {
+  public:
+    VisionModel(std::nullptr_t) : ModuleHolder(nullptr) {}
+    VisionModel(std::shared_ptr<VisionModelImpl> model) : ModuleHolder(std::move(model)) {}
+    // A Deit or Swin is a VisionModel (the same module, shared).
+    template <class Impl, class = std::enable_if_t<std::is_base_of<VisionModelImpl, Impl>::value>>
+    VisionModel(const torch::nn::ModuleHolder<Impl> & model) : ModuleHolder(std::static_pointer_cast<VisionModelImpl>(model.ptr())) {}
 };
 
 // Normal(0, std) truncated to ±2·std by resampling (timm's trunc_normal_ with std = .02).

@@ -1,5 +1,7 @@
 #include "swin.h"
 
+#include <cstdio>
+#include <nlohmann/json.hpp>
 #include <regex>
 #include <stdexcept>
 
@@ -155,6 +157,29 @@ std::map<std::string, SiteTable *> SwinImpl::site_tables() {
     }
     tables["head.fc."] = &head->fc->sites;
     return tables;
+}
+
+std::string SwinImpl::architecture_json() const { return spec::architecture_json(config_).dump(); }
+
+std::string SwinImpl::describe() const {
+    const SwinConfig & c = config_;
+    char line[200];
+    std::snprintf(line, sizeof line, "input: %lld×%lld×%lld, patch %lld, window %lld\n", static_cast<long long>(c.in_chans),
+                  static_cast<long long>(c.img_size), static_cast<long long>(c.img_size), static_cast<long long>(c.patch_size),
+                  static_cast<long long>(c.window_size));
+    std::string text = line;
+    for (int64_t i = 0; i < c.num_stages(); ++i) {
+        std::snprintf(line, sizeof line, "stage %lld: %lld×%lld tokens, width %lld, %lld blocks, %lld heads, %lld×%lld windows%s\n",
+                      static_cast<long long>(i), static_cast<long long>(c.stage_resolution(i)),
+                      static_cast<long long>(c.stage_resolution(i)), static_cast<long long>(c.stage_dim(i)),
+                      static_cast<long long>(c.depths[i]), static_cast<long long>(c.num_heads[i]),
+                      static_cast<long long>(c.stage_window(i)), static_cast<long long>(c.stage_window(i)),
+                      c.block_shift(i, 1) > 0 ? " (odd blocks shifted)" : "");
+        text += line;
+    }
+    std::snprintf(line, sizeof line, "mlp_ratio %.1f, classes %lld, drop_path %.2f\n", c.mlp_ratio,
+                  static_cast<long long>(c.num_classes), c.drop_path);
+    return text + line;
 }
 
 std::string SwinImpl::site_example() const {

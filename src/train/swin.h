@@ -89,6 +89,9 @@ class SwinImpl : public VisionModelImpl {
     // Final-norm feature map [B, h, w, D_last].
     torch::Tensor forward_features(const torch::Tensor & images);
     const SwinConfig & config() const { return config_; }
+    const std::string & name() const override { return config_.name; }
+    std::string describe() const override;
+    std::string architecture_json() const override;
 
     PatchEmbed patch_embed{nullptr};
     torch::nn::ModuleList layers{nullptr};  // SwinStage

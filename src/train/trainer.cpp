@@ -99,9 +99,7 @@ TrainTestData load_train_test(const TrainConfig & config) {
     data::DatasetSpec spec;
     spec.name = config.data.name;
     spec.root = config.data.root;
-    spec.image_size = config.data.image_size > 0   ? config.data.image_size
-                      : config.model.img_size > 0 ? config.model.img_size
-                                                  : deit_config(config.model.name).img_size;
+    spec.image_size = config.data.image_size > 0 ? config.data.image_size : registered_shape(config.model).img_size;
     spec.channels = static_cast<int64_t>(config.data.mean.size());
     spec.crop_pct = config.data.crop_pct;
     TrainTestData out{data::load_dataset(spec, data::Split::train), data::load_dataset(spec, data::Split::test)};
@@ -130,7 +128,7 @@ TrainTestData load_train_test(const TrainConfig & config) {
     return out;
 }
 
-EvalResult evaluate(Deit & model, const data::ImageDataset & data, const Preprocess & pre, int64_t batch_size) {
+EvalResult evaluate(VisionModel & model, const data::ImageDataset & data, const Preprocess & pre, int64_t batch_size) {
     torch::NoGradGuard no_grad;
     const bool was_training = model->is_training();
     model->eval();
@@ -311,6 +309,21 @@ namespace {
 
 // A stage's init checkpoint or teacher: readable, and trained on this data's normalisation (and, when
 // the data's shape is known, on its shape).
+// What feature distillation pairs up, block by block: the family, per block the width, heads and
+// tokens per attention (a window's for Swin). Teacher and student must agree on it.
+std::vector<int64_t> feature_layout(const ModelSection & model, const DataShape & shape) {
+    if (is_swin(model)) {
+        const SwinConfig c = resolve_swin_config(model, shape);
+        std::vector<int64_t> layout = {1, c.img_size, c.patch_size};
+        for (int64_t i = 0; i < c.num_stages(); ++i) {
+            for (int64_t j = 0; j < c.depths[i]; ++j) layout.insert(layout.end(), {c.stage_dim(i), c.num_heads[i], c.stage_window(i)});
+        }
+        return layout;
+    }
+    const DeitConfig c = resolve_model_config(model, shape);
+    return {0, c.depth, c.embed_dim, c.num_heads, c.num_tokens()};
+}
+
 void check_stage_source(const TrainConfig & config, const StageSection & st, const std::string & ref, const char * role,
                         const DataShape * shape) {
     const std::string path = config.checkpoint_ref(ref);
@@ -329,9 +342,7 @@ void check_stage_source(const TrainConfig & config, const StageSection & st, con
         throw ConfigError("stage '" + st.name + "': " + role + " " + path + " expects other input normalisation (data.mean / data.std)");
     }
     if (role == std::string("teacher") && st.distill.uses_features()) {
-        const DeitConfig t = resolve_model_config(from.config.model, from.shape);
-        const DeitConfig me = resolve_model_config(config.model, shape ? *shape : from.shape);
-        if (t.depth != me.depth || t.num_heads != me.num_heads || t.embed_dim != me.embed_dim || t.num_tokens() != me.num_tokens()) {
+        if (feature_layout(from.config.model, from.shape) != feature_layout(config.model, shape ? *shape : from.shape)) {
             throw ConfigError("stage '" + st.name + "': feature distillation needs a teacher of the student's depth, width, heads and tokens");
         }
     }
@@ -340,9 +351,8 @@ void check_stage_source(const TrainConfig & config, const StageSection & st, con
 }  // namespace
 
 void validate_stage_sources(const TrainConfig & config, const DataShape * shape) {
-    const DeitConfig arch = deit_config(config.model.name);
-    const DataShape guess{arch.num_classes, static_cast<int64_t>(config.data.mean.size()),
-                          config.model.img_size > 0 ? config.model.img_size : arch.img_size};
+    DataShape guess = registered_shape(config.model);
+    guess.in_chans = static_cast<int64_t>(config.data.mean.size());
     for (size_t i = 0; i < config.stages.size(); ++i) {
         const StageSection & st = config.stages[i];
         build_stage_model(config, shape ? *shape : guess, i);  // throws for bad patterns or quantizers
@@ -355,7 +365,7 @@ void Trainer::validate_stages(const DataShape & shape) const { validate_stage_so
 
 void Trainer::enter_stage(size_t index, bool resuming) {
     const StageSection & st = state_.config.stages.at(index);
-    Deit previous = model_;
+    VisionModel previous = model_;
     model_ = build_stage_model(state_.config, state_.shape, index);
     if (!resuming) {
         if (st.init == "previous" && previous) {
@@ -368,13 +378,13 @@ void Trainer::enter_stage(size_t index, bool resuming) {
     }
     optimizer_ = make_optimizer(st.optim, *model_);
     if (resuming) load_checkpoint_weights(checkpoint_path(), *model_, optimizer_.get(), true);
-    std::vector<Deit> replicas = {model_};
+    std::vector<VisionModel> replicas = {model_};
     teachers_.clear();
     for (int64_t r = 0; r < state_.config.train.data_parallel; ++r) {
         if (r > 0) replicas.push_back(build_stage_model(state_.config, state_.shape, index));
         replicas.back()->set_capture(st.distill.uses_features());
         if (st.distill.uses_teacher()) {
-            Deit teacher = load_model(state_.config.checkpoint_ref(st.distill.teacher)).model;
+            VisionModel teacher = load_model(state_.config.checkpoint_ref(st.distill.teacher)).model;
             for (auto & p : teacher->parameters()) p.set_requires_grad(false);
             teacher->set_capture(st.distill.uses_features());
             teachers_.push_back(teacher);

@@ -33,7 +33,7 @@ struct EvalResult {
     std::vector<double> per_class_accuracy;
 };
 
-EvalResult evaluate(Deit & model, const data::ImageDataset & data, const Preprocess & pre, int64_t batch_size);
+EvalResult evaluate(VisionModel & model, const data::ImageDataset & data, const Preprocess & pre, int64_t batch_size);
 
 // Sets LibTorch's intra-op threads and OpenBLAS's pool to `threads` (0 = all cores).
 void set_compute_threads(int64_t threads);
@@ -107,7 +107,7 @@ class Trainer {
     // The test-set evaluation of the last epoch fit() completed (count 0 if it completed none).
     const EvalResult & last_eval() const { return last_eval_; }
 
-    Deit & model() { return model_; }
+    VisionModel & model() { return model_; }
     const TrainConfig & config() const { return state_.config; }
     int64_t epochs_done() const { return state_.epoch; }
     std::string checkpoint_path() const;
@@ -138,9 +138,9 @@ class Trainer {
     RunLock lock_;
     TrainTestData data_;
     Preprocess pre_;
-    Deit model_{nullptr};
+    VisionModel model_{nullptr};
     std::unique_ptr<DataParallel> parallel_;  // replica 0 is model_; more with train.data_parallel
-    std::vector<Deit> teachers_;              // one per replica (empty without distillation)
+    std::vector<VisionModel> teachers_;              // one per replica (empty without distillation)
     std::unique_ptr<torch::optim::Optimizer> optimizer_;
     EvalResult last_eval_;
 };
