@@ -368,6 +368,41 @@ TEST(Swin, ImportAdaptsChannelsClassesAndInputSize) {
                                          {"the weights are not swin_tiny_patch4_window7_224's"});
 }
 
+// Another window: each relative position bias table is resampled to the new window's offsets (a
+// constant table stays constant), the windows and shifts follow, and the model runs.
+TEST(Swin, ImportResamplesPositionBiasForAnotherWindow) {
+    test_util::TempDir dir;
+    const auto original = read_state_dict(kReference + "swin_32_p2_w4_rgb.safetensors");
+    format::SafetensorsWriter w;
+    std::vector<torch::Tensor> keep;
+    for (const auto & item : original) {
+        const bool table = item.key().find("relative_position_bias_table") != std::string::npos;
+        keep.push_back(table ? torch::full_like(item.value(), 0.625) : item.value().contiguous());
+        w.add(item.key(), format::DType::F32, keep.back().sizes().vec(), keep.back().data_ptr(), keep.back().numel() * 4);
+    }
+    w.write(dir.str("constant.safetensors"));
+    ImportOptions o;
+    o.img_size = 32;
+    o.window_size = 8;  // stage 0: 16×16 in 8×8 windows, shifted by 4; stage 1: one 8×8 window
+    const ImportSummary s = import_checkpoint(dir.str("constant.safetensors"), o, dir.str("w8.pt"));
+    ASSERT_EQ(s.adaptations.size(), 1u);
+    EXPECT_NE(s.adaptations[0].find("window 4 -> 8"), std::string::npos);
+    LoadedModel m = load_model(dir.str("w8.pt"));
+    const auto params = m.model->named_parameters();
+    for (const char * name : {"layers.0.blocks.1.attn.relative_position_bias_table", "layers.1.blocks.0.attn.relative_position_bias_table"}) {
+        EXPECT_EQ(params[name].sizes(), (std::vector<int64_t>{15 * 15, name[7] == '0' ? 2 : 4})) << name;
+        EXPECT_LE((params[name] - 0.625).abs().max().item<float>(), 1e-5) << name;
+    }
+    torch::NoGradGuard no_grad;
+    EXPECT_EQ(m.model->forward(torch::zeros({1, 3, 32, 32})).sizes(), (std::vector<int64_t>{1, 7}));
+    o.window_size = 4;  // the file's own: nothing to resample
+    EXPECT_TRUE(import_checkpoint(kReference + "swin_32_p2_w4_rgb.safetensors", o, dir.str("w4.pt")).adaptations.empty());
+    ImportOptions deit;
+    deit.window_size = 7;
+    test_util::expect_error<ImportError>([&] { import_checkpoint(kReference + "deit_32_p4_d48_rgb.pth", deit, dir.str("x.pt")); },
+                                         {"--window-size: a DeiT has no windows"});
+}
+
 // A Swin trains through the same trainer, and a killed and resumed run equals the uninterrupted one.
 TEST(Swin, TrainsAndResumesExactly) {
     BITVIT_REQUIRE_FASHION_MNIST();

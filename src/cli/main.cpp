@@ -472,6 +472,8 @@ cli::Command add_import(CLI::App & app) {
     imp->add_option("--model", a->options.model, "Architecture the file must match (e.g. deit_small_patch16_224); default: inferred");
     imp->add_option("--num-heads", a->options.num_heads, "Attention heads, for a width that is not a registered DeiT's");
     imp->add_option("--img-size", a->options.img_size, "Input size to adapt to (position embedding resampled); 0 = the file's");
+    imp->add_option("--window-size", a->options.window_size,
+                    "Swin: window to adapt to (relative position bias tables resampled); 0 = the file's");
     imp->add_option("--in-chans", a->options.in_chans, "Input channels to adapt to (timm's adapt_input_conv); 0 = the file's");
     imp->add_option("--num-classes", a->options.num_classes, "Classes: another count re-initialises the classifier; 0 = the file's");
     imp->add_flag("--drop-distillation", a->options.drop_distillation, "Import a distilled DeiT as a plain one");

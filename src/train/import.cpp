@@ -149,6 +149,7 @@ const torch::Tensor & need(const StateDict & sd, const std::string & name, const
 // The file's architecture from its tensors' shapes: everything but the head count, which the weights
 // do not hold (taken from --model, --num-heads, or timm's DeiT sizes for widths 192 / 384 / 768).
 spec::DeitConfig infer_architecture(const StateDict & sd, const ImportOptions & o, const std::string & path) {
+    if (o.window_size > 0) throw ImportError("--window-size: a DeiT has no windows (it applies to Swin files)");
     spec::DeitConfig c;
     const torch::Tensor & proj = need(sd, "patch_embed.proj.weight", path, 4);
     const torch::Tensor & pos = need(sd, "pos_embed", path, 3);
@@ -348,6 +349,23 @@ torch::Tensor resample_pos_embed(const torch::Tensor & pos, int64_t prefix, int6
     return torch::cat({pos.narrow(1, 0, prefix), resized.permute({0, 2, 3, 1}).reshape({1, new_grid * new_grid, D})}, 1);
 }
 
+// A Swin relative position bias table [(2M − 1)², H] resampled to [(2M' − 1)², H] for window M': the
+// (2M − 1)×(2M − 1) grid of offsets per head, bicubic, align_corners=False, no antialiasing — timm's
+// resize_rel_pos_bias_table_simple. (timm's Swin loader uses resize_rel_pos_bias_table, BEiT's
+// geometric-spacing interpolation, by default; docs/training.md.)
+torch::Tensor resample_position_bias(const torch::Tensor & table, int64_t window) {
+    const int64_t heads = table.size(1), side = static_cast<int64_t>(std::llround(std::sqrt(static_cast<double>(table.size(0)))));
+    const int64_t new_side = 2 * window - 1;
+    if (side == new_side) return table;
+    namespace F = torch::nn::functional;
+    const torch::Tensor grid = table.t().reshape({1, heads, side, side});
+    const torch::Tensor resized = F::interpolate(grid, F::InterpolateFuncOptions()
+                                                           .size(std::vector<int64_t>{new_side, new_side})
+                                                           .mode(torch::kBicubic)
+                                                           .align_corners(false));
+    return resized.reshape({heads, new_side * new_side}).t().contiguous();
+}
+
 // timm's adapt_input_conv: to 1 channel by summing the input channels; from 3 to any other count by
 // repeating the RGB filters and scaling by 3 / channels.
 torch::Tensor adapt_input_conv(const torch::Tensor & w, int64_t channels, const std::string & path) {
@@ -431,6 +449,18 @@ std::vector<std::string> adapt(StateDict & sd, spec::SwinConfig & c, const Impor
         done.push_back("input size " + std::to_string(c.img_size) + " -> " + std::to_string(o.img_size) +
                        " pixels (Swin has no position embedding to resample; each stage's windows follow its resolution)");
         c.img_size = o.img_size;
+    }
+    if (o.window_size > 0 && o.window_size != c.window_size) {
+        const spec::SwinConfig before = c;
+        c.window_size = o.window_size;
+        for (int64_t i = 0; i < c.num_stages(); ++i) {
+            for (int64_t j = 0; j < c.depths[i]; ++j) {
+                const std::string name = "layers." + std::to_string(i) + ".blocks." + std::to_string(j) + ".attn.relative_position_bias_table";
+                if (sd.contains(name)) sd[name] = resample_position_bias(sd[name], c.stage_window(i));
+            }
+        }
+        done.push_back("window " + std::to_string(before.window_size) + " -> " + std::to_string(c.window_size) +
+                       ": relative position bias tables resampled (bicubic, as timm's resize_rel_pos_bias_table_simple)");
     }
     if (o.num_classes > 0 && o.num_classes != c.num_classes) {
         if (erase_prefix(sd, "head.fc")) fresh.insert("head.fc.");

@@ -30,6 +30,7 @@ struct ImportOptions {
     std::string model;           // a registered architecture the file must match; "" = inferred from shapes
     int64_t num_heads = 0;       // for an unregistered width (heads are not in the weights)
     int64_t img_size = 0;        // adapt to another input size (position embedding resampled); 0 = the file's
+    int64_t window_size = 0;     // Swin: adapt to another window (relative position bias tables resampled); 0 = the file's
     int64_t in_chans = 0;        // adapt to another channel count (timm's adapt_input_conv); 0 = the file's
     int64_t num_classes = 0;     // another class count: the classifier re-initialised; 0 = the file's
     bool drop_distillation = false;          // a distilled DeiT imported as a plain one
