@@ -171,6 +171,53 @@ alpha = 0.25
 
 // Values that would parse but could never train (or would fail late: a NaN loss at step 0, memory
 // exhausted after a minute) are refused when the recipe is read, naming the key.
+// A stage's [stage.swin.*] tables apply on a Swin only, on top of the stage's own (and are what a
+// following stage extends); on a DeiT they are ignored but still checked.
+TEST(Config, SwinTablesApplyToSwinModelsOnly) {
+    const std::string recipe = R"(
+[[stage]]
+epochs = 1
+[stage.model]
+qk_norm = true
+[stage.quantizers]
+"attn.q" = "actbi"
+[stage.distill]
+teacher = "fp"
+kind = "hard"
+rank = 1.0
+[stage.swin.model]
+qk_norm = false
+[stage.swin.quantizers]
+"downsample.reduction.weight" = "linear_bi"
+[stage.swin.distill]
+kind = "distribution"
+rank = 0.0
+[[stage]]
+extends = "previous"
+epochs = 1
+)";
+    const TrainConfig deit = parse_config(recipe, "r.toml");
+    EXPECT_TRUE(deit.stages[0].variant.qk_norm);
+    EXPECT_EQ(deit.stages[0].quantizers.size(), 1u);
+    EXPECT_EQ(deit.stages[0].distill.kind, "hard");
+    const TrainConfig swin = parse_config(recipe, "r.toml", {"model.name=\"swin_nano_patch2_window7_28\""});
+    for (const auto & st : swin.stages) {
+        EXPECT_FALSE(st.variant.qk_norm);
+        ASSERT_EQ(st.quantizers.size(), 2u);
+        EXPECT_EQ(st.quantizers[1].pattern, "downsample.reduction.weight");
+        EXPECT_EQ(st.distill.kind, "distribution");
+        EXPECT_EQ(st.distill.rank, 0.0);
+    }
+    // The resolved config keeps what was applied and no swin tables: it parses back to the same.
+    EXPECT_EQ(parse_config(swin.to_toml(), "stored").to_toml(), swin.to_toml());
+    try {
+        parse_config("[[stage]]\nepochs = 1\n[stage.swin.distil]\nkind = \"hard\"\n", "typo.toml");
+        FAIL() << "a misspelt table under [stage.swin] was accepted on a DeiT";
+    } catch (const ConfigError & e) {
+        EXPECT_NE(std::string(e.what()).find("stage[0].swin.distil"), std::string::npos) << e.what();
+    }
+}
+
 TEST(Config, ImpossibleValuesAreRefusedUpFront) {
     const std::pair<const char *, const char *> cases[] = {
         {"data.mean=nan", "data.mean values must be numbers in [-16, 16]"},

@@ -176,6 +176,32 @@ TEST(ActBi, ValuesAndGradientsOfInputScaleAndZeroPoint) {
     expect_close(params["zero_point"].grad(), (a * (inside - 1) * g).sum({0, 2, 3}) * gs);
 }
 
+// Bi-ViT's LinearBi (its Swin patch merging): α_row·sign(clamp(W/α_row, −1, 1)); the weight's
+// gradient is the clip's indicator (no α), α's is Σ_in (sign − u·1{|u| ≤ 1})·g/√n per row. The
+// rows' α differ from 1 and from each other, and entries sit inside, on and beyond the clip.
+TEST(LinearBi, ValuesAndGradientsOfWeightAndRowScales) {
+    auto q = make_quantizer({"linear_bi", {}}, weight_site(3));
+    const Tensor w0 = torch::tensor({{3.0f, -1.0f, 0.5f, -0.25f}, {0.2f, -0.1f, 0.6f, -2.2f}, {1.0f, 1.5f, -0.9f, 0.0f}});
+    q->forward(w0);
+    auto params = q->named_parameters();
+    expect_close(params["alpha"].detach(), torch::full({3}, 2 * w0.abs().mean().item<float>()));  // 2·mean|W|, every row
+    {
+        torch::NoGradGuard no_grad;
+        params["alpha"].copy_(t({0.7f, 2.2f, 1.5f}));
+    }
+    const Tensor g = torch::tensor({{1.0f, -2.0f, 3.0f, 0.5f}, {-1.5f, 2.5f, 1.0f, -3.0f}, {2.0f, 1.0f, -1.0f, 4.0f}});
+    Tensor w = w0.clone().requires_grad_(true);
+    const Tensor y = q->forward(w);
+    (y * g).sum().backward();
+    const Tensor a = t({0.7f, 2.2f, 1.5f}).unsqueeze(1), u = w0 / a;
+    const Tensor inside = (u.abs() <= 1).to(torch::kFloat), b = torch::where(w0 < 0, -1.0f, 1.0f);
+    expect_close(y.detach(), b * a);
+    expect_close(w.grad(), g * inside);
+    expect_close(params["alpha"].grad(), ((b - inside * u) * g).sum(1) / std::sqrt(12.0f));
+    // Codes first: the scale is α per row, the codes ±1.
+    expect_close(q->code_scale(y), t({0.7f, 2.2f, 1.5f}));
+}
+
 TEST(Lsq, PerChannelStepsWithZeroPointsAtAWeightSite) {
     // Weight [2 rows, 4], steps (0.5, 0.25), zero points (0.6 → 1, −1.2 → −1), signed 4 bits [−8, 7].
     auto q = make_quantizer({"lsq", {{"bits", 4}, {"per_channel", 1}, {"zero_point", 1}}}, weight_site(2));

@@ -260,6 +260,13 @@ TEST(Swin, EveryShippedRecipeBuildsAndTakesAStep) {
             }
             ++checked;
         }
+        if (entry.path().stem() == "bi-vit") {  // its [stage.swin] tables: Bi-ViT's Swin code
+            VisionModel model = build_stage_model(config, DataShape{10, 1, 28}, 0);
+            EXPECT_NE(model->site_transform("layers.1.downsample.reduction.weight"), nullptr);
+            EXPECT_NE(model->site_transform("layers.1.downsample.reduction.input"), nullptr);
+            EXPECT_FALSE(model->named_parameters().contains("layers.0.blocks.0.attn.norm_q.weight"));
+            EXPECT_EQ(config.stages[0].distill.kind, "distribution");
+        }
         if (entry.path().stem() == "gsb") {
             VisionModel model = build_stage_model(config, DataShape{10, 1, 28}, config.stages.size() - 1);
             const auto params = model->named_parameters();

@@ -178,8 +178,10 @@ OpsModels ops_models(const std::string & target, const std::string & arch, int64
         shape = state.shape;
         index = state.stage;
     } else {
-        config = is_recipe ? load_config_file(target) : parse_config("", "defaults", {"model.name=" + target});
-        if (!arch.empty()) config.model.name = arch;
+        // The architecture is an override, so a recipe's [stage.swin] tables apply to a Swin.
+        const std::string name = arch.empty() ? (is_recipe ? "" : target) : arch;
+        const std::vector<std::string> sets = name.empty() ? std::vector<std::string>{} : std::vector<std::string>{"model.name=\"" + name + "\""};
+        config = is_recipe ? load_config_file(target, sets) : parse_config("", "defaults", sets);
         shape = registered_shape(config.model);
         if (classes > 0) shape.num_classes = classes;
         if (index < 0) index = static_cast<int64_t>(config.stages.size()) - 1;

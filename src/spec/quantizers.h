@@ -20,7 +20,7 @@ enum class Quantizer : uint8_t {
     lsq,                                                  // LSQ / LSQ+ (8-bit stages, Q-ViT)
     twn,                                                  // TWN / TerViT
     sab, pws,                                             // BiViT
-    actbi,                                                // Bi-ViT
+    actbi, linear_bi,                                     // Bi-ViT
     gsb_value, gsb_attention,                             // GSB
 };
 

@@ -328,6 +328,29 @@ void read_distill(SectionReader & d, DistillSection & out) {
     d.check(std::isfinite(out.tau) && out.tau > 0, "tau", "must be positive");
 }
 
+bool is_swin_name(const std::string & name) {
+    const auto names = spec::swin_config_names();
+    return std::find(names.begin(), names.end(), name) != names.end();
+}
+
+// A stage's [model] (block variant), [optim], [quantizers] and [distill] tables read onto `st`.
+void read_stage_tables(SectionReader & r, const std::string & origin, StageSection & st) {
+    if (const toml::table * model = r.subtable("model")) {
+        SectionReader m(model, r.label() + ".model", origin);
+        read_variant(m, st.variant);
+        m.finish();
+    }
+    if (const toml::table * optim = r.subtable("optim")) {
+        SectionReader o(optim, r.label() + ".optim", origin);
+        read_optim(o, st.optim);
+    }
+    if (const toml::table * quantizers = r.subtable("quantizers")) merge_quantizers(st.quantizers, read_quantizers(*quantizers, r.label(), origin));
+    if (const toml::table * distill = r.subtable("distill")) {
+        SectionReader d(distill, r.label() + ".distill", origin);
+        read_distill(d, st.distill);
+    }
+}
+
 // [[stage]] element `index`. With extends = "previous" it starts as a copy of the previous stage
 // (optimiser, block variant, quantizer map, distillation) and its own tables add to or override
 // that; otherwise from the top-level [optim] and [model] with no quantizers.
@@ -353,19 +376,15 @@ StageSection read_stage(const toml::table * table, size_t index, const TrainConf
     r.read("init", st.init);
     r.check(st.epochs >= 1 && st.epochs <= 100000, "epochs", "must be in [1, 100000]");
     r.check(!st.init.empty(), "init", "must be \"scratch\", \"previous\" or a checkpoint path");
-    if (const toml::table * model = r.subtable("model")) {
-        SectionReader m(model, r.label() + ".model", origin);
-        read_variant(m, st.variant);
-        m.finish();
-    }
-    if (const toml::table * optim = r.subtable("optim")) {
-        SectionReader o(optim, r.label() + ".optim", origin);
-        read_optim(o, st.optim);
-    }
-    if (const toml::table * quantizers = r.subtable("quantizers")) merge_quantizers(st.quantizers, read_quantizers(*quantizers, r.label(), origin));
-    if (const toml::table * distill = r.subtable("distill")) {
-        SectionReader d(distill, r.label() + ".distill", origin);
-        read_distill(d, st.distill);
+    read_stage_tables(r, origin, st);
+    if (const toml::table * swin = r.subtable("swin")) {
+        // What the method does differently on a Swin (docs/training.md, "Recipes"): read on a copy
+        // whatever the model, so a DeiT run checks it too, and kept only for a Swin.
+        SectionReader on_swin(swin, r.label() + ".swin", origin);
+        StageSection swin_stage = st;
+        read_stage_tables(on_swin, origin, swin_stage);
+        on_swin.finish();
+        if (is_swin_name(base.model.name)) st = swin_stage;
     }
     r.finish();
     return st;

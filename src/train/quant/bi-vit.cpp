@@ -46,9 +46,29 @@ class ActBiQuantizer : public QuantizerImpl {
     SiteInfo site_;
 };
 
+// Bi-ViT's LinearBi (its Swin patch merging, docs/methods.md §9): ActBi on a weight without a zero
+// point, one learnable α per output row: α_row·sign(clamp(W/α_row, −1, 1)), α grad-scaled by 1/√n.
+class LinearBiQuantizer : public QuantizerImpl {
+  public:
+    LinearBiQuantizer(const spec::QuantizerRow & row, const SiteInfo & site) : QuantizerImpl(row) {
+        alpha = register_parameter("alpha", torch::ones({site.channels}));
+    }
+    // As ActBi: α = 2·mean|W| over the whole weight, in every row.
+    void init_from(const Tensor & w) override { alpha.fill_(2.0 * w.abs().mean().item<double>()); }
+    Tensor quantize(const Tensor & w) override {
+        std::vector<int64_t> shape(static_cast<size_t>(w.dim()), 1);
+        shape[0] = w.size(0);
+        const Tensor a = grad_scale(alpha, 1.0 / std::sqrt(static_cast<double>(w.numel()))).view(shape);
+        return sign_identity(torch::clamp(w / a, -1, 1)) * a;
+    }
+    Tensor code_scale(const Tensor &) const override { return alpha.detach(); }  // codes ±1 per row
+    Tensor alpha;
+};
+
 }  // namespace
 
 SiteTransform make_bi_vit(const spec::QuantizerRow & row, const Options &, const SiteInfo & site) {
+    if (row.id == spec::Quantizer::linear_bi) return std::make_shared<LinearBiQuantizer>(row, site);
     return std::make_shared<ActBiQuantizer>(row, site);
 }
 
