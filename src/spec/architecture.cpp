@@ -236,6 +236,13 @@ SwinConfig swin_config(const std::string & name) {
     throw std::invalid_argument("unknown model '" + name + "' (known Swin models: " + known + ")");
 }
 
+bool is_swin_name(const std::string & name) {
+    for (const auto & c : swin_registry()) {
+        if (name == c.name) return true;
+    }
+    return false;
+}
+
 std::vector<std::string> swin_config_names() {
     std::vector<std::string> names;
     for (const auto & c : swin_registry()) names.emplace_back(c.name);

@@ -113,6 +113,8 @@ struct SwinConfig {
 // single-channel images. Throws std::invalid_argument listing the known names for an unknown one.
 SwinConfig swin_config(const std::string & name);
 std::vector<std::string> swin_config_names();
+// True for a registered Swin name (what a recipe's model.name selects the Swin family with).
+bool is_swin_name(const std::string & name);
 
 // The packed file's "architecture" object.
 nlohmann::json architecture_json(const DeitConfig & config);

@@ -112,10 +112,7 @@ void check_fits_in_memory(const std::string & name, int64_t parameter_count) {
     }
 }
 
-bool is_swin(const ModelSection & model) {
-    const auto names = spec::swin_config_names();
-    return std::find(names.begin(), names.end(), model.name) != names.end();
-}
+bool is_swin(const ModelSection & model) { return spec::is_swin_name(model.name); }
 
 namespace {
 

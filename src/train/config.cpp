@@ -328,11 +328,6 @@ void read_distill(SectionReader & d, DistillSection & out) {
     d.check(std::isfinite(out.tau) && out.tau > 0, "tau", "must be positive");
 }
 
-bool is_swin_name(const std::string & name) {
-    const auto names = spec::swin_config_names();
-    return std::find(names.begin(), names.end(), name) != names.end();
-}
-
 // A stage's [model] (block variant), [optim], [quantizers] and [distill] tables read onto `st`.
 void read_stage_tables(SectionReader & r, const std::string & origin, StageSection & st) {
     if (const toml::table * model = r.subtable("model")) {
@@ -384,7 +379,7 @@ StageSection read_stage(const toml::table * table, size_t index, const TrainConf
         StageSection swin_stage = st;
         read_stage_tables(on_swin, origin, swin_stage);
         on_swin.finish();
-        if (is_swin_name(base.model.name)) st = swin_stage;
+        if (spec::is_swin_name(base.model.name)) st = swin_stage;
     }
     r.finish();
     return st;

@@ -307,8 +307,6 @@ std::unique_ptr<Trainer> Trainer::start(TrainConfig config, const std::string & 
 
 namespace {
 
-// A stage's init checkpoint or teacher: readable, and trained on this data's normalisation (and, when
-// the data's shape is known, on its shape).
 // What feature distillation pairs up, block by block: the family, per block the width, heads and
 // tokens per attention (a window's for Swin). Teacher and student must agree on it.
 std::vector<int64_t> feature_layout(const ModelSection & model, const DataShape & shape) {
@@ -324,6 +322,8 @@ std::vector<int64_t> feature_layout(const ModelSection & model, const DataShape 
     return {0, c.depth, c.embed_dim, c.num_heads, c.num_tokens()};
 }
 
+// A stage's init checkpoint or teacher: readable, and trained on this data's normalisation (and, when
+// the data's shape is known, on its shape).
 void check_stage_source(const TrainConfig & config, const StageSection & st, const std::string & ref, const char * role,
                         const DataShape * shape) {
     const std::string path = config.checkpoint_ref(ref);
