@@ -2,8 +2,9 @@
 // into a model that runs (on any input, whatever its weights) or throw FormatError — never crash,
 // hang or touch memory it does not own.
 //
-// The seed is a tiny DeiT written here tensor by tensor, with every weight encoding (±1 plane,
-// ternary plane, int8 codes, F32 and F16 storage) and most activation quantizers, so a mutation lands in the
+// The seeds are a tiny DeiT, with every weight encoding (±1 plane, ternary plane, int8 codes, F32 and
+// F16 storage) and most activation quantizers, and a tiny Swin (windows, shift mask, position tables,
+// binary patch merging), written here tensor by tensor, so a mutation lands in the
 // runtime's parsing and validation rather than in the JSON syntax only. Mutations are structural
 // (drop a tensor, change its dtype or shape, write NaN/huge values into it, edit a metadata number
 // or name) or byte-level. ctest runs this under AddressSanitizer and UBSan for a bounded time.
@@ -137,19 +138,85 @@ File seed_model() {
     return f;
 }
 
-// Loads and runs one input; returns whether it loaded.
-bool run_one(const std::vector<uint8_t> & bytes, std::mt19937_64 & rng) {
+// A Swin on 8×8×1 images: 2×2 patches (a 4×4 map), stage 0 of width 4 with one head and 2×2 windows
+// (block 1 shifted, so a mask), a binary patch merging, stage 1 of width 8 with two heads on a 2×2
+// map (window clipped, no shift), 3 classes; binary, ternary and SAB sites in both stages.
+File swin_seed_model() {
+    std::mt19937_64 rng(11);
+    File f;
+    f.metadata["format"] = "bitvit-packed";
+    f.metadata["format_version"] = "4";
+    f.metadata["method"] = "fuzz";
+    f.metadata["architecture"] = json{{"family", "swin"},   {"name", "fuzz_swin"},  {"img_size", 8},       {"patch_size", 2},
+                                      {"in_chans", 1},      {"num_classes", 3},     {"embed_dim", 4},      {"depths", {2, 1}},
+                                      {"num_heads", {1, 2}}, {"window_size", 2},    {"mlp_ratio", 2.0},    {"qkv_bias", true},
+                                      {"qk_norm", false},   {"softmax", true},      {"qkv_shift", false},  {"attn_bias", false},
+                                      {"mlp_clip", 0.0},    {"mlp_act", "gelu"},    {"linear_bias", true}}
+                                     .dump();
+    f.metadata["preprocess"] = R"({"mean": [0.5], "std": [0.25]})";
+    f.metadata["sites"] = json{{"layers.0.blocks.1.attn.qkv.weight", {{"quantizer", "pws"}}},
+                               {"layers.0.blocks.1.attn.qkv.input", {{"quantizer", "rsign"}}},
+                               {"layers.0.blocks.1.attn.q", {{"quantizer", "sign"}}},
+                               {"layers.0.blocks.1.attn.k", {{"quantizer", "sign"}}},
+                               {"layers.0.blocks.1.attn.probs", {{"quantizer", "sab"}, {"options", {{"beta", 0.25}}}}},
+                               {"layers.1.downsample.reduction.weight", {{"quantizer", "pws"}}},
+                               {"layers.1.downsample.reduction.input", {{"quantizer", "sign"}}},
+                               {"layers.1.blocks.0.mlp.fc1.weight", {{"quantizer", "twn"}}}}
+                             .dump();
+    auto & t = f.tensors;
+    auto norm = [&](const std::string & name, int64_t width) {
+        t[name + ".weight"] = f32({width}, rng);
+        t[name + ".bias"] = f32({width}, rng);
+    };
+    auto linear = [&](const std::string & name, int64_t out, int64_t in) {
+        t[name + ".weight"] = f32({out, in}, rng);
+        t[name + ".bias"] = f32({out}, rng);
+    };
+    t["patch_embed.proj.weight"] = f32({4, 1, 2, 2}, rng);
+    t["patch_embed.proj.bias"] = f32({4}, rng);
+    norm("patch_embed.norm", 4);
+    const std::string blocks[] = {"layers.0.blocks.0.", "layers.0.blocks.1.", "layers.1.blocks.0."};
+    const int64_t widths[] = {4, 4, 8}, heads[] = {1, 1, 2};
+    for (int b = 0; b < 3; ++b) {
+        const std::string & p = blocks[b];
+        const int64_t C = widths[b];
+        norm(p + "norm1", C);
+        norm(p + "norm2", C);
+        linear(p + "attn.qkv", 3 * C, C);
+        linear(p + "attn.proj", C, C);
+        linear(p + "mlp.fc1", 2 * C, C);
+        linear(p + "mlp.fc2", C, 2 * C);
+        t[p + "attn.relative_position_bias_table"] = f32({9, heads[b]}, rng);  // (2M − 1)² rows, M = 2
+    }
+    t.erase("layers.0.blocks.1.attn.qkv.weight");
+    t["layers.0.blocks.1.attn.qkv.weight.sign"] = make<uint64_t>(DType::U64, {12, 1}, {3, 5, 6, 9, 10, 12, 1, 2, 4, 8, 7, 14});
+    t["layers.0.blocks.1.attn.qkv.weight.scale"] = f32({12}, rng);
+    t["layers.0.blocks.1.attn.qkv.input.shift"] = f32({4}, rng);
+    norm("layers.1.downsample.norm", 16);
+    t["layers.1.downsample.reduction.weight.sign"] = make<uint64_t>(DType::U64, {8, 1}, {0x1234, 0xFFFF, 0, 0xA5A5, 0x0F0F, 0x8001, 0x7FFE, 0x3C3C});
+    t["layers.1.downsample.reduction.weight.scale"] = f32({8}, rng);
+    t.erase("layers.1.blocks.0.mlp.fc1.weight");
+    t["layers.1.blocks.0.mlp.fc1.weight.mask"] = make<uint64_t>(DType::U64, {16, 1}, std::vector<uint64_t>(16, 0xF3));
+    t["layers.1.blocks.0.mlp.fc1.weight.sign"] = make<uint64_t>(DType::U64, {16, 1}, std::vector<uint64_t>(16, 0x51));
+    t["layers.1.blocks.0.mlp.fc1.weight.scale"] = f32({16}, rng);
+    norm("norm", 8);
+    linear("head.fc", 3, 8);
+    return f;
+}
+
+// Loads and runs one input; returns whether it loaded (and, given `why`, the loader's refusal).
+bool run_one(const std::vector<uint8_t> & bytes, std::mt19937_64 & rng, std::string * why = nullptr) {
     try {
         const auto file = format::SafetensorsFile::parse(bytes, "fuzz");
         const auto model = runtime::PackedModel::from_file(file);
-        const auto & c = model.config();
-        std::vector<uint8_t> pixels(static_cast<size_t>(c.in_chans * c.img_size * c.img_size));
+        std::vector<uint8_t> pixels(static_cast<size_t>(model.in_chans() * model.img_size() * model.img_size()));
         for (uint8_t & p : pixels) p = static_cast<uint8_t>(rng());
         const auto logits = model.predict(pixels.data(), 1, 1);
         volatile float sink = logits.at(0).at(0);
         (void)sink;
         return true;
-    } catch (const format::FormatError &) {
+    } catch (const format::FormatError & e) {
+        if (why) *why = e.what();
         return false;
     }
 }
@@ -237,16 +304,19 @@ void mutate(File & f, std::mt19937_64 & rng) {
 int main(int argc, char ** argv) {
     const auto [seconds, seed] = bitvit::fuzz::parse_driver_args(argc, argv);
     std::mt19937_64 rng(seed);
-    const File base = seed_model();
-    if (!run_one(base.serialize(), rng)) {
-        std::printf("fuzz-packed-model: the seed model does not load\n");
-        return 1;
+    const File seeds[] = {seed_model(), swin_seed_model()};
+    for (const File & seed_file : seeds) {
+        std::string why;
+        if (!run_one(seed_file.serialize(), rng, &why)) {
+            std::printf("fuzz-packed-model: a seed model does not load: %s\n", why.c_str());
+            return 1;
+        }
     }
     const auto stop = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
     uint64_t inputs = 0, loaded = 0;
     while (std::chrono::steady_clock::now() < stop) {
         for (int batch = 0; batch < 64; ++batch, ++inputs) {
-            File f = base;
+            File f = seeds[inputs % 2];
             const int edits = 1 + static_cast<int>(rng() % 3);
             for (int e = 0; e < edits; ++e) mutate(f, rng);
             std::vector<uint8_t> bytes = f.serialize(rng() % 8 != 0);

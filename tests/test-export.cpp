@@ -127,7 +127,7 @@ class PackedFormat : public ::testing::Test {
 
 TEST_F(PackedFormat, RoundTripComputesWhatLibTorchComputes) {
     const auto packed = runtime::PackedModel::load(path());
-    EXPECT_EQ(packed.config().name, "deit_nano_patch7_28_distilled");
+    EXPECT_EQ(packed.name(), "deit_nano_patch7_28_distilled");
     EXPECT_EQ(packed.method(), "test");
     EXPECT_EQ(packed.site_quantizers().at("blocks.0.attn.probs"), "gsb_attention");
     EXPECT_EQ(packed.site_quantizers().at("blocks.3.mlp.fc2.weight"), "lsq");
@@ -210,7 +210,7 @@ TEST_F(PackedFormat, HalfTensorsAreRefusedWhereTheyDoNotBelong) {
             as_half(e.tensors.at("blocks.0.attn.probs.alphas"));
         },
         "blocks.0.attn.probs.alphas' has dtype F16");
-    expect_refused([&](EditableFile & e) { e.metadata["format_version"] = "4"; }, "format_version '4' is not supported");
+    expect_refused([&](EditableFile & e) { e.metadata["format_version"] = "5"; }, "format_version '5' is not supported");
 }
 
 // Bi-ViT's blocks have no linear biases: the file says so (version 3), holds none, and computes
@@ -238,7 +238,7 @@ TEST_F(PackedFormat, BlocksWithoutLinearBiasesRoundTrip) {
     EXPECT_FALSE(file.has("blocks.0.mlp.fc1.bias"));
     EXPECT_TRUE(file.has("head.bias"));
     const auto packed = runtime::PackedModel::load(out);
-    EXPECT_FALSE(packed.config().variant.linear_bias);
+    EXPECT_FALSE(packed.deit_config().variant.linear_bias);
     std::vector<float> image(784);
     torch::NoGradGuard no_grad;
     for (int i = 0; i < 4; ++i) {

@@ -14,6 +14,7 @@
 #include "require-data.h"
 #include "temp-dir.h"
 #include "spec/sites.h"
+#include "swin-reference.h"
 #include "train/checkpoint.h"
 #include "train/import.h"
 #include "train/quant/quantizers.h"
@@ -24,33 +25,9 @@ using namespace bitvit;
 
 namespace {
 
-const std::string kReference = std::string(BITVIT_SOURCE_DIR) + "/tests/data/timm-reference/";
-
-// SwinTransformer(img_size=32, patch_size=2, in_chans=3, num_classes=7, embed_dim=24, depths=(2, 2),
-// num_heads=(2, 4), window_size=4), as tests/data/timm-reference/README.md records.
-SwinConfig reference_config() {
-    SwinConfig c;
-    c.name = "swin_32_p2_w4_rgb";
-    c.img_size = 32;
-    c.patch_size = 2;
-    c.in_chans = 3;
-    c.num_classes = 7;
-    c.embed_dim = 24;
-    c.depths = {2, 2};
-    c.num_heads = {2, 4};
-    c.window_size = 4;
-    return c;
-}
-
-torch::Tensor io_tensor(const std::string & name) {
-    const auto file = format::SafetensorsFile::load(kReference + "swin_32_p2_w4_rgb.io.safetensors");
-    const auto & info = file.info(name);
-    return torch::from_blob(const_cast<uint8_t *>(file.data(name)), info.shape, torch::kFloat).clone();
-}
-
 // The reference model with the tensors of `sd` copied in; every name must match both ways.
 Swin reference_model(const torch::OrderedDict<std::string, torch::Tensor> & sd) {
-    Swin model(reference_config());
+    Swin model(test_util::reference_swin_config());
     const TensorCopyReport report = copy_named_tensors(sd, *model, [](const std::string &) { return false; });
     EXPECT_TRUE(report.clean()) << "missing " << report.missing.size() << ", mismatched " << report.mismatched.size()
                                 << ", unused " << report.unused.size()
@@ -65,9 +42,9 @@ double max_abs_diff(const torch::Tensor & a, const torch::Tensor & b) { return (
 }  // namespace
 
 TEST(Swin, LogitsEqualTimmsFromBothFormats) {
-    const torch::Tensor input = io_tensor("input"), expected = io_tensor("logits");  // [5, 3, 32, 32], [5, 7]
+    const torch::Tensor input = test_util::reference_swin_io("input"), expected = test_util::reference_swin_io("logits");  // [5, 3, 32, 32], [5, 7]
     for (const char * file : {"swin_32_p2_w4_rgb.safetensors", "swin_32_p2_w4_rgb.pth"}) {
-        Swin model = reference_model(read_state_dict(kReference + file));
+        Swin model = reference_model(read_state_dict(test_util::kTimmReference + file));
         torch::NoGradGuard no_grad;
         const torch::Tensor got = model->forward(input);
         ASSERT_EQ(got.sizes(), expected.sizes()) << file;
@@ -78,8 +55,8 @@ TEST(Swin, LogitsEqualTimmsFromBothFormats) {
 // The same check fails without the shift, the mask or the relative position bias: each one moves the
 // logits at least ten times the tolerance, so the test above sees all three.
 TEST(Swin, TheReferenceDependsOnShiftMaskAndPositionBias) {
-    const torch::Tensor input = io_tensor("input"), expected = io_tensor("logits");
-    const auto sd = read_state_dict(kReference + "swin_32_p2_w4_rgb.safetensors");
+    const torch::Tensor input = test_util::reference_swin_io("input"), expected = test_util::reference_swin_io("logits");
+    const auto sd = read_state_dict(test_util::kTimmReference + "swin_32_p2_w4_rgb.safetensors");
     torch::NoGradGuard no_grad;
     auto blocks_of = [](Swin & m) {
         std::vector<SwinBlockImpl *> out;
@@ -111,7 +88,7 @@ TEST(Swin, TheReferenceDependsOnShiftMaskAndPositionBias) {
 // Microsoft's release puts patch merging at the end of stage i − 1, names the classifier "head" and
 // stores the buffers timm rebuilds; mapped, it is timm's state dict again and gives timm's logits.
 TEST(Swin, MicrosoftsOriginalLayoutMapsOntoTimms) {
-    const auto timm = read_state_dict(kReference + "swin_32_p2_w4_rgb.safetensors");
+    const auto timm = read_state_dict(test_util::kTimmReference + "swin_32_p2_w4_rgb.safetensors");
     torch::OrderedDict<std::string, torch::Tensor> original;
     for (const auto & item : timm) {
         std::string name = item.key();
@@ -133,7 +110,7 @@ TEST(Swin, MicrosoftsOriginalLayoutMapsOntoTimms) {
     EXPECT_FALSE(converted);
     EXPECT_EQ(unchanged.keys(), timm.keys());
     torch::NoGradGuard no_grad;
-    EXPECT_LE(max_abs_diff(reference_model(mapped)->forward(io_tensor("input")), io_tensor("logits")), 1e-5);
+    EXPECT_LE(max_abs_diff(reference_model(mapped)->forward(test_util::reference_swin_io("input")), test_util::reference_swin_io("logits")), 1e-5);
 }
 
 TEST(Swin, StandardSizesHaveTimmsParameterCounts) {
@@ -147,8 +124,8 @@ TEST(Swin, StandardSizesHaveTimmsParameterCounts) {
     }
     // And what timm's own model holds (its state dict has parameters only).
     int64_t timm_count = 0;
-    for (const auto & t : read_state_dict(kReference + "swin_32_p2_w4_rgb.safetensors").values()) timm_count += t.numel();
-    EXPECT_EQ(reference_config().parameter_count(), timm_count);
+    for (const auto & t : read_state_dict(test_util::kTimmReference + "swin_32_p2_w4_rgb.safetensors").values()) timm_count += t.numel();
+    EXPECT_EQ(test_util::reference_swin_config().parameter_count(), timm_count);
 }
 
 // timm clips the window to a stage's resolution and drops the shift where one window covers it.
@@ -157,7 +134,7 @@ TEST(Swin, WindowsAreClippedAndUnshiftedWhereOneCoversTheStage) {
     EXPECT_EQ(tiny.stage_window(3), 7);
     EXPECT_EQ(tiny.block_shift(2, 1), 3);
     EXPECT_EQ(tiny.block_shift(3, 1), 0);
-    SwinConfig c = reference_config();
+    SwinConfig c = test_util::reference_swin_config();
     c.window_size = 12;  // stage 0: 16 > 12, shifted by 6; stage 1: 8 ≤ 12, one 8×8 window
     EXPECT_EQ(c.stage_window(1), 8);
     EXPECT_EQ(c.block_shift(0, 1), 6);
@@ -196,7 +173,7 @@ TEST(Swin, WindowPartitionAndReverseAreInverse) {
 
 // A map that is not a multiple of the window is padded, as timm pads it; the output keeps its size.
 TEST(Swin, UnevenResolutionsArePadded) {
-    SwinConfig c = reference_config();
+    SwinConfig c = test_util::reference_swin_config();
     c.img_size = 20;  // stage 0: 10×10 tokens in 4×4 windows (padded to 12); stage 1: 5×5, shifted by 2
     Swin model(c);
     torch::NoGradGuard no_grad;
@@ -223,16 +200,16 @@ TEST(Swin, SitesAreTheSpecsSites) {
 }
 
 TEST(Swin, ConfigurationsThatCannotBeBuiltAreRefused) {
-    SwinConfig c = reference_config();
+    SwinConfig c = test_util::reference_swin_config();
     c.img_size = 36;  // 18×18, then 9×9: a third stage could not merge
     c.depths = {2, 2, 2};
     c.num_heads = {2, 4, 8};
     test_util::expect_error<std::invalid_argument>([&] { c.validate(); },
                                                    {"swin_32_p2_w4_rgb", "patch merging needs an even resolution", "9×9"});
-    c = reference_config();
+    c = test_util::reference_swin_config();
     c.num_heads = {2};
     test_util::expect_error<std::invalid_argument>([&] { c.validate(); }, {"num_heads lists 1 stages but depths lists 2"});
-    c = reference_config();
+    c = test_util::reference_swin_config();
     c.num_heads = {5, 4};
     test_util::expect_error<std::invalid_argument>([&] { c.validate(); }, {"stage 0", "width 24 is not divisible by num_heads 5"});
     test_util::expect_error<std::invalid_argument>([] { swin_config("swin_huge"); }, {"unknown model 'swin_huge'", "swin_tiny_patch4_window7_224"});
@@ -307,12 +284,12 @@ epochs = 1
 // that evaluates to timm's logits; exported back to timm's names it gives the same tensors.
 TEST(Swin, ImportsFromTimmAndExportsBack) {
     test_util::TempDir dir;
-    const torch::Tensor input = io_tensor("input"), expected = io_tensor("logits");
+    const torch::Tensor input = test_util::reference_swin_io("input"), expected = test_util::reference_swin_io("logits");
     ImportOptions o;
     o.img_size = 32;  // not in the weights, and no registered Swin has them
     for (const char * file : {"swin_32_p2_w4_rgb.safetensors", "swin_32_p2_w4_rgb.pth"}) {
         const std::string out = dir.str(std::string(file) + ".pt");
-        const ImportSummary s = import_checkpoint(kReference + file, o, out);
+        const ImportSummary s = import_checkpoint(test_util::kTimmReference + file, o, out);
         EXPECT_EQ(s.model->name(), "swin_tiny_patch4_window7_224-dim24-depths2_2-heads2_4-window4-img32-patch2-mlp4");
         LoadedModel m = load_model(out);
         torch::NoGradGuard no_grad;
@@ -321,7 +298,7 @@ TEST(Swin, ImportsFromTimmAndExportsBack) {
     }
     // Microsoft's layout, as a safetensors file.
     format::SafetensorsWriter w;
-    const auto timm = read_state_dict(kReference + "swin_32_p2_w4_rgb.safetensors");
+    const auto timm = read_state_dict(test_util::kTimmReference + "swin_32_p2_w4_rgb.safetensors");
     std::vector<torch::Tensor> keep;
     for (const auto & item : timm) {
         std::string name = item.key();
@@ -345,9 +322,9 @@ TEST(Swin, ImportsFromTimmAndExportsBack) {
         ASSERT_TRUE(back.contains(item.key())) << item.key();
         EXPECT_TRUE(torch::equal(back[item.key()], item.value())) << item.key();
     }
-    // The packed runtime does not take Swin yet, and says so.
-    test_util::expect_error<std::invalid_argument>([&] { as_deit(load_model(dir.str("original.pt")).model, "bitvit export"); },
-                                                   {"bitvit export handles DeiT models only so far", "is a Swin"});
+    // Code that needs DeiT's members says so for a Swin.
+    test_util::expect_error<std::invalid_argument>([&] { as_deit(load_model(dir.str("original.pt")).model, "this step"); },
+                                                   {"this step needs a DeiT", "is a Swin"});
 }
 
 // timm's adaptations on a Swin: RGB to one channel, another class count, another input size.
@@ -357,10 +334,10 @@ TEST(Swin, ImportAdaptsChannelsClassesAndInputSize) {
     o.img_size = 16;
     o.in_chans = 1;
     o.num_classes = 10;
-    const ImportSummary s = import_checkpoint(kReference + "swin_32_p2_w4_rgb.pth", o, dir.str("gray.pt"));
+    const ImportSummary s = import_checkpoint(test_util::kTimmReference + "swin_32_p2_w4_rgb.pth", o, dir.str("gray.pt"));
     EXPECT_EQ(s.adaptations.size(), 2u);  // channels, classes (16 px is the input size asked for, not an adaptation)
     LoadedModel m = load_model(dir.str("gray.pt"));
-    const auto original = read_state_dict(kReference + "swin_32_p2_w4_rgb.pth");
+    const auto original = read_state_dict(test_util::kTimmReference + "swin_32_p2_w4_rgb.pth");
     const auto params = m.model->named_parameters();
     EXPECT_TRUE(torch::allclose(params["patch_embed.proj.weight"], original["patch_embed.proj.weight"].sum(1, true)));
     EXPECT_EQ(params["head.fc.weight"].size(0), 10);
@@ -368,10 +345,10 @@ TEST(Swin, ImportAdaptsChannelsClassesAndInputSize) {
     // 16 px: 8×8 tokens in 4×4 windows, then one 4×4 window (unshifted).
     EXPECT_EQ(m.model->forward(torch::zeros({2, 1, 16, 16})).sizes(), (std::vector<int64_t>{2, 10}));
     ImportOptions bad;
-    test_util::expect_error<ImportError>([&] { import_checkpoint(kReference + "swin_32_p2_w4_rgb.pth", bad, dir.str("x.pt")); },
+    test_util::expect_error<ImportError>([&] { import_checkpoint(test_util::kTimmReference + "swin_32_p2_w4_rgb.pth", bad, dir.str("x.pt")); },
                                          {"input size is not in its weights", "--img-size"});
     bad.model = "swin_tiny_patch4_window7_224";
-    test_util::expect_error<ImportError>([&] { import_checkpoint(kReference + "swin_32_p2_w4_rgb.pth", bad, dir.str("x.pt")); },
+    test_util::expect_error<ImportError>([&] { import_checkpoint(test_util::kTimmReference + "swin_32_p2_w4_rgb.pth", bad, dir.str("x.pt")); },
                                          {"the weights are not swin_tiny_patch4_window7_224's"});
 }
 
@@ -379,7 +356,7 @@ TEST(Swin, ImportAdaptsChannelsClassesAndInputSize) {
 // constant table stays constant), the windows and shifts follow, and the model runs.
 TEST(Swin, ImportResamplesPositionBiasForAnotherWindow) {
     test_util::TempDir dir;
-    const auto original = read_state_dict(kReference + "swin_32_p2_w4_rgb.safetensors");
+    const auto original = read_state_dict(test_util::kTimmReference + "swin_32_p2_w4_rgb.safetensors");
     format::SafetensorsWriter w;
     std::vector<torch::Tensor> keep;
     for (const auto & item : original) {
@@ -403,10 +380,10 @@ TEST(Swin, ImportResamplesPositionBiasForAnotherWindow) {
     torch::NoGradGuard no_grad;
     EXPECT_EQ(m.model->forward(torch::zeros({1, 3, 32, 32})).sizes(), (std::vector<int64_t>{1, 7}));
     o.window_size = 4;  // the file's own: nothing to resample
-    EXPECT_TRUE(import_checkpoint(kReference + "swin_32_p2_w4_rgb.safetensors", o, dir.str("w4.pt")).adaptations.empty());
+    EXPECT_TRUE(import_checkpoint(test_util::kTimmReference + "swin_32_p2_w4_rgb.safetensors", o, dir.str("w4.pt")).adaptations.empty());
     ImportOptions deit;
     deit.window_size = 7;
-    test_util::expect_error<ImportError>([&] { import_checkpoint(kReference + "deit_32_p4_d48_rgb.pth", deit, dir.str("x.pt")); },
+    test_util::expect_error<ImportError>([&] { import_checkpoint(test_util::kTimmReference + "deit_32_p4_d48_rgb.pth", deit, dir.str("x.pt")); },
                                          {"--window-size: a DeiT has no windows"});
 }
 

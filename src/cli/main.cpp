@@ -264,7 +264,7 @@ int run_export(const std::string & checkpoint, const std::string & out, std::str
     }
     if (method.empty()) method = method_of(checkpoint);
     const DataSection & d = loaded.state.config.data;
-    const ExportSummary s = export_packed(as_deit(loaded.model, "bitvit export"), ExportOptions{method, d.mean, d.std, half_storage, loaded.state.class_names}, out);
+    const ExportSummary s = export_packed(loaded.model, ExportOptions{method, d.mean, d.std, half_storage, loaded.state.class_names}, out);
     std::printf("exported %s -> %s (method %s)\n", checkpoint.c_str(), out.c_str(), method.c_str());
     std::printf("packed weight sites: %lld\nfile: %.3f MB, FP32 parameters: %.3f MB (%.1fx smaller)\n",
                 static_cast<long long>(s.packed_sites), s.file_bytes / 1e6, s.fp32_bytes / 1e6,
@@ -275,7 +275,7 @@ int run_export(const std::string & checkpoint, const std::string & out, std::str
 int run_verify(const std::string & checkpoint, const std::string & model_path, const cli::RuntimeInputs & inputs,
                int64_t block_images) {
     LoadedModel loaded = load_model(checkpoint);
-    const Deit model = as_deit(loaded.model, "bitvit verify");
+    const VisionModel model = loaded.model;
     const runtime::PackedModel packed = runtime::PackedModel::load(model_path);
     const data::ImageDataset images = cli::runtime_images(inputs, packed);
     const int threads = inputs.threads;

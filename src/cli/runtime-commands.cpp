@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <map>
 #include <random>
+#include <regex>
 #include <stdexcept>
 #include <thread>
 
@@ -32,8 +33,7 @@ data::ImageDataset runtime_images(const RuntimeInputs & in, const runtime::Packe
         if (in.labels.empty()) throw std::invalid_argument("an IDX image file needs --labels (its IDX label file)");
         images = data::read_idx(in.idx, in.labels);
     } else {
-        const auto & c = model.config();
-        images = data::load_dataset(data::DatasetSpec{in.data, in.data_root, c.img_size, c.in_chans, in.crop_pct},
+                images = data::load_dataset(data::DatasetSpec{in.data, in.data_root, model.img_size(), model.in_chans(), in.crop_pct},
                                     in.split == "train" ? data::Split::train : data::Split::test);
     }
     if (in.subset > 0) images = data::select(images, data::stratified_subset(images.labels, images.num_classes(), in.subset, 0));
@@ -41,11 +41,10 @@ data::ImageDataset runtime_images(const RuntimeInputs & in, const runtime::Packe
 }
 
 void check_image_shape(const runtime::PackedModel & model, const data::ImageDataset & images) {
-    const auto & c = model.config();
-    if (images.channels != c.in_chans || images.height != c.img_size || images.width != c.img_size) {
+        if (images.channels != model.in_chans() || images.height != model.img_size() || images.width != model.img_size()) {
         throw std::invalid_argument("images are " + std::to_string(images.channels) + "×" + std::to_string(images.height) +
-                                    "×" + std::to_string(images.width) + " but the model takes " + std::to_string(c.in_chans) +
-                                    "×" + std::to_string(c.img_size) + "×" + std::to_string(c.img_size));
+                                    "×" + std::to_string(images.width) + " but the model takes " + std::to_string(model.in_chans()) +
+                                    "×" + std::to_string(model.img_size()) + "×" + std::to_string(model.img_size()));
     }
 }
 
@@ -79,14 +78,13 @@ double top_probability(const std::vector<float> & logits, size_t top) {
 
 int run_command(const RunArgs & args) {
     const runtime::PackedModel model = runtime::PackedModel::load(args.model);
-    const auto & c = model.config();
-    data::ImageDataset images;
+        data::ImageDataset images;
     const bool files = !args.image_files.empty();
     if (files) {
-        images.channels = c.in_chans;
-        images.height = images.width = c.img_size;
+        images.channels = model.in_chans();
+        images.height = images.width = model.img_size();
         for (const auto & path : args.image_files) {
-            const std::vector<uint8_t> pixels = data::read_image_file(path, c.in_chans, c.img_size, c.img_size);
+            const std::vector<uint8_t> pixels = data::read_image_file(path, model.in_chans(), model.img_size(), model.img_size());
             images.pixels.insert(images.pixels.end(), pixels.begin(), pixels.end());
             images.labels.push_back(0);  // unlabelled: no accuracy
         }
@@ -111,7 +109,7 @@ int run_command(const RunArgs & args) {
                         top, model.class_name(label).c_str());
         }
     }
-    std::printf("model: %s (%s, %s), %.3f MB, ISA %s\n", args.model.c_str(), c.name.c_str(), model.method().c_str(),
+    std::printf("model: %s (%s, %s), %.3f MB, ISA %s\n", args.model.c_str(), model.name().c_str(), model.method().c_str(),
                 model.file_bytes() / 1e6, runtime::isa_name(runtime::selected_isa()));
     std::printf("images: %lld\n", static_cast<long long>(images.size()));
     if (!files) std::printf("accuracy: %.2f%%\n", 100.0 * correct / std::max<int64_t>(1, images.size()));
@@ -122,13 +120,12 @@ int run_command(const RunArgs & args) {
 int bench_packed(const std::string & model_path, const std::vector<int64_t> & batches, const std::vector<int> & threads,
                  double min_seconds) {
     const runtime::PackedModel model = runtime::PackedModel::load(model_path);
-    const auto & c = model.config();
-    std::printf("model: %s (%s, %s), %.3f MB, ISA %s\n", model_path.c_str(), c.name.c_str(), model.method().c_str(),
+        std::printf("model: %s (%s, %s), %.3f MB, ISA %s\n", model_path.c_str(), model.name().c_str(), model.method().c_str(),
                 model.file_bytes() / 1e6, runtime::isa_name(runtime::selected_isa()));
     std::printf("%6s %8s %12s %12s\n", "batch", "threads", "ms/batch", "images/s");
     std::mt19937_64 rng(0);
     for (const int64_t batch : batches) {
-        std::vector<uint8_t> pixels(static_cast<size_t>(batch * c.in_chans * c.img_size * c.img_size));
+        std::vector<uint8_t> pixels(static_cast<size_t>(batch * model.in_chans() * model.img_size() * model.img_size()));
         for (uint8_t & p : pixels) p = static_cast<uint8_t>(rng());
         for (const int requested : threads) {
             const int n = requested > 0 ? requested : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
@@ -153,23 +150,17 @@ int bench_packed(const std::string & model_path, const std::vector<int64_t> & ba
 
 int info_packed(const std::string & model_path) {
     const runtime::PackedModel model = runtime::PackedModel::load(model_path);
-    const auto & c = model.config();
-    std::printf("model: %s, method %s, file %.3f MB\n", c.name.c_str(), model.method().c_str(), model.file_bytes() / 1e6);
-    std::printf("input %lld×%lld×%lld, patch %lld, %lld tokens; dim %lld, depth %lld, heads %lld, hidden %lld, classes %lld\n",
-                static_cast<long long>(c.in_chans), static_cast<long long>(c.img_size), static_cast<long long>(c.img_size),
-                static_cast<long long>(c.patch_size), static_cast<long long>(c.num_tokens()), static_cast<long long>(c.embed_dim),
-                static_cast<long long>(c.depth), static_cast<long long>(c.num_heads), static_cast<long long>(c.hidden()),
-                static_cast<long long>(c.num_classes));
-    // Quantized sites, grouped by their name within a block.
+    std::printf("model: %s, method %s, file %.3f MB\n", model.name().c_str(), model.method().c_str(), model.file_bytes() / 1e6);
+    std::printf("%s\n", model.describe().c_str());
+    // Quantized sites, grouped by their name within a block (and, on a Swin, within a stage).
+    static const std::regex stage_or_block_index(R"(^(layers|blocks)\.\d+|(\.blocks)\.\d+)");
     std::map<std::string, std::map<std::string, int>> by_site;
     for (const auto & [site, quantizer] : model.site_quantizers()) {
-        std::string key = site;
-        if (key.rfind("blocks.", 0) == 0) key = "blocks.*" + key.substr(key.find('.', 7));
-        ++by_site[key][quantizer];
+        ++by_site[std::regex_replace(site, stage_or_block_index, "$1$2.*")][quantizer];
     }
     std::printf("quantized sites:\n");
     for (const auto & [site, quantizers] : by_site) {
-        for (const auto & [quantizer, count] : quantizers) std::printf("  %-28s %-18s x%d\n", site.c_str(), quantizer.c_str(), count);
+        for (const auto & [quantizer, count] : quantizers) std::printf("  %-36s %-18s x%d\n", site.c_str(), quantizer.c_str(), count);
     }
     return 0;
 }

@@ -1,5 +1,8 @@
 // The packed model's self-attention: qkv, each head's q·kᵀ, softmax and probs·v on the kernels their
-// operands call for, then proj. Fast paths are taken where the quantizers allow, each equal to the
+// operands call for, then proj. Tokens come in groups that attend only within themselves — one group
+// of all tokens for DeiT, Swin's windows — and the linear layers run over all groups at once, so a
+// window's small products pay no kernel overhead of their own; the per-head products run over every
+// (window, head) pair in parallel. Fast paths are taken where the quantizers allow, each equal to the
 // generic path value for value (tests/test-export.cpp, AttentionPaths):
 //   - q, k and v all sign-quantized: the qkv product hands over sign bits, and each head's q, k and
 //     vᵀ operands are cut from them — no floats for q, k, v;
@@ -27,10 +30,12 @@ struct AttentionScratch {
     std::vector<uint64_t> qkv_bits, q_bits, k_bits, vt_bits;
 };
 
-// What one block's attention computes and how (the shapes, and which fast paths apply).
+// What one block's attention computes and how (the shapes, and which fast paths apply). N is the
+// tokens of one window (group), G the windows; a "unit" is one (window, head) pair, u = w·H + h.
 struct AttentionPlan {
     const Block & b;
-    int64_t D, H, N, d;
+    int64_t D, H, N, d, G;
+    const float * mask;    // [G, N, N] added to the scores, or null
     bool qk_norm, qkv_shift;
     bool qkv_as_signs;     // q, k, v from qkv's sign bits
     bool qk_in_place;      // q, k read from qkv [N, 3·D] in place (row stride 3·D), not copied per head
@@ -40,10 +45,10 @@ struct AttentionPlan {
     int threads;
 };
 
-AttentionPlan plan_for(const Block & b, const ModelConfig & c, int threads) {
-    const spec::BlockVariant & v = c.variant;
+AttentionPlan plan_for(const Block & b, const AttentionShape & shape, const spec::BlockVariant & v, int threads) {
     const bool fast = g_fast_paths.load(std::memory_order_relaxed);
-    AttentionPlan p{b, c.embed_dim, c.num_heads, c.num_tokens(), c.head_dim(), v.qk_norm, v.qkv_shift};
+    AttentionPlan p{b,          shape.dim, shape.heads, shape.tokens, shape.dim / shape.heads, shape.windows,
+                    shape.mask, v.qk_norm, v.qkv_shift};
     p.qkv_as_signs = fast && b.q.sign_only() && b.k.sign_only() && b.v.sign_only() && !v.qk_norm && !v.qkv_shift;
     p.qk_in_place = fast && !v.qk_norm && !v.qkv_shift && !b.q.needs_range() && !b.k.needs_range();
     p.all_positive = fast && v.softmax && !v.attn_bias && b.probs.sign_only();
@@ -54,11 +59,17 @@ AttentionPlan plan_for(const Block & b, const ModelConfig & c, int threads) {
     return p;
 }
 
-// Max and min over a whole sample's tensor at a site, for the quantizers that need them (GSB).
-std::pair<float, float> range_for(const ActQuantizer & q, const std::vector<float> & v) {
-    if (!q.needs_range()) return {0.0f, 0.0f};
-    const auto [lo, hi] = std::minmax_element(v.begin(), v.end());
-    return {*hi, *lo};
+// Max and min over one sample's tensor at a site, for the quantizers that need them (GSB): per
+// window, the sample training sees (a Swin's attention runs on [B·nW, H, M², ·] windows). `v` holds
+// the windows' tensors back to back, `per_window` values each: [G] pairs (max, min).
+std::vector<std::pair<float, float>> ranges_for(const ActQuantizer & q, const std::vector<float> & v, int64_t G, int64_t per_window) {
+    std::vector<std::pair<float, float>> out(static_cast<size_t>(G), {0.0f, 0.0f});
+    if (!q.needs_range()) return out;
+    for (int64_t w = 0; w < G; ++w) {
+        const auto [lo, hi] = std::minmax_element(v.begin() + w * per_window, v.begin() + (w + 1) * per_window);
+        out[static_cast<size_t>(w)] = {*hi, *lo};
+    }
+    return out;
 }
 
 // One head's operands from the qkv product's sign bits (rows [N] of b1_words(3·D) words: q, k, v
@@ -88,33 +99,34 @@ void split_head_signs(const uint64_t * qkv_bits, int64_t N, int64_t D, int64_t d
     }
 }
 
-// qkv as sign bits, cut into each head's q, k and vᵀ bits.
+// qkv as sign bits (all windows' tokens in one product), cut into each unit's q, k and vᵀ bits.
 void project_signs(const AttentionPlan & p, const float * x, AttentionScratch & s) {
-    const int64_t dw = b1_words(p.d), nw = b1_words(p.N);
-    s.qkv_bits.resize(static_cast<size_t>(p.N * b1_words(3 * p.D)));
-    p.b.qkv.forward_signs(x, p.N, s.qkv_bits.data(), /*through_gelu=*/false, p.threads);
-    s.q_bits.resize(static_cast<size_t>(p.H * p.N * dw));
+    const int64_t dw = b1_words(p.d), nw = b1_words(p.N), row_words = b1_words(3 * p.D);
+    s.qkv_bits.resize(static_cast<size_t>(p.G * p.N * row_words));
+    p.b.qkv.forward_signs(x, p.G * p.N, s.qkv_bits.data(), /*through_gelu=*/false, p.threads);
+    s.q_bits.resize(static_cast<size_t>(p.G * p.H * p.N * dw));
     s.k_bits.resize(s.q_bits.size());
-    s.vt_bits.resize(static_cast<size_t>(p.H * p.d * nw));
+    s.vt_bits.resize(static_cast<size_t>(p.G * p.H * p.d * nw));
     auto & sc = s;  // this thread's scratch, for the workers
-    parallel_for(p.H, threads_for(p.N * 3 * p.D * kElementwiseMacs, p.threads), [&](int64_t h0, int64_t h1) {
-        for (int64_t h = h0; h < h1; ++h) {
-            split_head_signs(sc.qkv_bits.data(), p.N, p.D, p.d, h, &sc.q_bits[h * p.N * dw], &sc.k_bits[h * p.N * dw],
-                             &sc.vt_bits[h * p.d * nw]);
+    parallel_for(p.G * p.H, threads_for(p.G * p.N * 3 * p.D * kElementwiseMacs, p.threads), [&](int64_t u0, int64_t u1) {
+        for (int64_t u = u0; u < u1; ++u) {
+            split_head_signs(sc.qkv_bits.data() + u / p.H * p.N * row_words, p.N, p.D, p.d, u % p.H, &sc.q_bits[u * p.N * dw],
+                             &sc.k_bits[u * p.N * dw], &sc.vt_bits[u * p.d * nw]);
         }
     });
 }
 
-// Head h's q and k copied out of qkv [N, 3·D] (when not read in place), normed and shifted as the
-// block variant says, and vᵀ [d, N] in blocks of 16 tokens: each channel writes 16 adjacent floats
-// (one cache line) while the block's 16 rows of v stay in L1.
-void split_head_floats(const AttentionPlan & p, AttentionScratch & s, int64_t h) {
-    const int64_t D = p.D, N = p.N, d = p.d;
-    float * q = p.qk_in_place ? nullptr : s.q.data() + h * N * d;
-    float * k = p.qk_in_place ? nullptr : s.k.data() + h * N * d;
+// Unit u's q and k copied out of its window's qkv [N, 3·D] (when not read in place), normed and
+// shifted as the block variant says, and vᵀ [d, N] in blocks of 16 tokens: each channel writes 16
+// adjacent floats (one cache line) while the block's 16 rows of v stay in L1.
+void split_head_floats(const AttentionPlan & p, AttentionScratch & s, int64_t u) {
+    const int64_t D = p.D, N = p.N, d = p.d, h = u % p.H;
+    const float * qkv = s.qkv.data() + u / p.H * N * 3 * D;
+    float * q = p.qk_in_place ? nullptr : s.q.data() + u * N * d;
+    float * k = p.qk_in_place ? nullptr : s.k.data() + u * N * d;
     if (!p.qk_in_place) {
         for (int64_t n = 0; n < N; ++n) {
-            const float * row = s.qkv.data() + n * 3 * D + h * d;
+            const float * row = qkv + n * 3 * D + h * d;
             std::copy(row, row + d, q + n * d);
             std::copy(row + D, row + D + d, k + n * d);
         }
@@ -135,9 +147,9 @@ void split_head_floats(const AttentionPlan & p, AttentionScratch & s, int64_t h)
         const int64_t n1 = std::min<int64_t>(N, n0 + 16);
         for (int64_t j = 0; j < d; ++j) {
             const float shift = p.qkv_shift ? p.b.shift_v[h * d + j] : 0.0f;
-            float * dst = s.vt.data() + (h * d + j) * N;
+            float * dst = s.vt.data() + (u * d + j) * N;
             for (int64_t n = n0; n < n1; ++n) {
-                const float v = s.qkv[n * 3 * D + 2 * D + h * d + j];
+                const float v = qkv[n * 3 * D + 2 * D + h * d + j];
                 dst[n] = p.qkv_shift ? v + shift : v;
             }
         }
@@ -145,39 +157,50 @@ void split_head_floats(const AttentionPlan & p, AttentionScratch & s, int64_t h)
 }
 
 void project_floats(const AttentionPlan & p, const float * x, AttentionScratch & s) {
-    s.qkv.resize(static_cast<size_t>(p.N * 3 * p.D));
-    p.b.qkv.forward(x, p.N, s.qkv.data(), p.threads);
+    s.qkv.resize(static_cast<size_t>(p.G * p.N * 3 * p.D));
+    p.b.qkv.forward(x, p.G * p.N, s.qkv.data(), p.threads);
     if (!p.qk_in_place) {
-        s.q.resize(static_cast<size_t>(p.H * p.N * p.d));
+        s.q.resize(static_cast<size_t>(p.G * p.H * p.N * p.d));
         s.k.resize(s.q.size());
     }
-    s.vt.resize(static_cast<size_t>(p.H * p.N * p.d));
+    s.vt.resize(static_cast<size_t>(p.G * p.H * p.N * p.d));
     auto & sc = s;
-    parallel_for(p.H, threads_for(p.N * 3 * p.D * kElementwiseMacs, p.threads), [&](int64_t h0, int64_t h1) {
-        for (int64_t h = h0; h < h1; ++h) split_head_floats(p, sc, h);
+    parallel_for(p.G * p.H, threads_for(p.G * p.N * 3 * p.D * kElementwiseMacs, p.threads), [&](int64_t u0, int64_t u1) {
+        for (int64_t u = u0; u < u1; ++u) split_head_floats(p, sc, u);
     });
 }
 
-// Each head's map [N, N] into s.probs: scaled q·kᵀ, then softmax (unless SAB reads the scores) and
-// the attention bias.
-void attention_maps(const AttentionPlan & p, AttentionScratch & s, int head_threads) {
-    const int64_t N = p.N, d = p.d, dw = b1_words(d);
-    const auto [q_max, q_min] = range_for(p.b.q, s.q);
-    const auto [k_max, k_min] = range_for(p.b.k, s.k);
+// Each unit's map [N, N] into s.probs: scaled q·kᵀ, plus the window bias and mask (Swin) before
+// the softmax (unless SAB reads the scores), then the attention bias (GSB).
+void attention_maps(const AttentionPlan & p, AttentionScratch & s, int unit_threads) {
+    const int64_t N = p.N, d = p.d, dw = b1_words(d), H = p.H;
+    const auto q_ranges = ranges_for(p.b.q, s.q, p.G, H * N * d);
+    const auto k_ranges = ranges_for(p.b.k, s.k, p.G, H * N * d);
     const auto scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
+    const float * window_bias = p.b.window_bias.empty() ? nullptr : p.b.window_bias.data();
     auto & sc = s;
-    parallel_for(p.H, head_threads, [&](int64_t h0, int64_t h1) {
-        for (int64_t h = h0; h < h1; ++h) {
-            const float * qh_in = p.qk_in_place ? sc.qkv.data() + h * d : sc.q.data() + h * N * d;
-            const float * kh_in = p.qk_in_place ? sc.qkv.data() + p.D + h * d : sc.k.data() + h * N * d;
+    parallel_for(p.G * H, unit_threads, [&](int64_t u0, int64_t u1) {
+        for (int64_t u = u0; u < u1; ++u) {
+            const int64_t w = u / H, h = u % H;
+            const float * qkv = sc.qkv.data() + w * N * 3 * p.D;
+            const float * qh_in = p.qk_in_place ? qkv + h * d : sc.q.data() + u * N * d;
+            const float * kh_in = p.qk_in_place ? qkv + p.D + h * d : sc.k.data() + u * N * d;
             const int64_t ld = p.qk_in_place ? 3 * p.D : d;
-            const Operand qh = p.qkv_as_signs ? p.b.q.encode_sign_bits(&sc.q_bits[h * N * dw], N, d)
+            const auto [q_max, q_min] = q_ranges[static_cast<size_t>(w)];
+            const auto [k_max, k_min] = k_ranges[static_cast<size_t>(w)];
+            const Operand qh = p.qkv_as_signs ? p.b.q.encode_sign_bits(&sc.q_bits[u * N * dw], N, d)
                                               : p.b.q.encode(qh_in, N, d, ld, SiteScope::per_head, h, q_max, q_min);
-            const Operand kh = p.qkv_as_signs ? p.b.k.encode_sign_bits(&sc.k_bits[h * N * dw], N, d)
+            const Operand kh = p.qkv_as_signs ? p.b.k.encode_sign_bits(&sc.k_bits[u * N * dw], N, d)
                                               : p.b.k.encode(kh_in, N, d, ld, SiteScope::per_head, h, k_max, k_min);
-            float * scores = sc.probs.data() + h * N * N;
+            float * scores = sc.probs.data() + u * N * N;
             matmul(qh, kh, scores);
             for (int64_t i = 0; i < N * N; ++i) scores[i] *= scale;
+            if (window_bias) {
+                for (int64_t i = 0; i < N * N; ++i) scores[i] += window_bias[h * N * N + i];
+            }
+            if (p.mask) {
+                for (int64_t i = 0; i < N * N; ++i) scores[i] += p.mask[w * N * N + i];
+            }
             if (p.softmax && !p.sab_from_scores) softmax_rows(scores, N, N, N);
             if (p.attn_bias) {
                 for (int64_t i = 0; i < N * N; ++i) scores[i] += p.b.attn_bias[h * N * N + i];
@@ -186,24 +209,28 @@ void attention_maps(const AttentionPlan & p, AttentionScratch & s, int head_thre
     });
 }
 
-// Each head's map times its vᵀ, merged back into tokens [N, D].
-void attention_values(const AttentionPlan & p, AttentionScratch & s, int head_threads) {
-    const int64_t N = p.N, d = p.d, nw = b1_words(N);
-    const auto [v_max, v_min] = range_for(p.b.v, s.vt);
-    const auto [p_max, p_min] = range_for(p.b.probs, s.probs);
-    s.merged.resize(static_cast<size_t>(N * p.D));
+// Each unit's map times its vᵀ, merged back into tokens [G·N, D].
+void attention_values(const AttentionPlan & p, AttentionScratch & s, int unit_threads) {
+    const int64_t N = p.N, d = p.d, nw = b1_words(N), H = p.H;
+    const auto v_ranges = ranges_for(p.b.v, s.vt, p.G, H * d * N);
+    const auto p_ranges = ranges_for(p.b.probs, s.probs, p.G, H * N * N);
+    s.merged.resize(static_cast<size_t>(p.G * N * p.D));
     auto & sc = s;
-    parallel_for(p.H, head_threads, [&](int64_t h0, int64_t h1) {
+    parallel_for(p.G * H, unit_threads, [&](int64_t u0, int64_t u1) {
         std::vector<float> head_out(static_cast<size_t>(N * d));
-        for (int64_t h = h0; h < h1; ++h) {
-            const float * ph_in = sc.probs.data() + h * N * N;
+        for (int64_t u = u0; u < u1; ++u) {
+            const int64_t w = u / H, h = u % H;
+            const auto [v_max, v_min] = v_ranges[static_cast<size_t>(w)];
+            const auto [p_max, p_min] = p_ranges[static_cast<size_t>(w)];
+            const float * ph_in = sc.probs.data() + u * N * N;
             const Operand ph = p.sab_from_scores ? p.b.probs.encode_sab_from_scores(ph_in, N, N, N)
                                                  : p.b.probs.encode(ph_in, N, N, N, SiteScope::per_head, h, p_max, p_min);
-            const Operand vh = p.qkv_as_signs ? p.b.v.encode_sign_bits(&sc.vt_bits[h * d * nw], d, N)
-                                              : p.b.v.encode(sc.vt.data() + h * d * N, d, N, N, SiteScope::per_head, h, v_max, v_min);
+            const Operand vh = p.qkv_as_signs ? p.b.v.encode_sign_bits(&sc.vt_bits[u * d * nw], d, N)
+                                              : p.b.v.encode(sc.vt.data() + u * d * N, d, N, N, SiteScope::per_head, h, v_max, v_min);
             matmul(ph, vh, head_out.data());
+            float * merged = sc.merged.data() + w * N * p.D;
             for (int64_t n = 0; n < N; ++n) {
-                std::copy(head_out.data() + n * d, head_out.data() + (n + 1) * d, sc.merged.data() + n * p.D + h * d);
+                std::copy(head_out.data() + n * d, head_out.data() + (n + 1) * d, merged + n * p.D + h * d);
             }
         }
     });
@@ -213,23 +240,25 @@ void attention_values(const AttentionPlan & p, AttentionScratch & s, int head_th
 
 void set_attention_fast_paths(bool on) { g_fast_paths.store(on); }
 
-void PackedModel::attention(const Block & b, const float * x, float * out, int threads) const {
+void attend(const Block & b, const AttentionShape & shape, const spec::BlockVariant & variant, const float * x, float * out,
+            int threads) {
     thread_local AttentionScratch scratch;
-    const AttentionPlan p = plan_for(b, config_, threads);
+    const AttentionPlan p = plan_for(b, shape, variant, threads);
     if (p.qkv_as_signs) {
         project_signs(p, x, scratch);
     } else {
         project_floats(p, x, scratch);
     }
-    scratch.probs.resize(static_cast<size_t>(p.H * p.N * p.N));
-    const int head_threads = threads_for(p.H * p.N * p.N * p.d, threads);  // q·kᵀ and probs·v: N·N·d each per head
+    scratch.probs.resize(static_cast<size_t>(p.G * p.H * p.N * p.N));
+    // q·kᵀ and probs·v: N·N·d each per unit.
+    const int unit_threads = threads_for(p.G * p.H * p.N * p.N * p.d, threads);
     if (p.all_positive) {
         std::fill(scratch.probs.begin(), scratch.probs.end(), 1.0f);
     } else {
-        attention_maps(p, scratch, head_threads);
+        attention_maps(p, scratch, unit_threads);
     }
-    attention_values(p, scratch, head_threads);
-    b.proj.forward(scratch.merged.data(), p.N, out, threads);
+    attention_values(p, scratch, unit_threads);
+    b.proj.forward(scratch.merged.data(), p.G * p.N, out, threads);
 }
 
 }  // namespace bitvit::runtime

@@ -12,6 +12,7 @@
 #include "format/text.h"
 #include "runtime/model.h"
 #include "spec/sites.h"
+#include "spec/windows.h"
 
 namespace bitvit::runtime {
 
@@ -88,15 +89,14 @@ struct SiteEntry {
 
 // The "sites" metadata, checked against the architecture's sites (spec/sites.h) and the quantizer
 // table: every key names a site, every entry is well formed, every quantizer serves its site.
-std::map<std::string, SiteEntry> read_sites(const json & sites, const ModelConfig & c, TensorReader & r) {
+std::map<std::string, SiteEntry> read_sites(const json & sites, const std::map<std::string, spec::SiteSpec> & known,
+                                            const std::string & model, const std::string & example, TensorReader & r) {
     if (!sites.is_object()) r.fail("metadata 'sites' must be a JSON object");
-    std::map<std::string, spec::SiteSpec> known;
-    for (auto & s : spec::deit_sites(c)) known.emplace(s.name, s);
     std::map<std::string, SiteEntry> out;
     for (const auto & [site, entry] : sites.items()) {
         const std::string where = "sites." + format::excerpt(site);
         const auto it = known.find(site);
-        if (it == known.end()) r.fail(where + " names no site of " + c.name + " (sites look like blocks.0.attn.q, head.weight)");
+        if (it == known.end()) r.fail(where + " names no site of " + format::excerpt(model) + " (sites look like " + example + ")");
         if (!entry.is_object() || !entry.contains("quantizer") || !entry.at("quantizer").is_string()) {
             r.fail(where + " must be an object with a \"quantizer\" name");
         }
@@ -207,6 +207,65 @@ LayerNorm read_norm(const std::string & name, int64_t dim, float eps, TensorRead
     return LayerNorm{r.f32(name + ".weight", {dim}), r.f32(name + ".bias", {dim}), eps};
 }
 
+// The sizes of one transformer block: width, heads, MLP width, the tokens attention sees at once
+// (a window's on Swin), and the LayerNorm eps (timm: 1e-6 for DeiT, torch's 1e-5 for Swin).
+struct BlockShape {
+    int64_t dim, heads, hidden, tokens;
+    bool qkv_bias;
+    float eps;
+};
+
+Block read_block(const std::string & p, const BlockShape & s, const spec::BlockVariant & variant,
+                 const std::map<std::string, spec::SiteSpec> & specs, const std::map<std::string, SiteEntry> & sites, TensorReader & r) {
+    const int64_t D = s.dim, H = s.heads, N = s.tokens, d = D / H;
+    Block b;
+    b.norm1 = read_norm(p + "norm1", D, s.eps, r);
+    b.norm2 = read_norm(p + "norm2", D, s.eps, r);
+    const bool bias = variant.linear_bias;
+    b.qkv = read_linear(p + "attn.qkv", D, 3 * D, s.qkv_bias && bias, specs, sites, r);
+    b.proj = read_linear(p + "attn.proj", D, D, bias, specs, sites, r);
+    b.fc1 = read_linear(p + "mlp.fc1", D, s.hidden, bias, specs, sites, r);
+    b.fc2 = read_linear(p + "mlp.fc2", s.hidden, D, bias, specs, sites, r);
+    if (variant.qk_norm) {
+        // torch::nn::LayerNorm's default eps, as the training model's norm_q / norm_k.
+        b.norm_q = read_norm(p + "attn.norm_q", d, 1e-5f, r);
+        b.norm_k = read_norm(p + "attn.norm_k", d, 1e-5f, r);
+    }
+    if (variant.qkv_shift) {
+        b.shift_q = r.f32(p + "attn.shift_q", {H, 1, d});
+        b.shift_k = r.f32(p + "attn.shift_k", {H, 1, d});
+        b.shift_v = r.f32(p + "attn.shift_v", {H, 1, d});
+    }
+    if (variant.attn_bias) b.attn_bias = r.f32(p + "attn.attn_bias", {H, N, N});
+    if (variant.mlp_act == "rprelu") {
+        b.act_shift = r.f32(p + "mlp.act_shift", {s.hidden});
+        b.act_slope = r.f32(p + "mlp.act_slope", {s.hidden});
+        b.act_bias = r.f32(p + "mlp.act_bias", {s.hidden});
+    }
+    b.q = read_act_site(specs.at(p + "attn.q"), sites, r);
+    b.k = read_act_site(specs.at(p + "attn.k"), sites, r);
+    b.v = read_act_site(specs.at(p + "attn.v"), sites, r);
+    b.probs = read_act_site(specs.at(p + "attn.probs"), sites, r);
+    // Without a softmax the probs site gets raw scores: only Bool (BiBERT) or full precision reads them.
+    if (!variant.softmax && b.probs.row && !b.probs.is(spec::Quantizer::bool_)) {
+        r.fail("architecture.softmax is false but " + p + "attn.probs uses " + b.probs.name() + ", which expects probabilities");
+    }
+    return b;
+}
+
+// Swin's relative position bias table [(2M − 1)², H] expanded to the bias of every pair of a
+// window's tokens, [H, M², M²] (spec/windows.h).
+std::vector<float> read_window_bias(const std::string & name, int64_t M, int64_t H, TensorReader & r) {
+    const std::vector<float> table = r.f32(name, {(2 * M - 1) * (2 * M - 1), H});
+    const std::vector<int64_t> index = spec::swin_relative_position_index(M);
+    const int64_t T = M * M;
+    std::vector<float> bias(static_cast<size_t>(H * T * T));
+    for (int64_t h = 0; h < H; ++h) {
+        for (int64_t i = 0; i < T * T; ++i) bias[h * T * T + i] = table[index[i] * H + h];
+    }
+    return bias;
+}
+
 // A metadata entry parsed as bounded-depth JSON (format/text.h).
 json meta_json(const format::SafetensorsFile & file, const char * key, TensorReader & r) {
     const auto it = file.metadata().find(key);
@@ -244,7 +303,9 @@ int64_t read_version(const format::SafetensorsFile & file, TensorReader & r) {
 // Fills a PackedModel from a validated container (a friend of PackedModel).
 struct PackedModelLoader {
     static void read_metadata(PackedModel & m, const format::SafetensorsFile & file, TensorReader & r);
-    static void read_tensors(PackedModel & m, const std::map<std::string, SiteEntry> & sites, TensorReader & r);
+    static void read_deit_tensors(PackedModel & m, const std::map<std::string, SiteEntry> & sites, TensorReader & r);
+    static void read_swin_tensors(PackedModel & m, const std::map<std::string, SiteEntry> & sites, TensorReader & r);
+    static std::map<std::string, spec::SiteSpec> site_specs(const PackedModel & m);
 };
 
 PackedModel PackedModel::load(const std::string & path) { return from_file(format::SafetensorsFile::load(path)); }
@@ -255,19 +316,27 @@ void PackedModelLoader::read_metadata(PackedModel & m, const format::Safetensors
     auto & class_names_ = m.class_names_;
     auto & mean_ = m.mean_;
     auto & std_ = m.std_;
-    r.allow_half_storage(read_version(file, r) >= 2);
+    const int64_t version = read_version(file, r);
+    r.allow_half_storage(version >= 2);
     try {
-        config_ = spec::architecture_from_json(meta_json(file, "architecture", r));
+        const json architecture = meta_json(file, "architecture", r);
+        m.swin_ = spec::is_swin_architecture(architecture);
+        if (m.swin_) {
+            m.swin_config_ = spec::swin_architecture_from_json(architecture);
+        } else {
+            config_ = spec::architecture_from_json(architecture);
+        }
     } catch (const std::invalid_argument & e) {
         r.fail(e.what());
     }
+    if (m.swin_ && version < 4) r.fail("a Swin model needs format_version 4 or later");
     const auto method_it = file.metadata().find("method");
     method_ = method_it == file.metadata().end() ? "" : method_it->second;
     if (method_.size() > 256) r.fail("metadata 'method' is longer than 256 characters");
     if (file.metadata().count("class_names")) {  // optional: names for the predictions
         const json names = meta_json(file, "class_names", r);
-        if (!names.is_array() || static_cast<int64_t>(names.size()) != config_.num_classes) {
-            r.fail("metadata 'class_names' must be an array of " + std::to_string(config_.num_classes) + " names (one per class)");
+        if (!names.is_array() || static_cast<int64_t>(names.size()) != m.num_classes()) {
+            r.fail("metadata 'class_names' must be an array of " + std::to_string(m.num_classes()) + " names (one per class)");
         }
         for (const auto & name : names) {
             if (!name.is_string() || name.get_ref<const std::string &>().size() > 256) r.fail("metadata 'class_names' holds a non-string or a name over 256 characters");
@@ -280,7 +349,7 @@ void PackedModelLoader::read_metadata(PackedModel & m, const format::Safetensors
     for (const char * key : {"mean", "std"}) {
         if (!pre.is_object() || !pre.contains(key)) r.fail(std::string("preprocess lacks '") + key + "'");
         const json & v = pre.at(key);
-        if (!v.is_array() || static_cast<int64_t>(v.size()) != config_.in_chans) {
+        if (!v.is_array() || static_cast<int64_t>(v.size()) != m.in_chans()) {
             r.fail(std::string("preprocess.") + key + " must hold one number per input channel");
         }
         const bool is_mean = std::string(key) == "mean";
@@ -295,7 +364,7 @@ void PackedModelLoader::read_metadata(PackedModel & m, const format::Safetensors
     if (pre.size() != 2) r.fail("preprocess has fields other than mean and std");
 }
 
-void PackedModelLoader::read_tensors(PackedModel & m, const std::map<std::string, SiteEntry> & sites, TensorReader & r) {
+void PackedModelLoader::read_deit_tensors(PackedModel & m, const std::map<std::string, SiteEntry> & sites, TensorReader & r) {
     const ModelConfig & c = m.config_;
     auto & patch_embed_ = m.patch_embed_;
     auto & cls_token_ = m.cls_token_;
@@ -305,48 +374,15 @@ void PackedModelLoader::read_tensors(PackedModel & m, const std::map<std::string
     auto & norm_ = m.norm_;
     auto & head_ = m.head_;
     auto & head_dist_ = m.head_dist_;
-    std::map<std::string, spec::SiteSpec> specs;
-    for (auto & s : spec::deit_sites(c)) specs.emplace(s.name, s);
+    const std::map<std::string, spec::SiteSpec> specs = site_specs(m);
     const int64_t D = c.embed_dim, H = c.num_heads, N = c.num_tokens(), P = c.patch_size;
     patch_embed_ = read_linear("patch_embed.proj", c.in_chans * P * P, D, true, specs, sites, r, {D, c.in_chans, P, P});
     cls_token_ = r.f32("cls_token", {1, 1, D});
     if (c.distilled) dist_token_ = r.f32("dist_token", {1, 1, D});
     pos_embed_ = r.f32("pos_embed", {1, N, D});
     for (int64_t i = 0; i < c.depth; ++i) {
-        const std::string p = "blocks." + std::to_string(i) + ".";
-        Block b;
-        b.norm1 = read_norm(p + "norm1", D, 1e-6f, r);
-        b.norm2 = read_norm(p + "norm2", D, 1e-6f, r);
-        const bool bias = c.variant.linear_bias;
-        b.qkv = read_linear(p + "attn.qkv", D, 3 * D, c.qkv_bias && bias, specs, sites, r);
-        b.proj = read_linear(p + "attn.proj", D, D, bias, specs, sites, r);
-        b.fc1 = read_linear(p + "mlp.fc1", D, c.hidden(), bias, specs, sites, r);
-        b.fc2 = read_linear(p + "mlp.fc2", c.hidden(), D, bias, specs, sites, r);
-        if (c.variant.qk_norm) {
-            // torch::nn::LayerNorm's default eps, as the training model's norm_q / norm_k.
-            b.norm_q = read_norm(p + "attn.norm_q", c.head_dim(), 1e-5f, r);
-            b.norm_k = read_norm(p + "attn.norm_k", c.head_dim(), 1e-5f, r);
-        }
-        if (c.variant.qkv_shift) {
-            b.shift_q = r.f32(p + "attn.shift_q", {H, 1, c.head_dim()});
-            b.shift_k = r.f32(p + "attn.shift_k", {H, 1, c.head_dim()});
-            b.shift_v = r.f32(p + "attn.shift_v", {H, 1, c.head_dim()});
-        }
-        if (c.variant.attn_bias) b.attn_bias = r.f32(p + "attn.attn_bias", {H, N, N});
-        if (c.variant.mlp_act == "rprelu") {
-            b.act_shift = r.f32(p + "mlp.act_shift", {c.hidden()});
-            b.act_slope = r.f32(p + "mlp.act_slope", {c.hidden()});
-            b.act_bias = r.f32(p + "mlp.act_bias", {c.hidden()});
-        }
-        b.q = read_act_site(specs.at(p + "attn.q"), sites, r);
-        b.k = read_act_site(specs.at(p + "attn.k"), sites, r);
-        b.v = read_act_site(specs.at(p + "attn.v"), sites, r);
-        b.probs = read_act_site(specs.at(p + "attn.probs"), sites, r);
-        // Without a softmax the probs site gets raw scores: only Bool (BiBERT) or full precision reads them.
-        if (!c.variant.softmax && b.probs.row && !b.probs.is(spec::Quantizer::bool_)) {
-            r.fail("architecture.softmax is false but " + p + "attn.probs uses " + b.probs.name() + ", which expects probabilities");
-        }
-        blocks_.push_back(std::move(b));
+        const BlockShape shape{D, H, c.hidden(), N, c.qkv_bias, 1e-6f};
+        blocks_.push_back(read_block("blocks." + std::to_string(i) + ".", shape, c.variant, specs, sites, r));
     }
     norm_ = read_norm("norm", D, 1e-6f, r);
     head_ = read_linear("head", D, c.num_classes, true, specs, sites, r);
@@ -354,13 +390,63 @@ void PackedModelLoader::read_tensors(PackedModel & m, const std::map<std::string
     r.check_all_used();
 }
 
+std::map<std::string, spec::SiteSpec> PackedModelLoader::site_specs(const PackedModel & m) {
+    std::map<std::string, spec::SiteSpec> specs;
+    for (auto & s : m.swin_ ? spec::swin_sites(m.swin_config_) : spec::deit_sites(m.config_)) specs.emplace(s.name, s);
+    return specs;
+}
+
+void PackedModelLoader::read_swin_tensors(PackedModel & m, const std::map<std::string, SiteEntry> & sites, TensorReader & r) {
+    const spec::SwinConfig & c = m.swin_config_;
+    const std::map<std::string, spec::SiteSpec> specs = site_specs(m);
+    const int64_t D0 = c.embed_dim, P = c.patch_size;
+    constexpr float eps = 1e-5f;  // torch::nn::LayerNorm's default, as timm's Swin and the training model
+    m.patch_embed_ = read_linear("patch_embed.proj", c.in_chans * P * P, D0, true, specs, sites, r, {D0, c.in_chans, P, P});
+    m.patch_norm_ = read_norm("patch_embed.norm", D0, eps, r);
+    for (int64_t i = 0; i < c.num_stages(); ++i) {
+        const std::string layer = "layers." + std::to_string(i) + ".";
+        SwinStage stage;
+        stage.dim = c.stage_dim(i);
+        stage.heads = c.num_heads[i];
+        stage.resolution = c.stage_resolution(i);
+        stage.window = c.stage_window(i);
+        if (i > 0) {
+            const int64_t merged = 4 * c.stage_dim(i - 1);
+            stage.merge_norm = read_norm(layer + "downsample.norm", merged, eps, r);
+            stage.reduction = read_linear(layer + "downsample.reduction", merged, stage.dim, false, specs, sites, r);
+        }
+        const int64_t M = stage.window;
+        const BlockShape shape{stage.dim, stage.heads, c.stage_hidden(i), M * M, c.qkv_bias, eps};
+        for (int64_t j = 0; j < c.depths[i]; ++j) {
+            const std::string p = layer + "blocks." + std::to_string(j) + ".";
+            Block b = read_block(p, shape, c.variant, specs, sites, r);
+            b.window_bias = read_window_bias(p + "attn.relative_position_bias_table", M, stage.heads, r);
+            b.shift = c.block_shift(i, j);
+            if (b.shift > 0 && stage.shift_mask.empty()) stage.shift_mask = spec::swin_shift_mask(stage.resolution, M, b.shift);
+            stage.blocks.push_back(std::move(b));
+        }
+        m.stages_.push_back(std::move(stage));
+    }
+    const int64_t last = c.stage_dim(c.num_stages() - 1);
+    m.norm_ = read_norm("norm", last, eps, r);
+    m.head_ = read_linear("head.fc", last, c.num_classes, true, specs, sites, r);
+    r.check_all_used();
+}
+
 PackedModel PackedModel::from_file(const format::SafetensorsFile & file) {
     TensorReader r(file);
     PackedModel m;
     PackedModelLoader::read_metadata(m, file, r);
-    const std::map<std::string, SiteEntry> sites = read_sites(meta_json(file, "sites", r), m.config_, r);
+    const std::string example = m.swin_ ? "layers.0.blocks.1.attn.q, layers.1.downsample.reduction.weight, head.fc.weight"
+                                        : "blocks.0.attn.q, head.weight";
+    const std::map<std::string, SiteEntry> sites =
+        read_sites(meta_json(file, "sites", r), PackedModelLoader::site_specs(m), m.name(), example, r);
     for (const auto & [site, entry] : sites) m.site_quantizers_[site] = entry.quantizer;
-    PackedModelLoader::read_tensors(m, sites, r);
+    if (m.swin_) {
+        PackedModelLoader::read_swin_tensors(m, sites, r);
+    } else {
+        PackedModelLoader::read_deit_tensors(m, sites, r);
+    }
     m.file_bytes_ = static_cast<int64_t>(file.size_bytes());
     return m;
 }

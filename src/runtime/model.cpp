@@ -1,5 +1,6 @@
 // The packed DeiT's forward pass: linear layers on the kernels their operands call for, the block
-// (attention in attention.cpp), the residual stream and the heads. Loading is in load.cpp.
+// (attention in attention.cpp), the residual stream and the heads. Swin's stages are in swin.cpp,
+// loading is in load.cpp.
 #include "runtime/model.h"
 
 #include <algorithm>
@@ -55,9 +56,28 @@ void Linear::forward_from_signs(const uint64_t * bits, int64_t tokens, float * y
     });
 }
 
+std::string PackedModel::describe() const {
+    auto n = [](int64_t v) { return std::to_string(v); };
+    const int64_t C = in_chans(), S = img_size();
+    std::string text = "input " + n(C) + "×" + n(S) + "×" + n(S);
+    if (!swin_) {
+        const ModelConfig & c = config_;
+        return text + ", patch " + n(c.patch_size) + ", " + n(c.num_tokens()) + " tokens; dim " + n(c.embed_dim) + ", depth " +
+               n(c.depth) + ", heads " + n(c.num_heads) + ", hidden " + n(c.hidden()) + ", classes " + n(c.num_classes);
+    }
+    const spec::SwinConfig & c = swin_config_;
+    text += ", patch " + n(c.patch_size) + ", window " + n(c.window_size) + "; stages";
+    for (int64_t i = 0; i < c.num_stages(); ++i) {
+        text += std::string(i ? "," : "") + " " + n(c.stage_resolution(i)) + "×" + n(c.stage_resolution(i)) + "×" +
+                n(c.stage_dim(i)) + " (" + n(c.depths[i]) + " blocks, " + n(c.num_heads[i]) + " heads, " +
+                n(c.stage_window(i)) + "×" + n(c.stage_window(i)) + " windows)";
+    }
+    return text + "; classes " + n(c.num_classes);
+}
+
 void PackedModel::normalize(const uint8_t * pixels, float * image) const {
-    const int64_t plane = config_.img_size * config_.img_size;
-    for (int64_t c = 0; c < config_.in_chans; ++c) {
+    const int64_t plane = img_size() * img_size();
+    for (int64_t c = 0; c < in_chans(); ++c) {
         // The training loader's arithmetic (src/train/loader.cpp), so inputs match bit for bit.
         const float scale = 1.0f / (255.0f * std_[c]);
         const float shift = -mean_[c] / std_[c];
@@ -65,16 +85,13 @@ void PackedModel::normalize(const uint8_t * pixels, float * image) const {
     }
 }
 
-void PackedModel::embed(const float * image, float * x, int threads) const {
-    const ModelConfig & c = config_;
-    const int64_t D = c.embed_dim, N = c.num_tokens(), P = c.patch_size, G = c.grid(), S = c.img_size;
-    const int64_t patch_len = c.in_chans * P * P, first_patch = c.distilled ? 2 : 1;
-    // im2col in the conv weight's (channel, row, column) order: patches [G·G, C·P·P].
-    std::vector<float> patches(static_cast<size_t>(G * G * patch_len));
+void PackedModel::im2col(const float * image, int64_t P, std::vector<float> & patches) const {
+    const int64_t C = in_chans(), S = img_size(), G = S / P, patch_len = C * P * P;
+    patches.resize(static_cast<size_t>(G * G * patch_len));
     for (int64_t gy = 0; gy < G; ++gy) {
         for (int64_t gx = 0; gx < G; ++gx) {
             float * dst = patches.data() + (gy * G + gx) * patch_len;
-            for (int64_t ch = 0; ch < c.in_chans; ++ch) {
+            for (int64_t ch = 0; ch < C; ++ch) {
                 for (int64_t y = 0; y < P; ++y) {
                     const float * src = image + ch * S * S + (gy * P + y) * S + gx * P;
                     std::copy(src, src + P, dst + (ch * P + y) * P);
@@ -82,16 +99,23 @@ void PackedModel::embed(const float * image, float * x, int threads) const {
             }
         }
     }
+}
+
+void PackedModel::embed(const float * image, float * x, int threads) const {
+    const ModelConfig & c = config_;
+    const int64_t D = c.embed_dim, N = c.num_tokens(), G = c.grid();
+    const int64_t first_patch = c.distilled ? 2 : 1;
+    std::vector<float> patches;
+    im2col(image, c.patch_size, patches);
     patch_embed_.forward(patches.data(), G * G, x + first_patch * D, threads);
     std::copy(cls_token_.begin(), cls_token_.end(), x);
     if (c.distilled) std::copy(dist_token_.begin(), dist_token_.end(), x + D);
     for (int64_t i = 0; i < N * D; ++i) x[i] += pos_embed_[i];
 }
 
-void PackedModel::mlp(const Block & b, const float * normed, float * out, int threads) const {
-    const ModelConfig & c = config_;
-    const int64_t N = c.num_tokens(), H = c.hidden();
-    const bool relu = c.variant.mlp_act == "relu", rprelu = c.variant.mlp_act == "rprelu";
+void PackedModel::mlp(const Block & b, int64_t N, int64_t H, const float * normed, float * out, int threads) const {
+    const spec::BlockVariant & v = variant();
+    const bool relu = v.mlp_act == "relu", rprelu = v.mlp_act == "rprelu";
     // fc2 keeps only the sign of a GELU or ReLU activation when its input quantizer is sign (a clamp
     // to ±clip keeps the sign too): GELU is reduced to its sign — exactly, including its underflow to
     // −0 far below zero — straight from fc1's products (no floats stored), and ReLU's output is never
@@ -108,7 +132,7 @@ void PackedModel::mlp(const Block & b, const float * normed, float * out, int th
     hidden.resize(static_cast<size_t>(N * H));
     auto & h_all = hidden;  // this thread's buffer, captured by reference into the parallel region
     b.fc1.forward(normed, N, h_all.data(), threads);
-    const auto clip = static_cast<float>(c.variant.mlp_clip);
+    const auto clip = static_cast<float>(v.mlp_clip);
     parallel_for(N, threads_for(N * H * kElementwiseMacs, threads), [&](int64_t t0, int64_t t1) {
         float * h = &h_all[t0 * H];
         const int64_t count = (t1 - t0) * H;
@@ -127,7 +151,7 @@ void PackedModel::mlp(const Block & b, const float * normed, float * out, int th
         } else {
             runtime::gelu(h, count);
         }
-        if (c.variant.mlp_clip > 0) {
+        if (v.mlp_clip > 0) {
             for (int64_t i = 0; i < count; ++i) h[i] = std::min(std::max(h[i], -clip), clip);
         }
     });
@@ -135,6 +159,10 @@ void PackedModel::mlp(const Block & b, const float * normed, float * out, int th
 }
 
 std::vector<float> PackedModel::forward(const float * image, int threads, std::vector<std::vector<float>> * block_outputs) const {
+    return swin_ ? forward_swin(image, threads, block_outputs) : forward_deit(image, threads, block_outputs);
+}
+
+std::vector<float> PackedModel::forward_deit(const float * image, int threads, std::vector<std::vector<float>> * block_outputs) const {
     const ModelConfig & c = config_;
     const int64_t D = c.embed_dim, N = c.num_tokens();
     std::vector<float> x(static_cast<size_t>(N * D)), normed(x.size()), branch(x.size());
@@ -152,9 +180,9 @@ std::vector<float> PackedModel::forward(const float * image, int threads, std::v
     add_then_norm(blocks_.front().norm1, false);
     for (size_t bi = 0; bi < blocks_.size(); ++bi) {
         const Block & b = blocks_[bi];
-        attention(b, normed.data(), branch.data(), threads);
+        attend(b, AttentionShape{D, c.num_heads, N, 1}, c.variant, normed.data(), branch.data(), threads);
         add_then_norm(b.norm2, true);
-        mlp(b, normed.data(), branch.data(), threads);
+        mlp(b, N, c.hidden(), normed.data(), branch.data(), threads);
         add_then_norm(bi + 1 < blocks_.size() ? blocks_[bi + 1].norm1 : norm_, true);
         if (block_outputs) block_outputs->push_back(x);
     }
@@ -169,7 +197,7 @@ std::vector<float> PackedModel::forward(const float * image, int threads, std::v
 }
 
 std::vector<std::vector<float>> PackedModel::predict(const uint8_t * pixels, int64_t count, int threads) const {
-    const int64_t image_size = config_.in_chans * config_.img_size * config_.img_size;
+    const int64_t image_size = in_chans() * img_size() * img_size();
     std::vector<std::vector<float>> logits(static_cast<size_t>(count));
     std::atomic<int64_t> next{0};
     auto worker = [&] {

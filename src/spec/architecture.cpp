@@ -323,42 +323,104 @@ class FieldReader {
     const json & o_;
 };
 
-}  // namespace
-
-DeitConfig architecture_from_json(const json & object) {
-    const FieldReader f(object);
-    const json known = architecture_json(DeitConfig{});
+// What every architecture object starts with: no key its own architecture_json lacks, then the
+// image and class fields.
+template <typename Config>
+void read_image_fields(const json & object, const FieldReader & f, Config & c) {
+    const json known = architecture_json(Config{});
     for (const auto & item : object.items()) {
         if (!known.contains(item.key())) throw std::invalid_argument("architecture has an unknown field (" + format::excerpt(item.key()) + ")");
     }
-    DeitConfig c;
     c.name = f.string("name", 256);
     c.img_size = f.integer("img_size", 1, 4096);
     c.patch_size = f.integer("patch_size", 1, 4096);
     c.in_chans = f.integer("in_chans", 1, 64);
     c.num_classes = f.integer("num_classes", 1, 100000);
-    c.embed_dim = f.integer("embed_dim", 1, 16384);
-    c.depth = f.integer("depth", 1, 256);
-    c.num_heads = f.integer("num_heads", 1, 1024);
-    c.mlp_ratio = f.number("mlp_ratio", 0.01, 64);
-    c.qkv_bias = f.boolean("qkv_bias");
-    c.distilled = f.boolean("distilled");
-    BlockVariant & v = c.variant;
+}
+
+// The block variant; files written before linear_bias existed (DeiT only) had biases everywhere.
+BlockVariant read_variant(const FieldReader & f, bool linear_bias_optional) {
+    BlockVariant v;
     v.qk_norm = f.boolean("qk_norm");
     v.softmax = f.boolean("softmax");
     v.qkv_shift = f.boolean("qkv_shift");
     v.attn_bias = f.boolean("attn_bias");
     v.mlp_clip = f.number("mlp_clip", 0, 1e30);
     v.mlp_act = f.string("mlp_act", 16);
-    v.linear_bias = f.has("linear_bias") ? f.boolean("linear_bias") : true;
+    v.linear_bias = linear_bias_optional && !f.has("linear_bias") ? true : f.boolean("linear_bias");
+    return v;
+}
+
+template <typename Config>
+void validate_architecture(const Config & c) {
     try {
         c.validate();
     } catch (const std::invalid_argument & e) {
         throw std::invalid_argument(std::string("architecture: ") + e.what());
     }
+}
+
+}  // namespace
+
+DeitConfig architecture_from_json(const json & object) {
+    const FieldReader f(object);
+    DeitConfig c;
+    read_image_fields(object, f, c);
+    c.embed_dim = f.integer("embed_dim", 1, 16384);
+    c.depth = f.integer("depth", 1, 256);
+    c.num_heads = f.integer("num_heads", 1, 1024);
+    c.mlp_ratio = f.number("mlp_ratio", 0.01, 64);
+    c.qkv_bias = f.boolean("qkv_bias");
+    c.distilled = f.boolean("distilled");
+    c.variant = read_variant(f, true);
+    validate_architecture(c);
     if (c.num_tokens() > 65536) throw std::invalid_argument("architecture: too many tokens (img_size / patch_size)");
     check_registered_sizes(c);
     return c;
+}
+
+bool is_swin_architecture(const json & object) { return object.is_object() && object.contains("family"); }
+
+SwinConfig swin_architecture_from_json(const json & object) {
+    const FieldReader f(object);
+    SwinConfig c;
+    read_image_fields(object, f, c);
+    if (f.string("family", 16) != "swin") FieldReader::fail("family", "must be \"swin\" (or absent, for a DeiT)");
+    c.embed_dim = f.integer("embed_dim", 1, 4096);
+    c.window_size = f.integer("window_size", 1, 64);
+    c.mlp_ratio = f.number("mlp_ratio", 0.01, 64);
+    c.qkv_bias = f.boolean("qkv_bias");
+    for (const char * key : {"depths", "num_heads"}) {
+        const json & list = f.at(key);
+        if (!list.is_array() || list.empty() || list.size() > 8) FieldReader::fail(key, "must be an array of 1 to 8 integers");
+        std::vector<int64_t> & out = std::string(key) == "depths" ? c.depths : c.num_heads;
+        out.clear();
+        for (const json & v : list) {
+            if (!v.is_number_integer() || v.get<int64_t>() < 1 || v.get<int64_t>() > 1024) {
+                FieldReader::fail(key, "must hold integers in [1, 1024]");
+            }
+            out.push_back(v.get<int64_t>());
+        }
+    }
+    c.variant = read_variant(f, false);
+    validate_architecture(c);
+    // Stage widths double: the last one bounds every tensor's size.
+    if (c.stage_dim(c.num_stages() - 1) > 16384) throw std::invalid_argument("architecture: the last stage is wider than 16384");
+    if (c.stage_resolution(0) * c.stage_resolution(0) > 65536) throw std::invalid_argument("architecture: too many tokens (img_size / patch_size)");
+    check_registered_sizes(c);
+    return c;
+}
+
+void check_registered_sizes(const SwinConfig & c) {
+    if (!is_swin_name(c.name)) return;  // a customised architecture: nothing to compare with
+    const SwinConfig r = swin_config(c.name);
+    const bool same = c.img_size == r.img_size && c.patch_size == r.patch_size && c.embed_dim == r.embed_dim &&
+                      c.depths == r.depths && c.num_heads == r.num_heads && c.window_size == r.window_size &&
+                      c.mlp_ratio == r.mlp_ratio && c.qkv_bias == r.qkv_bias;
+    if (!same) {
+        throw std::invalid_argument("architecture: sizes differ from the registered '" + c.name + "' (" +
+                                    architecture_json(r).dump() + "); a customised architecture needs a name of its own");
+    }
 }
 
 }  // namespace bitvit::spec

@@ -118,11 +118,16 @@ bool is_swin_name(const std::string & name);
 
 // The packed file's "architecture" object.
 nlohmann::json architecture_json(const DeitConfig & config);
-// A Swin's, with "family": "swin" (written into `bitvit export --timm` metadata; the runtime does
-// not run Swin yet).
+// A Swin's, with "family": "swin" (a DeiT's has no "family").
 nlohmann::json architecture_json(const SwinConfig & config);
 // Reads and validates it (ranges, divisibility, known activations); throws std::invalid_argument
 // naming the field. A file of format version ≤ 2 has no linear_bias (it was always true).
 DeitConfig architecture_from_json(const nlohmann::json & object);
+// True when the object declares a family (only "swin" is valid; swin_architecture_from_json checks).
+bool is_swin_architecture(const nlohmann::json & object);
+// A Swin's architecture object, read and validated as architecture_from_json does a DeiT's.
+SwinConfig swin_architecture_from_json(const nlohmann::json & object);
+// As check_registered_sizes for a DeiT: a registered Swin name must carry the registry's sizes.
+void check_registered_sizes(const SwinConfig & config);
 
 }  // namespace bitvit::spec

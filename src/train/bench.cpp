@@ -45,9 +45,8 @@ int resolve_threads(int threads) {
 // The packed model the runtime runs: the given file, or the recipe's last stage with random weights.
 std::string packed_model_path(const ModelBenchOptions & o, const TrainConfig & config, const std::filesystem::path & tmp) {
     if (!o.packed.empty()) return o.packed;
-    const DeitConfig base = deit_config(config.model.name);
-    const DataShape shape{base.num_classes, base.in_chans, base.img_size};
-    Deit quantized = as_deit(build_stage_model(config, shape, config.stages.size() - 1), "bitvit bench");
+    const DataShape base = registered_shape(config.model);
+    VisionModel quantized = build_stage_model(config, base, config.stages.size() - 1);
     {
         torch::NoGradGuard no_grad;
         quantized->train();
@@ -58,6 +57,12 @@ std::string packed_model_path(const ModelBenchOptions & o, const TrainConfig & c
     const std::vector<double> std(static_cast<size_t>(base.in_chans), config.data.std.at(0));
     export_packed(quantized, ExportOptions{std::filesystem::path(o.recipe).stem().string(), mean, std, o.half_storage, {}}, tmp.string());
     return tmp.string();
+}
+
+// The full-precision model of a registered architecture (what LibTorch runs beside the packed model).
+VisionModel fp_model_named(const std::string & name) {
+    if (spec::is_swin_name(name)) return Swin(swin_config(name));
+    return Deit(deit_config(name));
 }
 
 // One engine at one thread count: its per-round medians.
@@ -110,18 +115,18 @@ ModelBenchReport bench_models(const ModelBenchOptions & o) {
     if (packed_path == tmp.string() && o.save_packed.empty()) std::filesystem::remove(tmp);
     report.method = packed.method();
     report.packed_bytes = packed.file_bytes();
-    const runtime::ModelConfig & c = packed.config();
-    Deit fp(deit_config(c.name));
+    const int64_t C = packed.in_chans(), S = packed.img_size();
+    VisionModel fp = fp_model_named(packed.name());
     fp->eval();
-    Deit bf(deit_config(c.name));
+    VisionModel bf = fp_model_named(packed.name());
     bf->eval();
     bf->to(torch::kBFloat16);
     report.fp32_bytes = count_parameters(*fp) * 4;
     const std::string isa = runtime::isa_name(runtime::selected_isa());
     torch::NoGradGuard no_grad;
     for (const int64_t batch : o.batches) {
-        const torch::Tensor pixels = torch::randint(0, 256, {batch, c.in_chans, c.img_size, c.img_size}, torch::kUInt8);
-        const torch::Tensor images = torch::randn({batch, c.in_chans, c.img_size, c.img_size});
+        const torch::Tensor pixels = torch::randint(0, 256, {batch, C, S, S}, torch::kUInt8);
+        const torch::Tensor images = torch::randn({batch, C, S, S});
         const torch::Tensor images16 = images.to(torch::kBFloat16);
         std::vector<Series> series;
         for (const int requested : o.threads) {

@@ -195,8 +195,7 @@ VisionModel build_model(const ModelSection & model, const DataShape & shape, con
 Deit as_deit(const VisionModel & model, const std::string & what) {
     auto deit = std::dynamic_pointer_cast<DeitImpl>(model.ptr());
     if (!deit) {
-        throw std::invalid_argument(what + " handles DeiT models only so far; '" + model->name() +
-                                    "' is a Swin (training, evaluation, import and export --timm take it)");
+        throw std::invalid_argument(what + " needs a DeiT; '" + model->name() + "' is a Swin");
     }
     return Deit(deit);
 }

@@ -51,8 +51,8 @@ VisionModel build_model(const ModelSection & model, const DataShape & shape, con
 // quantizer, or a quantizer that cannot serve a site.
 VisionModel build_stage_model(const TrainConfig & config, const DataShape & shape, size_t stage);
 
-// The DeiT inside `model`, for the parts that handle DeiT only so far (packed export, runtime
-// parity, the OPs accounting); throws std::invalid_argument naming `what` and the model otherwise.
+// The DeiT inside `model`, where DeiT's own members are needed (its blocks, pos_embed); throws
+// std::invalid_argument naming `what` and the model otherwise.
 Deit as_deit(const VisionModel & model, const std::string & what);
 
 // What copy_named_tensors could not do: names of `dst` absent from the source (and not allowed to

@@ -105,12 +105,14 @@ void add_quantized_weight(format::SafetensorsWriter & out, const std::string & s
 
 }  // namespace
 
-ExportSummary export_packed(Deit model, const ExportOptions & options, const std::string & path) {
+ExportSummary export_packed(VisionModel model, const ExportOptions & options, const std::string & path) {
     torch::NoGradGuard no_grad;
     model->eval();
-    const DeitConfig & config = model->config();
-    if (static_cast<int64_t>(options.mean.size()) != config.in_chans || static_cast<int64_t>(options.std.size()) != config.in_chans) {
-        throw std::invalid_argument("export: mean and std need one value per input channel (" + std::to_string(config.in_chans) + ")");
+    const json architecture = json::parse(model->architecture_json());
+    const bool swin = spec::is_swin_architecture(architecture);
+    const auto in_chans = architecture.at("in_chans").get<int64_t>(), num_classes = architecture.at("num_classes").get<int64_t>();
+    if (static_cast<int64_t>(options.mean.size()) != in_chans || static_cast<int64_t>(options.std.size()) != in_chans) {
+        throw std::invalid_argument("export: mean and std need one value per input channel (" + std::to_string(in_chans) + ")");
     }
     format::SafetensorsWriter out;
     ExportSummary summary;
@@ -149,17 +151,17 @@ ExportSummary export_packed(Deit model, const ExportOptions & options, const std
 
     out.set_metadata("format", "bitvit-packed");
     // The oldest version that can hold this file, so older runtimes read what they can: 1 is F32
-    // only, 2 adds F16 storage, 3 blocks without linear biases (docs/format.md).
-    const int version = !config.variant.linear_bias ? 3 : options.half_storage ? 2 : 1;
+    // only, 2 adds F16 storage, 3 blocks without linear biases, 4 Swin (docs/format.md).
+    const int version = swin ? 4 : !architecture.at("linear_bias").get<bool>() ? 3 : options.half_storage ? 2 : 1;
     out.set_metadata("format_version", std::to_string(version));
-    out.set_metadata("architecture", spec::architecture_json(config).dump());
+    out.set_metadata("architecture", architecture.dump());
     out.set_metadata("preprocess", json{{"mean", options.mean}, {"std", options.std}}.dump());
     out.set_metadata("method", options.method);
     out.set_metadata("sites", sites.dump());
     if (!options.class_names.empty()) {
-        if (static_cast<int64_t>(options.class_names.size()) != config.num_classes) {
+        if (static_cast<int64_t>(options.class_names.size()) != num_classes) {
             throw std::invalid_argument("export: " + std::to_string(options.class_names.size()) + " class names for a model of " +
-                                        std::to_string(config.num_classes) + " classes");
+                                        std::to_string(num_classes) + " classes");
         }
         out.set_metadata("class_names", json(options.class_names).dump());
     }

@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "deit.h"
+#include "layers.h"
 
 namespace bitvit {
 
@@ -32,10 +32,10 @@ struct ExportSummary {
     int64_t packed_sites = 0;   // weight sites stored as bits or codes
 };
 
-// Writes `model` (in eval mode, quantizers initialised) to `path` atomically. Throws
+// Writes `model` (a DeiT or a Swin; in eval mode, quantizers initialised) to `path` atomically. Throws
 // std::invalid_argument naming the site when a quantized weight does not have the form its quantizer
 // promises (e.g. a binary weight whose row values differ in magnitude) or a quantizer has no
 // deployed form.
-ExportSummary export_packed(Deit model, const ExportOptions & options, const std::string & path);
+ExportSummary export_packed(VisionModel model, const ExportOptions & options, const std::string & path);
 
 }  // namespace bitvit

@@ -4,6 +4,8 @@
 #include <cmath>
 #include <stdexcept>
 
+#include "spec/windows.h"
+
 namespace bitvit {
 namespace F = torch::nn::functional;
 
@@ -107,18 +109,6 @@ torch::Tensor QLinearImpl::forward(const torch::Tensor & x) {
                               sites.installed("weight"), bias);
 }
 
-namespace {
-
-// timm's relative position index of an M×M window: for tokens a = (ya, xa) and b = (yb, xb), the row
-// (ya − yb + M − 1)·(2M − 1) + (xa − xb + M − 1) of the bias table. [M², M²] int64.
-torch::Tensor relative_position_index(int64_t M) {
-    const auto ys = torch::arange(M).repeat_interleave(M), xs = torch::arange(M).repeat({M});  // [M²] each
-    const auto dy = ys.unsqueeze(1) - ys.unsqueeze(0) + (M - 1), dx = xs.unsqueeze(1) - xs.unsqueeze(0) + (M - 1);
-    return dy * (2 * M - 1) + dx;
-}
-
-}  // namespace
-
 AttentionImpl::AttentionImpl(int64_t dim, int64_t heads, bool qkv_bias, const BlockVariant & v, int64_t num_tokens,
                              int64_t window)
     : num_heads(heads),
@@ -149,7 +139,8 @@ AttentionImpl::AttentionImpl(int64_t dim, int64_t heads, bool qkv_bias, const Bl
         if (num_tokens != window * window) throw std::invalid_argument("window attention needs window² tokens");
         relative_position_bias_table = register_parameter("relative_position_bias_table", torch::empty({(2 * window - 1) * (2 * window - 1), heads}));
         trunc_normal_(relative_position_bias_table, 0.02);
-        relative_position_index = bitvit::relative_position_index(window);
+        std::vector<int64_t> index = spec::swin_relative_position_index(window);  // [M², M²]
+        relative_position_index = torch::from_blob(index.data(), {num_tokens, num_tokens}, torch::kLong).clone();
     }
 }
 

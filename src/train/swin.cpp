@@ -5,6 +5,8 @@
 #include <regex>
 #include <stdexcept>
 
+#include "spec/windows.h"
+
 namespace bitvit {
 namespace F = torch::nn::functional;
 
@@ -33,27 +35,6 @@ torch::Tensor PatchMergingImpl::forward(const torch::Tensor & x) {
     return reduction(norm(merged));
 }
 
-namespace {
-
-// The mask of the shifted windows of a padded `resolution`² map: after the cyclic shift, the last M
-// rows (and columns) hold tokens from up to three regions — [0, R − M), [R − M, R − shift), [R − shift, R)
-// — that are not neighbours in the image; tokens of different regions get −100 before the softmax.
-// [nW, M², M²].
-torch::Tensor shifted_window_mask(int64_t resolution, int64_t window, int64_t shift) {
-    const int64_t R = (resolution + window - 1) / window * window;
-    auto region = [&](int64_t i) -> int64_t { return i < R - window ? 0 : i < R - shift ? 1 : 2; };
-    auto labels = torch::empty({1, R, R, 1});
-    auto a = labels.accessor<float, 4>();
-    for (int64_t y = 0; y < R; ++y) {
-        for (int64_t x = 0; x < R; ++x) a[0][y][x][0] = static_cast<float>(3 * region(y) + region(x));
-    }
-    const auto windows = window_partition(labels, window).squeeze(-1);  // [nW, M²]
-    const auto differ = windows.unsqueeze(1) != windows.unsqueeze(2);   // [nW, M², M²]
-    return torch::where(differ, torch::full({}, -100.0f), torch::zeros({}));
-}
-
-}  // namespace
-
 SwinBlockImpl::SwinBlockImpl(int64_t dim, int64_t heads, int64_t resolution, int64_t window_size, int64_t shift_size,
                              double mlp_ratio, bool qkv_bias, double drop_path_rate, const BlockVariant & variant)
     : window(window_size), shift(shift_size), drop_path(drop_path_rate) {
@@ -61,7 +42,11 @@ SwinBlockImpl::SwinBlockImpl(int64_t dim, int64_t heads, int64_t resolution, int
     attn = register_module("attn", Attention(dim, heads, qkv_bias, variant, window * window, window));
     norm2 = register_module("norm2", torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim})));
     mlp = register_module("mlp", Mlp(dim, static_cast<int64_t>(static_cast<double>(dim) * mlp_ratio), variant));
-    if (shift > 0) attn_mask = shifted_window_mask(resolution, window, shift);
+    if (shift > 0) {
+        std::vector<float> mask = spec::swin_shift_mask(resolution, window, shift);  // [nW, M², M²]
+        const int64_t T = window * window;
+        attn_mask = torch::from_blob(mask.data(), {static_cast<int64_t>(mask.size()) / (T * T), T, T}).clone();
+    }
 }
 
 torch::Tensor SwinBlockImpl::forward(const torch::Tensor & x) {
@@ -70,7 +55,7 @@ torch::Tensor SwinBlockImpl::forward(const torch::Tensor & x) {
     if (shift > 0) h = torch::roll(h, {-shift, -shift}, {1, 2});
     const int64_t pad_h = (window - H % window) % window, pad_w = (window - W % window) % window;
     if (pad_h > 0 || pad_w > 0) h = F::pad(h, F::PadFuncOptions({0, 0, 0, pad_w, 0, pad_h}));
-    const auto mask = attn_mask.defined() ? attn_mask.to(x.device()) : torch::Tensor();
+    const auto mask = attn_mask.defined() ? attn_mask.to(x.device(), x.scalar_type()) : torch::Tensor();  // not a buffer: follows x
     auto a = attn(window_partition(h, window), mask);  // [B·nW, M², C]
     a = window_reverse(a, window, H + pad_h, W + pad_w).slice(1, 0, H).slice(2, 0, W);
     if (shift > 0) a = torch::roll(a, {shift, shift}, {1, 2});

@@ -6,7 +6,7 @@
 
 namespace bitvit {
 
-VerifyReport verify_packed(Deit model, const runtime::PackedModel & packed, const data::ImageDataset & data,
+VerifyReport verify_packed(VisionModel model, const runtime::PackedModel & packed, const data::ImageDataset & data,
                            const Preprocess & pre, int64_t batch_size, int threads) {
     torch::NoGradGuard no_grad;
     model->eval();
@@ -38,7 +38,7 @@ VerifyReport verify_packed(Deit model, const runtime::PackedModel & packed, cons
     return r;
 }
 
-std::vector<BlockDivergence> block_divergence(Deit model, const runtime::PackedModel & packed,
+std::vector<BlockDivergence> block_divergence(VisionModel model, const runtime::PackedModel & packed,
                                               const data::ImageDataset & data, const Preprocess & pre, int64_t images) {
     torch::NoGradGuard no_grad;
     model->eval();

@@ -3,7 +3,7 @@
 #pragma once
 
 #include "data/image-dataset.h"
-#include "deit.h"
+#include "layers.h"
 #include "loader.h"
 #include "runtime/model.h"
 
@@ -18,7 +18,7 @@ struct VerifyReport {
 };
 
 // Runs `model` (eval mode, batches of batch_size) and `packed` (threads; 0 = all cores) on `data`.
-VerifyReport verify_packed(Deit model, const runtime::PackedModel & packed, const data::ImageDataset & data,
+VerifyReport verify_packed(VisionModel model, const runtime::PackedModel & packed, const data::ImageDataset & data,
                            const Preprocess & pre, int64_t batch_size, int threads = 0);
 
 // How far the runtime's residual stream is from LibTorch's after each block, over some images:
@@ -30,7 +30,7 @@ struct BlockDivergence {
 };
 
 // Per block of `model`, over the first `images` images of `data`.
-std::vector<BlockDivergence> block_divergence(Deit model, const runtime::PackedModel & packed,
+std::vector<BlockDivergence> block_divergence(VisionModel model, const runtime::PackedModel & packed,
                                               const data::ImageDataset & data, const Preprocess & pre, int64_t images);
 
 }  // namespace bitvit
