@@ -538,13 +538,17 @@ TEST(Checkpoint, ModuleSourcesOtherThanDeclarationsAreRefused) {
 // The shipped teacher (teachers/README.md) is the file its digest names, loads through the checked
 // loader, and still scores what the README says: a changed file, or a loader or evaluation that reads
 // it differently, fails here rather than in a user's distillation run.
-TEST(ShippedTeacher, MatchesItsDigestAndItsRecordedAccuracy) {
+namespace {
+
+// A shipped teacher's digest against its row of teachers/README.md, its architecture, and its test
+// accuracy against the `correct` images recorded there.
+void check_shipped_teacher(const std::string & model, double correct) {
     const fs::path dir = fs::path(BITVIT_SOURCE_DIR) / "teachers";
-    const fs::path file = dir / "deit_micro_patch4_28-fp.pt";
+    const fs::path file = dir / (model + "-fp.pt");
     std::ifstream readme(dir / "README.md");
     std::string line, digest;
     while (std::getline(readme, line) && digest.empty()) {
-        if (line.rfind("| `deit_micro_patch4_28-fp.pt`", 0) == 0) {  // its row of the table
+        if (line.rfind("| `" + model + "-fp.pt`", 0) == 0) {  // its row of the table
             const auto end = line.rfind('`'), begin = line.rfind('`', end - 1);
             digest = line.substr(begin + 1, end - begin - 1);
         }
@@ -558,14 +562,22 @@ TEST(ShippedTeacher, MatchesItsDigestAndItsRecordedAccuracy) {
     EXPECT_EQ(sha.hex(), digest) << file;
 
     LoadedModel loaded = load_model(file.string());
-    EXPECT_EQ(loaded.model->name(), "deit_micro_patch4_28");
+    EXPECT_EQ(loaded.model->name(), model);
     BITVIT_REQUIRE_FASHION_MNIST();
     const TrainConfig & c = loaded.state.config;
     data::DatasetSpec spec{c.data.name, c.data.root, loaded.state.shape.img_size, loaded.state.shape.in_chans};
     const auto images = data::load_dataset(spec, data::Split::test);
     const EvalResult r = evaluate(loaded.model, images, make_preprocess(c.data), 500);
     ASSERT_EQ(r.count, 10000);
-    // 9,232 correct when recorded; float summation order (thread count, BLAS kernel) may move an image
-    // that sits on a decision boundary, never more than a handful.
-    EXPECT_NEAR(r.accuracy * r.count, 9232.0, 5.0);
+    // Float summation order (thread count, BLAS kernel) may move an image that sits on a decision
+    // boundary, never more than a handful.
+    EXPECT_NEAR(r.accuracy * r.count, correct, 5.0);
+}
+
+}  // namespace
+
+TEST(ShippedTeacher, MatchesItsDigestAndItsRecordedAccuracy) { check_shipped_teacher("deit_micro_patch4_28", 9232.0); }
+
+TEST(ShippedTeacher, SwinMatchesItsDigestAndItsRecordedAccuracy) {
+    check_shipped_teacher("swin_micro_patch2_window7_28", 9080.0);
 }
