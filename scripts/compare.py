@@ -13,7 +13,12 @@ with LibTorch and its accuracy.
     scripts/compare.py --profile quick --report      # the table of the runs finished so far, training nothing
     scripts/compare.py --profile full --regimes subset --seeds 3 --runs-dir /data/runs   # error bars, runs kept outside
 
-Every row distils from one teacher (--teacher; default the shipped teachers/deit_micro_patch4_28-fp.pt).
+Every row distils from one teacher (--teacher; default the model's shipped one in teachers/). --model
+swin_micro_patch2_window7_28 makes the Swin table (the recipes' [stage.swin] tables apply; its own runs
+directory and results section):
+
+    scripts/compare.py --model swin_micro_patch2_window7_28 --profile quick
+
 Each run records, beside its directory, the commit and wall time of every invocation that trained it
 (<run>.provenance.jsonl); the table names the commits and the hash of the config each run trained with.
 With --seeds N every row is trained N times (train.seed = 0 … N−1): the table shows mean ± standard
@@ -43,19 +48,27 @@ BITVIT = os.path.join(ROOT, "build", "bitvit")
 RESULTS = os.path.join(ROOT, "docs", "results.md")
 # What a measurement depends on: a change here marks its commit "+dirty" (docs and scripts do not).
 CODE_PATHS = ["src", "bench", "recipes", "teachers", "CMakeLists.txt"]
-SHIPPED_TEACHER = os.path.join(ROOT, "teachers", "deit_micro_patch4_28-fp.pt")
+# The architectures a table can be made for (--model): each with its shipped teacher and the small
+# model of the smoke profile. The recipes are written for the DeiT; on a Swin their [stage.swin]
+# tables apply (docs/training.md, "Recipes").
+MODELS = {
+    "deit_micro_patch4_28": {"teacher": "teachers/deit_micro_patch4_28-fp.pt", "smoke": "deit_nano_patch7_28"},
+    "swin_micro_patch2_window7_28": {"teacher": "teachers/swin_micro_patch2_window7_28-fp.pt",
+                                     "smoke": "swin_nano_patch2_window7_28"},
+}
+DEFAULT_MODEL = "deit_micro_patch4_28"
 RECIPES = ["lsq-w8a8", "bnn", "bibert", "bit", "reactnet", "twn", "bivit", "bivit-w1a1", "tervit", "bi-vit", "gsb",
            "bi-vit-binary-embed"]
 SEED_METHODS = ["bivit", "bivit-w1a1", "tervit", "bi-vit", "gsb", "bi-vit-binary-embed"]  # the papers' methods
 
-# Per profile: overrides for the teacher run (None: the --teacher checkpoint, by default the shipped one),
+# Per profile (every run also gets --model, the smoke profile's the small one): overrides for the teacher run (None: the --teacher checkpoint, by default the shipped one),
 # for every row, and for the full-set and subset rows; full_set_recipes limits the full-set regime's
 # default recipes (the full profile's full-set rows take hours each: only the fully binary candidates
 # and TerViT).
 PROFILES = {
     "smoke": {
-        "teacher": ["--set", "model.name=deit_nano_patch7_28", "--train-subset", "2000", "--test-subset", "500", "--epochs", "2"],
-        "common": ["--set", "model.name=deit_nano_patch7_28", "--test-subset", "500"],
+        "teacher": ["--train-subset", "2000", "--test-subset", "500", "--epochs", "2"],
+        "common": ["--test-subset", "500"],
         "full": ["--set", "train.epoch_scale=0.1", "--train-subset", "1000"],
         "subset": ["--set", "train.epoch_scale=0.1", "--train-subset", "300"],
     },
@@ -260,6 +273,11 @@ def deploy(checkpoint, stem, profile):
     return result["file_mb"], result["agreement"], result["runtime_acc"], result["torch_acc"]
 
 
+def model_args(args):
+    """--model for every run: the table's architecture, or its small twin in the smoke profile."""
+    return ["--model", MODELS[args.model]["smoke"] if args.profile == "smoke" else args.model]
+
+
 def seed_args(seed):
     return [] if seed == 0 else ["--set", f"train.seed={seed}"]
 
@@ -275,7 +293,8 @@ def train_runs(args, base, name, recipe_path, regime_args):
     if args.report and not all(map(is_finished, dirs)):
         return None
     for seed, run_dir in enumerate(dirs):
-        train(run_dir, ["--recipe", recipe_path, "--fp-checkpoint", args.teacher_checkpoint] + regime_args + seed_args(seed))
+        train(run_dir, ["--recipe", recipe_path, "--fp-checkpoint", args.teacher_checkpoint] + model_args(args) + regime_args +
+              seed_args(seed))
     return dirs
 
 
@@ -347,11 +366,11 @@ def comparison_table(args, profile, base):
                          "size": size, "ops": ops,
                          "deployed": [deploy(os.path.join(d, "checkpoint.pt"), d, args.profile) for d in dirs],
                          "minutes": sum(map(train_minutes, dirs)) / len(dirs), "identity": run_identity(dirs[0]),
-                         "cmd": " ".join(["--recipe", f"recipes/{recipe}.toml"] + regime_args)})
+                         "cmd": " ".join(["--recipe", f"recipes/{recipe}.toml"] + model_args(args) + regime_args)})
 
     seeds = f"{args.seeds} seeds (train.seed 0…{args.seeds - 1}): mean ± sd" if args.seeds > 1 else "one seed"
     lines = [f"Command: `{' '.join(['scripts/compare.py'] + sys.argv[1:])}` · commit `{commit_id()}` · "
-             f"teacher `{os.path.relpath(args.teacher_checkpoint, ROOT)}` · {seeds} · test accuracy on the "
+             f"model `{model_args(args)[1]}` · teacher `{os.path.relpath(args.teacher_checkpoint, ROOT)}` · {seeds} · test accuracy on the "
              f"{'500-image test subset' if args.profile == 'smoke' else 'full 10,000-image test set'}", "",
              "| recipe | training set | test acc % | Δ vs FP | packed MB (accounting) | file MB | OPs (M) | "
              "runtime agreement (worst) | runtime acc % | training min | trained at · config hash | bitvit train arguments |",
@@ -397,7 +416,8 @@ def ablation_table(args, profile, base, entries=ABLATIONS, claim_sign=-1):
     that the seed's component helps (the change lowers accuracy); +1: that the change beats the seed."""
     regime = profile["common"] + profile["subset"]
     lines = [f"Command: `{' '.join(['scripts/compare.py'] + sys.argv[1:])}` · commit `{commit_id()}` · "
-             f"teacher `{os.path.relpath(args.teacher_checkpoint, ROOT)}` · subset regime (`{' '.join(regime)}`), "
+             f"model `{model_args(args)[1]}` · teacher `{os.path.relpath(args.teacher_checkpoint, ROOT)}` · "
+             f"subset regime (`{' '.join(regime)}`), "
              f"{args.seeds} seed{'s' if args.seeds > 1 else ''}; each derived recipe is the seed recipe with the one change "
              f"named, stored beside its runs as `<ablation>.toml`. Δ is ablated − seed recipe, paired by seed; the "
              + ("method's claim is that its component helps (Δ < 0)" if claim_sign < 0 else "claim tested is that the change "
@@ -437,12 +457,13 @@ def plot_curves(args, base, lines_out):
         series = [(name, accs) for name, accs in series if accs]
         if not series:
             continue
-        png = os.path.join(base if args.profile == "smoke" else os.path.join(ROOT, "docs"), f"compare-{args.profile}-{regime}.png")
+        png = os.path.join(base if args.profile == "smoke" else os.path.join(ROOT, "docs"), f"{os.path.basename(base)}-{regime}.png")
         data = "".join("".join(f"{e + 1} {100 * a:.3f}\n" for e, a in enumerate(accs)) + "e\n" for _, accs in series)
         plots = ", ".join(f"'-' using 1:2 with linespoints title '{name}'" for name, _ in series)
         script = (f"set terminal png size 1000,640\nset output '{png}'\nset key outside right\nset grid\n"
                   f"set xlabel 'epoch'\nset ylabel 'test accuracy (%)'\n"
-                  f"set title 'profile {args.profile}, {regime} regime: test accuracy per epoch (seed 0)'\nplot {plots}\n{data}")
+                  f"set title '{model_args(args)[1]}, profile {args.profile}, {regime} regime: test accuracy per epoch (seed 0)'\n"
+                  f"plot {plots}\n{data}")
         subprocess.run(["gnuplot"], input=script, text=True, check=True)
         lines_out.append(f"![test accuracy per epoch, {regime} regime]({os.path.relpath(png, os.path.join(ROOT, 'docs'))})")
 
@@ -472,10 +493,13 @@ def main():
     parser.add_argument("--regimes", nargs="+", choices=["full", "subset"], default=["full", "subset"],
                         help="training-set regimes of the comparison rows (subset alone first gives a whole table sooner)")
     parser.add_argument("--seeds", type=int, default=1, help="runs per row (train.seed 0 … N−1) for mean ± sd")
-    parser.add_argument("--teacher", default=SHIPPED_TEACHER,
-                        help="the FP checkpoint every row distils from (default: the shipped teacher)")
+    parser.add_argument("--model", choices=sorted(MODELS), default=DEFAULT_MODEL,
+                        help="the architecture every row trains (its own runs directory, teacher and results section)")
+    parser.add_argument("--teacher", default=None,
+                        help="the FP checkpoint every row distils from (default: the model's shipped teacher)")
     parser.add_argument("--runs-dir", default=os.path.join(ROOT, "runs"),
-                        help="where the runs live (default runs/ in the checkout): compare-<profile>/ below it")
+                        help="where the runs live (default runs/ in the checkout): compare-<profile>/ below it "
+                             "(compare-<profile>-<model>/ for another model than the DeiT)")
     parser.add_argument("--ablations", action="store_true", help="run the ablation table instead of the comparison")
     parser.add_argument("--sweep", action="store_true",
                         help="run Bi-ViT's ranking-distillation sweep (weight, top-k) instead of the comparison (SWEEP)")
@@ -486,27 +510,29 @@ def main():
     if args.seeds < 1:
         parser.error("--seeds must be at least 1")
     profile = PROFILES[args.profile]
-    base = os.path.join(os.path.abspath(args.runs_dir), "compare-" + args.profile)
+    suffix = "" if args.model == DEFAULT_MODEL else "-" + args.model
+    base = os.path.join(os.path.abspath(args.runs_dir), "compare-" + args.profile + suffix)
 
     if profile["teacher"] is None:
-        args.teacher_checkpoint = os.path.abspath(args.teacher)
+        args.teacher_checkpoint = os.path.abspath(args.teacher or os.path.join(ROOT, MODELS[args.model]["teacher"]))
         if not os.path.exists(args.teacher_checkpoint):
             sys.exit(f"compare.py: no teacher at {args.teacher}")
     else:  # the smoke profile trains its own small teacher
         teacher = os.path.join(base, "fp")
-        train(teacher, ["--recipe", os.path.join(ROOT, "recipes", "fp.toml")] + profile["teacher"])
+        train(teacher, ["--recipe", os.path.join(ROOT, "recipes", "fp.toml")] + model_args(args) + profile["teacher"])
         args.teacher_checkpoint = os.path.join(teacher, "checkpoint.pt")
 
     check_teacher(base, args.teacher_checkpoint)
+    on = "" if args.model == DEFAULT_MODEL else f" ({args.model})"
     if args.sweep:
         lines = ablation_table(args, profile, base, SWEEP, +1)
-        marker, title = f"compare:{args.profile}:sweep", f"Ranking-aware distillation sweep, profile {args.profile}"
+        marker, title = f"compare:{args.profile}{suffix}:sweep", f"Ranking-aware distillation sweep, profile {args.profile}{on}"
     elif args.ablations:
         lines = ablation_table(args, profile, base)
-        marker, title = f"compare:{args.profile}:ablations", f"Ablations, profile {args.profile}"
+        marker, title = f"compare:{args.profile}{suffix}:ablations", f"Ablations, profile {args.profile}{on}"
     else:
         lines = comparison_table(args, profile, base)
-        marker, title = f"compare:{args.profile}", f"Comparison table, profile {args.profile}"
+        marker, title = f"compare:{args.profile}{suffix}", f"Comparison table, profile {args.profile}{on}"
         if args.plot:
             lines.append("")
             plot_curves(args, base, lines)
