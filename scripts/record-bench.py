@@ -6,6 +6,7 @@ marked section of docs/results.md (replacing the previous figures of that benchm
     scripts/record-bench.py train     # training throughput of the small FP DeiTs, batch 128
     scripts/record-bench.py models    # whole W1A1 models: runtime vs LibTorch FP32 / BF16 (bitvit bench)
     scripts/record-bench.py recipes   # every recipe's deployed DeiT-S, batch 1: runtime vs LibTorch FP32 / BF16
+    scripts/record-bench.py swin      # Swin-T/224, fully binary and each seed method, batch 1 and 16 (issue 16)
 """
 import json
 import os
@@ -141,21 +142,40 @@ RATIO_NOTE = ("Each engine is timed in interleaved rounds (`--rounds`, default 5
               "the engines' own spread explains.")
 
 
-def models_section():
-    """Runs `bitvit bench` per architecture and tabulates runtime vs LibTorch at each batch size."""
+def whole_model_table(runs, first_column):
+    """`bitvit bench` once per (recipe, model, batches) run, a row per batch size: runtime vs LibTorch.
+    Returns the commands run and the table's lines; first_column names each row by recipe or model."""
     commands, rows = [], []
-    for model, batches in MODEL_RUNS:
-        command, report = bench(["--recipe", "recipes/bivit-w1a1.toml", "--model", model, "--batch", batches,
-                                 "--threads", "1,0"])
+    for recipe, model, batches in runs:
+        command, report = bench(["--recipe", f"recipes/{recipe}.toml", "--model", model, "--batch", batches, "--threads", "1,0"])
         commands.append(command)
         for batch in map(int, batches.split(",")):
             runtime, fp32, bf16, vs_fp32, vs_bf16 = best(report, batch)
-            rows.append(f"| {model} | {batch} | {runtime['engine']} {ms_cell(runtime)} | {ms_cell(fp32)} | {ms_cell(bf16)} | "
+            name = recipe if first_column == "recipe" else model
+            rows.append(f"| {name} | {batch} | {runtime['engine']} {ms_cell(runtime)} | {ms_cell(fp32)} | {ms_cell(bf16)} | "
                         f"{ratio_cell(vs_fp32)} | {ratio_cell(vs_bf16)} | {runtime['images_per_sec']:.1f} | {size_cell(report)} |")
-    lines = [provenance(commands[0] + " (and --model " + ", ".join(m for m, _ in MODEL_RUNS[1:]) + ")"), "", RATIO_NOTE, "",
-             "| model | batch | runtime ms/batch | LibTorch FP32 ms | LibTorch BF16 ms | runtime vs FP32 | runtime vs BF16 | "
-             "runtime images/s | file / FP32 size |", "|---|---|---|---|---|---|---|---|---|"] + rows
-    return "\n".join(lines)
+    header = [f"| {first_column} | batch | runtime ms/batch | LibTorch FP32 ms | LibTorch BF16 ms | runtime vs FP32 | "
+              "runtime vs BF16 | runtime images/s | file / FP32 size |", "|---|---|---|---|---|---|---|---|---|"]
+    return commands, header + rows
+
+
+def models_section():
+    """BiViT's fully binary recipe on each architecture of MODEL_RUNS."""
+    commands, table = whole_model_table([("bivit-w1a1", model, batches) for model, batches in MODEL_RUNS], "model")
+    lines = [provenance(commands[0] + " (and --model " + ", ".join(m for m, _ in MODEL_RUNS[1:]) + ")"), "", RATIO_NOTE, ""]
+    return "\n".join(lines + table)
+
+
+# The Swin benchmark (issue 16): Swin-T at 224, fully binary first, then every seed method's recipe.
+SWIN_MODEL, SWIN_BATCHES = "swin_tiny_patch4_window7_224", "1,16"
+SWIN_RECIPES = ["bivit-w1a1", "bivit", "tervit", "bi-vit", "bi-vit-binary-embed", "gsb"]
+
+
+def swin_section():
+    _, table = whole_model_table([(recipe, SWIN_MODEL, SWIN_BATCHES) for recipe in SWIN_RECIPES], "recipe")
+    lines = [provenance(f"build/bitvit bench --recipe recipes/<recipe>.toml --model {SWIN_MODEL} --batch {SWIN_BATCHES} "
+                        f"--threads 1,0 (recipes {', '.join(SWIN_RECIPES)})"), "", RATIO_NOTE, ""]
+    return "\n".join(lines + table)
 
 
 def recipes_section(model="deit_small_patch16_224"):
@@ -196,6 +216,8 @@ if __name__ == "__main__":
         write_section("models", models_section())
     elif which == "recipes":
         write_section("recipes", recipes_section())
+    elif which == "swin":
+        write_section("swin", swin_section())
     else:
-        sys.exit(f"unknown benchmark '{which}' (kernels, train, models, recipes)")
+        sys.exit(f"unknown benchmark '{which}' (kernels, train, models, recipes, swin)")
     print(f"wrote the {which} figures into {os.path.relpath(RESULTS, ROOT)}")
