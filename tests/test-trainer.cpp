@@ -579,5 +579,5 @@ void check_shipped_teacher(const std::string & model, double correct) {
 TEST(ShippedTeacher, MatchesItsDigestAndItsRecordedAccuracy) { check_shipped_teacher("deit_micro_patch4_28", 9232.0); }
 
 TEST(ShippedTeacher, SwinMatchesItsDigestAndItsRecordedAccuracy) {
-    check_shipped_teacher("swin_micro_patch2_window7_28", 9080.0);
+    check_shipped_teacher("swin_micro_patch2_window7_28", 9118.0);
 }
