@@ -194,12 +194,14 @@ void attention_maps(const AttentionPlan & p, AttentionScratch & s, int unit_thre
                                               : p.b.k.encode(kh_in, N, d, ld, SiteScope::per_head, h, k_max, k_min);
             float * scores = sc.probs.data() + u * N * N;
             matmul(qh, kh, scores);
-            for (int64_t i = 0; i < N * N; ++i) scores[i] *= scale;
-            if (window_bias) {
-                for (int64_t i = 0; i < N * N; ++i) scores[i] += window_bias[h * N * N + i];
-            }
-            if (p.mask) {
-                for (int64_t i = 0; i < N * N; ++i) scores[i] += p.mask[w * N * N + i];
+            // One pass: scale, then the window bias, then the mask (training's order of additions).
+            const float * bias = window_bias ? window_bias + h * N * N : nullptr;
+            const float * mask = p.mask ? p.mask + w * N * N : nullptr;
+            for (int64_t i = 0; i < N * N; ++i) {
+                float v = scores[i] * scale;
+                if (bias) v += bias[i];
+                if (mask) v += mask[i];
+                scores[i] = v;
             }
             if (p.softmax && !p.sab_from_scores) softmax_rows(scores, N, N, N);
             if (p.attn_bias) {

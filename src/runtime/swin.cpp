@@ -13,8 +13,8 @@ namespace bitvit::runtime {
 
 namespace {
 
-// Buffers reused from block to block on one thread (every element written before it is read, except
-// the windows' padding, which gather_windows zeroes).
+// Buffers reused from block to block on one thread (every element is written before it is read; the
+// windows' padding tokens are zeroed by the gather).
 struct SwinScratch {
     std::vector<float> normed, windows, attended, branch;
 };
@@ -34,7 +34,7 @@ int64_t window_source(int64_t w, int64_t t, int64_t R, int64_t M, int64_t shift)
 void PackedModel::swin_block(const SwinStage & stage, const Block & b, std::vector<float> & x, int threads) const {
     thread_local SwinScratch s;
     const int64_t R = stage.resolution, C = stage.dim, M = stage.window, T = M * M;
-    const int64_t G = (spec::padded_resolution(R, M) / M) * (spec::padded_resolution(R, M) / M), tokens = R * R;
+    const int64_t per_side = spec::padded_resolution(R, M) / M, G = per_side * per_side, tokens = R * R;
     s.normed.resize(static_cast<size_t>(tokens * C));
     s.windows.resize(static_cast<size_t>(G * T * C));
     s.attended.resize(s.windows.size());
@@ -97,7 +97,7 @@ std::vector<float> PackedModel::forward_swin(const float * image, int threads, s
             stage.merge_norm.forward(merged.data(), r * r, 4 * C, merged.data());
             R = r;
             C = stage.dim;
-            x.assign(static_cast<size_t>(R * R * C), 0.0f);
+            x.resize(static_cast<size_t>(R * R * C));  // every value written by the reduction
             stage.reduction.forward(merged.data(), R * R, x.data(), threads);
         }
         for (const Block & b : stage.blocks) {
