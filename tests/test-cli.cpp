@@ -195,3 +195,162 @@ TEST_F(CliTest, TheShippedTeacherIsFoundFromAnyDirectory) {
     EXPECT_TRUE(fs::exists(teacher)) << teacher;
     EXPECT_EQ(fs::path(teacher).filename(), "deit_micro_patch4_28-fp.pt");
 }
+
+namespace {
+
+// A two-stage quantized recipe for the multi-rank runs.
+const char * kTwoRankRecipe = R"(
+[model]
+name = "deit_nano_patch7_28"
+[data]
+train_subset = 512
+test_subset = 100
+[train]
+batch_size = 64
+threads = 1
+log_every = 1
+data_parallel = 2
+[[stage]]
+name = "attention"
+epochs = 2
+init = "scratch"
+[stage.optim]
+lr = 2e-3
+warmup_epochs = 0
+[stage.quantizers]
+"attn.qkv.weight" = "pws"
+"attn.qkv.input" = "sign"
+"attn.q" = { name = "elastic_signed" }
+"attn.k" = "sign"
+"attn.probs" = { name = "sab", beta = 0.3 }
+[[stage]]
+name = "mlp"
+epochs = 1
+[stage.quantizers]
+"attn.qkv.weight" = "pws"
+"mlp.fc1.weight" = { name = "lsq", bits = 4, per_channel = true }
+)";
+
+void expect_same_weights(const std::string & a_path, const std::string & b_path) {
+    const LoadedModel a = load_model(a_path), b = load_model(b_path);
+    for (const auto & p : a.model->named_parameters()) {
+        EXPECT_TRUE(torch::equal(p.value(), b.model->named_parameters()[p.key()])) << p.key();
+    }
+}
+
+// Starts `args` as one rank of a torchrun-style launch (RANK, WORLD_SIZE, MASTER_*), its stdout and
+// stderr into `log`.
+pid_t start_rank(const std::vector<std::string> & args, int rank, int port, const std::string & log) {
+    std::vector<std::string> env_text = {"RANK=" + std::to_string(rank), "WORLD_SIZE=2", "LOCAL_RANK=" + std::to_string(rank),
+                                         "MASTER_ADDR=127.0.0.1", "MASTER_PORT=" + std::to_string(port)};
+    std::vector<char *> env;
+    for (auto & e : env_text) env.push_back(e.data());
+    for (char ** e = environ; *e; ++e) {
+        const std::string var(*e);
+        if (var.rfind("RANK=", 0) != 0 && var.rfind("WORLD_SIZE=", 0) != 0 && var.rfind("MASTER_", 0) != 0) env.push_back(*e);
+    }
+    env.push_back(nullptr);
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    posix_spawn_file_actions_adddup2(&actions, 1, 2);
+    std::vector<char *> argv;
+    for (const auto & a : args) argv.push_back(const_cast<char *>(a.c_str()));
+    argv.push_back(nullptr);
+    pid_t pid = -1;
+    posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), env.data());
+    posix_spawn_file_actions_destroy(&actions);
+    return pid;
+}
+
+std::string read_text(const std::string & path) {
+    std::ifstream in(path);
+    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+// Waits up to `seconds` for `pid`; its exit status (128 + signal), or -1 if it is still running.
+int wait_for(pid_t pid, double seconds) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+    while (std::chrono::steady_clock::now() < deadline) {
+        int status = 0;
+        if (::waitpid(pid, &status, WNOHANG) == pid) return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return -1;
+}
+
+}  // namespace
+
+// Two local ranks train a full-precision model as one process does: the same samples, the
+// gradients averaged. After a few AdamW steps the weights agree to float summation order (ε large
+// enough that Adam does not magnify that noise where a gradient is 0: the key bias).
+TEST_F(CliTest, TwoRanksTrainLikeOneProcess) {
+    BITVIT_REQUIRE_FASHION_MNIST();
+    auto train = [&](const std::string & nproc) {
+        const Result r = run({kBitvit, "train", "--model", "deit_nano_patch7_28", "--train-subset", "384", "--test-subset", "100",
+                              "--epochs", "1", "--batch-size", "64", "--set", "optim.eps=1e-3", "--set", "optim.warmup_epochs=0",
+                              "--set", "data.crop_padding=2", "--nproc", nproc, "--out", path("run" + nproc)});
+        EXPECT_EQ(r.status, 0) << r.output;
+        return r.output;
+    };
+    const std::string one = train("1"), two = train("2");
+    const LoadedModel a = load_model(path("run1/checkpoint.pt")), b = load_model(path("run2/checkpoint.pt"));
+    EXPECT_EQ(b.state.config.train.data_parallel, 2);
+    for (const auto & p : a.model->named_parameters()) {
+        const torch::Tensor & w = p.value();
+        EXPECT_LE((w - b.model->named_parameters()[p.key()]).norm().item<double>(), 1e-5 * w.norm().item<double>()) << p.key();
+    }
+    EXPECT_EQ(one.find("accuracy:"), two.find("accuracy:"));  // printed once, by rank 0
+}
+
+// A quantized two-stage run on two ranks, stopped (--stop-after, then Ctrl-C to the launcher) and
+// resumed, ends with exactly the weights of an uninterrupted two-rank run; another rank count is refused.
+TEST_F(CliTest, TwoRankRunResumesExactlyAndKeepsItsRankCount) {
+    BITVIT_REQUIRE_FASHION_MNIST();
+    const std::string recipe = path("two.toml");
+    std::ofstream(recipe) << kTwoRankRecipe;
+    const Result straight = run({kBitvit, "train", "--recipe", recipe, "--out", path("straight")});
+    ASSERT_EQ(straight.status, 0) << straight.output;
+    const Result first = run({kBitvit, "train", "--recipe", recipe, "--out", path("stopped"), "--stop-after", "1"});
+    ASSERT_EQ(first.status, 0) << first.output;
+    EXPECT_EQ(read_checkpoint_state(path("stopped/checkpoint.pt")).epoch, 1);
+    expect_error(run({kBitvit, "train", "--resume", path("stopped"), "--nproc", "1"}), {"trained on 2 rank(s)", "--nproc 2"});
+    const Result interrupted = run({kBitvit, "train", "--resume", path("stopped")}, "epoch 2/3 step 3/8");
+    ASSERT_EQ(interrupted.status, 130) << interrupted.output;
+    EXPECT_NE(interrupted.output.find("continue with: bitvit train --resume"), std::string::npos) << interrupted.output;
+    const Result resumed = run({kBitvit, "train", "--resume", path("stopped")});
+    ASSERT_EQ(resumed.status, 0) << resumed.output;
+    expect_same_weights(path("straight/checkpoint.pt"), path("stopped/checkpoint.pt"));
+}
+
+// Ranks started as torchrun starts them: a rank killed mid-run makes the other stop with an error
+// naming it at once; a rank that hangs (stopped) does so within --rank-timeout plus a few seconds.
+TEST_F(CliTest, ADeadOrHungRankIsNamedByTheOthers) {
+    BITVIT_REQUIRE_FASHION_MNIST();
+    for (const int signal : {SIGKILL, SIGSTOP}) {
+        const int port = 20000 + (::getpid() * 7 + signal) % 20000;
+        const std::string out = path("run" + std::to_string(signal));
+        const std::vector<std::string> args = {kBitvit, "train", "--model", "deit_nano_patch7_28", "--train-subset", "8192",
+                                               "--test-subset", "100", "--epochs", "5", "--batch-size", "64", "--set",
+                                               "train.log_every=1", "--rank-timeout", "5", "--out", out};
+        const std::string log0 = out + "-0.log", log1 = out + "-1.log";
+        const pid_t rank0 = start_rank(args, 0, port, log0), rank1 = start_rank(args, 1, port, log1);
+        ASSERT_GT(rank0, 0);
+        ASSERT_GT(rank1, 0);
+        for (int i = 0; i < 600 && read_text(log0).find("step 3/") == std::string::npos; ++i) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        }
+        ASSERT_NE(read_text(log0).find("step 3/"), std::string::npos) << read_text(log0) << read_text(log1);
+        ::kill(rank1, signal);
+        const auto start = std::chrono::steady_clock::now();
+        const int status = wait_for(rank0, 30);
+        const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        ::kill(rank1, SIGKILL);
+        ::waitpid(rank1, nullptr, 0);
+        if (status < 0) ::kill(rank0, SIGKILL);
+        EXPECT_NE(status, 0) << read_text(log0);
+        EXPECT_LE(seconds, signal == SIGKILL ? 10.0 : 15.0) << read_text(log0);
+        const std::string text = read_text(log0);
+        EXPECT_NE(text.find("rank 1 did not answer: died or hung"), std::string::npos) << text;
+    }
+}

@@ -37,7 +37,8 @@ class RecipeRun : public ::testing::TestWithParam<std::string> {
         dir_ = fs::temp_directory_path() / ("bitvit-recipes-" + std::to_string(::getpid()));
         auto fp = load_config_file(recipe_path("fp"), {"model.name=deit_nano_patch7_28", "data.train_subset=640",
                                                        "data.test_subset=100", "train.epochs=2", "train.batch_size=64",
-                                                       "optim.lr=3e-3", "model.drop_path=0"});
+                                                       "optim.lr=3e-3", "model.drop_path=0",
+                                                       "train.data_parallel=1"});
         Trainer teacher(fp, (dir_ / "teacher").string(), load_train_test(fp));
         teacher.fit();
     }
@@ -66,7 +67,7 @@ TEST_P(RecipeRun, TrainsAndLowersItsLoss) {
     const std::string name = GetParam();
     auto config = load_config_file(recipe_path(name),
                                    {"model.name=deit_nano_patch7_28", "data.train_subset=640", "data.test_subset=100",
-                                    "train.batch_size=64", "train.fp_checkpoint=\"" + (dir_ / "teacher/checkpoint.pt").string() + "\""});
+                                    "train.batch_size=64", "train.data_parallel=1", "train.fp_checkpoint=\"" + (dir_ / "teacher/checkpoint.pt").string() + "\""});
     Trainer trainer(config, (dir_ / name).string(), load_train_test(config));
     const auto history = trainer.fit();
     ASSERT_EQ(static_cast<int64_t>(history.size()), config.total_epochs());

@@ -8,7 +8,6 @@
 
 #include <filesystem>
 
-#include "train/data-parallel.h"
 #include "train/distill.h"
 #include "train/optimizer.h"
 #include "train/quant/quantizers.h"
@@ -342,130 +341,13 @@ TEST(Stages, DistilledTwoStageRunTrainsAndResumesExactly) {
     EXPECT_TRUE(has_module(loaded.model, "blocks.0.mlp.fc1.weight_quantizer"));
 }
 
-// Data parallelism is exact where it can be: on one batch, the gradient summed over two replicas'
-// shards is the one-replica gradient of the whole batch (up to float summation order), and one
-// optimiser step from it gives the same weights. A full-precision student with hard and ranking
-// distillation from a teacher, so the loss is smooth: no sign flips on float noise.
-TEST(DataParallel, TwoReplicasGiveTheWholeBatchGradientAndStep) {
-    DeitConfig config = deit_config("deit_nano_patch7_28");
-    auto make_teacher = [&] {  // one per replica, as the trainer loads them: capture taps live in the module
-        torch::manual_seed(11);
-        Deit teacher(config);
-        teacher->eval();
-        teacher->set_capture(true);
-        for (auto & p : teacher->parameters()) p.set_requires_grad(false);
-        return VisionModel(teacher.ptr());
-    };
-    DistillSection distill;
-    distill.kind = "hard";
-    distill.rank = 0.5;
-    distill.rank_top_k = 4;
-    torch::manual_seed(13);
-    const torch::Tensor images = torch::randn({12, 1, 28, 28});  // 7 + 5 after chunking: unequal shards
-    const torch::Tensor labels = torch::randint(0, 10, {12});
-    auto run = [&](size_t replicas) {
-        torch::manual_seed(12);
-        std::vector<VisionModel> models, teachers;
-        for (size_t r = 0; r < replicas; ++r) {
-            models.emplace_back(Deit(config).ptr());
-            models.back()->set_capture(true);
-        }
-        for (size_t r = 0; r < replicas; ++r) teachers.push_back(make_teacher());
-        DataParallel parallel(models);
-        const ShardStep step = [&](size_t r, const torch::Tensor & x, const torch::Tensor & y, double weight) {
-            const BatchLoss b = stage_loss(parallel.replica(r), &teachers[r], x, y, distill, 0.1);
-            (b.loss * weight).backward();
-            return ShardResult{b.loss.item<double>(), b.correct};
-        };
-        const ShardResult result = parallel.forward_backward(images, labels, step);
-        std::map<std::string, torch::Tensor> grads;
-        for (const auto & p : parallel.replica(0)->named_parameters()) grads[p.key()] = p.value().grad().clone();
-        OptimSection o;
-        auto optimizer = make_optimizer(o, *parallel.replica(0));
-        optimizer->step();
-        parallel.broadcast();
-        return std::make_tuple(result, grads, parallel.replica(replicas - 1));
-    };
-    const auto [one, one_grads, one_model] = run(1);
-    const auto [two, two_grads, two_model] = run(2);
-    EXPECT_NEAR(one.loss, two.loss, 1e-5 * std::fabs(one.loss));
-    EXPECT_EQ(one.correct, two.correct);
-    for (const auto & [name, g] : one_grads) {
-        const torch::Tensor & h = two_grads.at(name);
-        EXPECT_LE((g - h).norm().item<double>(), 1e-5 * g.norm().item<double>() + 1e-12) << name;
-    }
-    // One Adam step from those gradients: the last replica holds the stepped weights after the
-    // broadcast. Adam's first update is lr·g/(|g| + ε), so it agrees to 1e-5 of a step wherever |g|
-    // is well above ε; where the true gradient is 0 (the key part of qkv's bias: softmax ignores a
-    // constant per query) the two float sums differ in noise of order 1e-10, which Adam amplifies
-    // by 1/ε — those entries may differ, but by less than a step.
-    const double lr = OptimSection{}.lr;
-    for (const auto & p : one_model->named_parameters()) {
-        const torch::Tensor diff = (p.value() - two_model->named_parameters()[p.key()]).abs();
-        const torch::Tensor clear = one_grads.at(p.key()).abs() > 1e-6;
-        if (clear.any().item<bool>()) EXPECT_LE(diff.masked_select(clear).max().item<double>(), 1e-5 * lr + 1e-7) << p.key();
-        EXPECT_LE(diff.max().item<double>(), lr) << p.key();
-    }
-}
-
-// First-batch quantizer initialisation runs once, on the whole batch, and every replica gets it.
-TEST(DataParallel, QuantizersInitialiseOnTheWholeBatchInEveryReplica) {
-    DeitConfig config = deit_config("deit_nano_patch7_28");
-    auto quantized = [&] {
-        Deit m(config);
-        for (const auto & site : m->site_names()) {
-            if (site.size() > 8 && site.compare(site.size() - 8, 8, ".attn.q") == 0) {
-                m->install(site, quant::make_quantizer({"elastic_signed", {}}, m->site_info(site)));
-            }
-        }
-        return VisionModel(m.ptr());
-    };
-    const torch::Tensor images = torch::randn({8, 1, 28, 28});
-    torch::manual_seed(3);
-    VisionModel single = quantized();
-    {
-        torch::NoGradGuard no_grad;
-        single->forward_heads(images);  // one process: initialised on the whole batch
-    }
-    torch::manual_seed(3);
-    VisionModel fresh = quantized(), other = quantized();
-    {
-        torch::NoGradGuard no_grad;
-        for (auto & p : other->parameters()) p.add_(1.0);  // differs until DataParallel copies replica 0 over
-    }
-    DataParallel two({fresh, other});
-    const ShardStep step = [&](size_t r, const torch::Tensor & x, const torch::Tensor &, double) {
-        two.replica(r)->forward_heads(x).logits.sum().backward();
-        return ShardResult{0.0, 0};
-    };
-    two.forward_backward(images, torch::zeros({8}, torch::kLong), step);
-    const auto want = single->named_parameters();
-    for (size_t r = 0; r < 2; ++r) {
-        for (const auto & p : two.replica(r)->named_parameters()) {
-            if (p.key().find("_quantizer.alpha") == std::string::npos) continue;
-            EXPECT_TRUE(torch::equal(p.value(), want[p.key()])) << "replica " << r << " " << p.key();
-        }
-    }
-}
-
-// A quantized two-stage recipe on two replicas resumes exactly.
-TEST(Stages, DataParallelRunResumesExactly) {
+// A Trainer alone cannot stand in for several ranks: the recipe's rank count must be the group's.
+TEST(Stages, DataParallelNeedsThatManyRanks) {
     BITVIT_REQUIRE_FASHION_MNIST();
     TempDir dir;
-    auto parallel = parse_config(kTwoStages, "dp", {"data.train_subset=512", "data.test_subset=200", "train.data_parallel=2"});
-    Trainer two(parallel, dir.str("two"), load_train_test(parallel));
-    EXPECT_EQ(two.fit().size(), 3u);
-    {
-        Trainer first(parallel, dir.str("resumed"), load_train_test(parallel));
-        first.fit(2);
-    }
-    auto resumed = Trainer::resume(dir.str("resumed"), {}, load_train_test);
-    resumed->fit();
-    for (const auto & item : two.model()->named_parameters()) {
-        EXPECT_TRUE(torch::equal(item.value(), resumed->model()->named_parameters()[item.key()])) << item.key();
-    }
-    EXPECT_NE(error_of([] { parse_config("[model]\ndrop_path = 0.1\n[train]\ndata_parallel = 2\n", "r"); })
-                  .find("needs model.drop_path = 0"),
+    auto c = parse_config(kTwoStages, "dp", {"data.train_subset=256", "data.test_subset=100", "train.data_parallel=2"});
+    EXPECT_NE(error_of([&] { Trainer(c, dir.str("run"), load_train_test(c)); }).find("--nproc 2"), std::string::npos);
+    EXPECT_NE(error_of([] { parse_config("[train]\nbatch_size = 10\ndata_parallel = 4\n", "r"); }).find("must divide train.batch_size 10"),
               std::string::npos);
 }
 

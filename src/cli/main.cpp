@@ -15,6 +15,7 @@
 #include "spec/quantizers.h"
 #include "train/bench.h"
 #include "train/checkpoint.h"
+#include "train/distributed.h"
 #include "train/export.h"
 #include "train/import.h"
 #include "train/ops.h"
@@ -45,7 +46,12 @@ struct TrainArgs {
     double lr = 0;
     int64_t seed = -1;
     bool allow_inexact_resume = false;
+    int64_t nproc = 0;          // local ranks to start; 0 = train.data_parallel's
+    int64_t stop_after = -1;    // stop (resumably) once this many epochs are done
+    double rank_timeout = 300;  // seconds a collective waits for a silent rank
 };
+
+char ** g_argv = nullptr;  // main()'s, for the local-rank launcher to start this program again
 
 // A path relative to the source tree: as given when it exists from the working directory, else under
 // the tree the executable was built in (build/bitvit -> ..); "" when neither exists.
@@ -78,13 +84,22 @@ std::vector<std::string> overrides_of(const TrainArgs & a) {
     return o;
 }
 
-int run_train(const TrainArgs & a) {
+TrainConfig fresh_config(const TrainArgs & a, int64_t ranks) {
+    std::vector<std::string> overrides = overrides_of(a);
+    if (ranks > 0) overrides.push_back("train.data_parallel=" + std::to_string(ranks));
+    return a.recipe.empty() ? parse_config("", "defaults", overrides) : load_config_file(a.recipe, overrides);
+}
+
+// One process's part of `bitvit train`: the whole run, or one rank of it.
+int train_here(const TrainArgs & a, ProcessGroup * group) {
+    const bool prints = !group || group->rank() == 0;
     std::unique_ptr<Trainer> trainer;
     if (!a.resume.empty()) {
-        trainer = Trainer::resume(a.resume, overrides_of(a), load_train_test, a.allow_inexact_resume);
-        std::fprintf(stderr, "resuming %s after epoch %lld\n", a.resume.c_str(), static_cast<long long>(trainer->epochs_done()));
+        trainer = Trainer::resume(a.resume, overrides_of(a), load_train_test, a.allow_inexact_resume, group);
+        if (prints) std::fprintf(stderr, "resuming %s after epoch %lld\n", a.resume.c_str(), static_cast<long long>(trainer->epochs_done()));
     } else {
-        TrainConfig config = a.recipe.empty() ? parse_config("", "defaults", overrides_of(a)) : load_config_file(a.recipe, overrides_of(a));
+        // Under a launcher its world size is the run's rank count; else --nproc's, else the recipe's.
+        TrainConfig config = fresh_config(a, group ? group->world_size() : a.nproc);
         // The shipped teacher, the default train.fp_checkpoint, is found from any working directory.
         if (config.train.fp_checkpoint == TrainSection{}.fp_checkpoint) {
             const std::string teacher = in_source_tree(config.train.fp_checkpoint);
@@ -92,14 +107,15 @@ int run_train(const TrainArgs & a) {
         }
         trainer = Trainer::start(config, a.out, [&](const TrainConfig & c) {
             auto data = load_train_test(c);
-            std::fprintf(stderr, "training %s on %s: %lld train / %lld test images, %lld epoch%s -> %s\n", c.model.name.c_str(),
+            if (prints) std::fprintf(stderr, "training %s on %s: %lld train / %lld test images, %lld epoch%s -> %s\n", c.model.name.c_str(),
                          c.data.name.c_str(), static_cast<long long>(data.train.size()), static_cast<long long>(data.test.size()),
                          static_cast<long long>(c.total_epochs()), c.total_epochs() == 1 ? "" : "s", a.out.c_str());
             return data;
-        });
+        }, group);
     }
-    trainer->fit();
-    if (interrupted()) return 130;  // the checkpoint and the --resume command are already written
+    trainer->fit(a.stop_after);
+    if (trainer->was_interrupted()) return 130;  // the checkpoint and the --resume command are already written
+    if (!prints) return 0;
     std::printf("checkpoint: %s\n", trainer->checkpoint_path().c_str());
     if (trainer->last_eval().count == 0) {
         std::printf("the run was already complete (%lld epochs): nothing to train; `bitvit eval %s` evaluates it\n",
@@ -108,6 +124,40 @@ int run_train(const TrainArgs & a) {
     }
     print_eval(trainer->last_eval(), trainer->data().test.class_names);
     return 0;
+}
+
+// The ranks a run asks for when no launcher started this process: --nproc, else the run's
+// train.data_parallel (the stored one when resuming).
+int64_t ranks_asked_for(const TrainArgs & a) {
+    if (a.resume.empty()) return a.nproc > 0 ? a.nproc : fresh_config(a, 0).train.data_parallel;
+    const std::string path = (fs::path(a.resume) / "checkpoint.pt").string();
+    const int64_t stored = read_checkpoint_state(path).config.train.data_parallel;
+    if (a.nproc > 0 && a.nproc != stored) {
+        throw ConfigError(a.resume + " was trained on " + std::to_string(stored) + " rank(s) (train.data_parallel) and cannot continue on " +
+                          std::to_string(a.nproc) + ": resume it with --nproc " + std::to_string(stored));
+    }
+    return stored;
+}
+
+int run_train(const TrainArgs & a) {
+    const RankEnv env = rank_env_from_environment();
+    if (!env.from_environment) {
+        const int64_t ranks = ranks_asked_for(a);
+        if (ranks > 1) return launch_local_ranks(static_cast<int>(ranks), g_argv, std::chrono::seconds(10));
+        return train_here(a, nullptr);
+    }
+    const auto timeout = std::chrono::milliseconds(std::llround(a.rank_timeout * 1000));
+    ProcessGroup group(env, timeout);
+    try {
+        return train_here(a, &group);
+    } catch (const DistributedError & e) {
+        group.report_failure(e.what());
+        throw;
+    } catch (const std::exception & e) {
+        group.report_failure(e.what());
+        if (env.rank == 0) throw;
+        throw std::runtime_error("rank " + std::to_string(env.rank) + ": " + e.what());
+    }
 }
 
 int run_eval(const std::string & checkpoint, const std::string & data_name, const std::string & data_root,
@@ -377,6 +427,17 @@ cli::Command add_train(CLI::App & app) {
     train->add_flag("--allow-inexact-resume", t->allow_inexact_resume,
                     "With --resume: accept overrides that change what the run trains (the result then differs from an "
                     "uninterrupted run)");
+    train->add_option("--nproc", t->nproc,
+                      "Data-parallel ranks to start on this host, one process each (sets train.data_parallel); 0 = the "
+                      "run's train.data_parallel. Under a launcher that sets RANK and WORLD_SIZE (torchrun), each process is "
+                      "one rank and WORLD_SIZE decides (docs/training.md)")
+        ->check(CLI::Range(0, 4096));
+    train->add_option("--stop-after", t->stop_after, "Stop, resumably, once this many epochs (over all stages) are done; -1 = train to the end")
+        ->check(CLI::Range(-1, 1000000));
+    train->add_option("--rank-timeout", t->rank_timeout,
+                      "Seconds a rank waits for the others (to meet, and in each collective) before it stops with an error "
+                      "naming the silent rank")
+        ->check(CLI::Range(1.0, 86400.0));
     train->get_option("--recipe")->excludes(train->get_option("--resume"));
     return {train, action([t] { return run_train(*t); })};
 }
@@ -557,6 +618,7 @@ cli::Command add_quantizers(CLI::App & app) {
 }  // namespace
 
 int main(int argc, char ** argv) {
+    g_argv = argv;
     CLI::App app{"bitvit: binary and ternary Vision Transformers — train, evaluate, export, run, measure"};
     cli::configure(app);
     auto run_args = std::make_shared<cli::RunArgs>();

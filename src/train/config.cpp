@@ -511,7 +511,7 @@ void read_data_section(const toml::table & root, const std::string & origin, Dat
     for (double s : d.std) data.check(std::isfinite(s) && s >= 1e-3 && s <= 1e3, "std", "values must be numbers in [0.001, 1000]");
 }
 
-void read_train_section(const toml::table & root, const std::string & origin, const ModelSection & model, TrainSection & t) {
+void read_train_section(const toml::table & root, const std::string & origin, TrainSection & t) {
     SectionReader train(root, "train", origin);
     train.read("epochs", t.epochs);
     train.read("batch_size", t.batch_size);
@@ -529,9 +529,9 @@ void read_train_section(const toml::table & root, const std::string & origin, co
     train.check(t.threads >= 0 && t.threads <= 1024, "threads", "must be in [0, 1024] (0 = all cores)");
     train.check(t.log_every >= 1, "log_every", "must be at least 1");
     train.check(std::isfinite(t.epoch_scale) && t.epoch_scale > 0 && t.epoch_scale <= 1000, "epoch_scale", "must be in (0, 1000]");
-    train.check(t.data_parallel >= 1 && t.data_parallel <= t.batch_size, "data_parallel", "must be in [1, batch_size]");
-    train.check(t.data_parallel == 1 || model.drop_path == 0, "data_parallel",
-                "> 1 needs model.drop_path = 0 (drop-path draws from one shared random stream)");
+    train.check(t.data_parallel >= 1 && t.data_parallel <= 4096, "data_parallel", "must be in [1, 4096] (the number of ranks)");
+    train.check(t.batch_size % t.data_parallel == 0, "data_parallel",
+                "must divide train.batch_size " + std::to_string(t.batch_size) + " (every rank takes an equal share of each batch)");
 }
 
 // The [[stage]] list (or the implicit single stage), with train.epoch_scale applied.
@@ -576,7 +576,7 @@ static TrainConfig parse_config_table(toml::table root, const std::string & orig
     read_data_section(root, origin, c.data);
     SectionReader optim(root, "optim", origin);
     read_optim(optim, c.optim);
-    read_train_section(root, origin, c.model, c.train);
+    read_train_section(root, origin, c.train);
     read_stages(root, origin, c);
     return c;
 }

@@ -74,8 +74,9 @@ struct TrainSection {
     // OpenMP thread contends with OpenBLAS's own threads and slows small-model training down.
     int64_t threads = 1;
     int64_t log_every = 50;       // steps between log lines when stderr is not a terminal
-    // Data-parallel replicas, one thread each (each single-threaded): every batch is split into this
-    // many shards whose gradients are summed before one optimiser step. Needs model.drop_path = 0.
+    // Data-parallel ranks (processes, c10d over Gloo): every batch is split into this many equal
+    // shards whose gradients are averaged before each rank's identical optimiser step. `bitvit train`
+    // starts that many local ranks unless a launcher already set RANK/WORLD_SIZE (docs/training.md).
     int64_t data_parallel = 1;
     // Multiplies every stage's epochs (rounded, at least 1) when the recipe is read — and its warm-up
     // by the same factor, so the schedule keeps its shape — then resets to 1 in the stored config:

@@ -91,7 +91,7 @@ std::vector<int64_t> epoch_order(int64_t n, uint64_t seed, int64_t epoch) {
 }
 
 Batch make_batch(const data::ImageDataset & data, const int64_t * indices, int64_t count, const Preprocess & pre,
-                 bool augment, uint64_t augment_seed) {
+                 bool augment, uint64_t augment_seed, int64_t first_sample) {
     const int64_t C = data.channels, H = data.height, W = data.width;
     if (static_cast<int64_t>(pre.mean.size()) != C || static_cast<int64_t>(pre.std.size()) != C) {
         throw std::invalid_argument("data.mean and data.std have " + std::to_string(pre.mean.size()) +
@@ -107,7 +107,7 @@ Batch make_batch(const data::ImageDataset & data, const int64_t * indices, int64
         labels[j] = data.labels[static_cast<size_t>(indices[j])];
         int64_t dy = 0, dx = 0;
         bool flip = false;
-        std::mt19937_64 rng(mix_seed(augment_seed, static_cast<uint64_t>(j)));
+        std::mt19937_64 rng(mix_seed(augment_seed, static_cast<uint64_t>(first_sample + j)));
         const std::array<int64_t, 4> box = resized_crop ? resized_crop_box(H, W, pre.resized_crop_scale, rng)
                                                         : std::array<int64_t, 4>{0, 0, H, W};
         if (augment) {
@@ -151,9 +151,16 @@ Batch make_batch(const data::ImageDataset & data, const int64_t * indices, int64
 }
 
 BatchLoader::BatchLoader(const data::ImageDataset & data, std::vector<int64_t> order, int64_t batch_size,
-                         bool drop_last, Preprocess pre, bool augment, uint64_t seed, int64_t prefetch, int64_t first_batch)
-    : data_(data), order_(std::move(order)), batch_size_(batch_size), prefetch_(std::max<int64_t>(1, prefetch)),
+                         bool drop_last, Preprocess pre, bool augment, uint64_t seed, int64_t prefetch, int64_t first_batch,
+                         Shard shard)
+    : data_(data), order_(std::move(order)), batch_size_(batch_size), prefetch_(std::max<int64_t>(1, prefetch)), shard_(shard),
       pre_(std::move(pre)), augment_(augment), seed_(seed) {
+    if (shard_.count < 1 || shard_.index < 0 || shard_.index >= shard_.count || batch_size_ % shard_.count != 0 ||
+        (shard_.count > 1 && !drop_last)) {
+        throw std::invalid_argument("shard " + std::to_string(shard_.index) + " of " + std::to_string(shard_.count) +
+                                    " of batches of " + std::to_string(batch_size_) + ": the batch size must divide by the "
+                                    "shard count, and sharded epochs drop their last part-batch");
+    }
     const auto n = static_cast<int64_t>(order_.size());
     num_batches_ = drop_last ? n / batch_size_ : (n + batch_size_ - 1) / batch_size_;
     first_batch_ = std::min(std::max<int64_t>(0, first_batch), num_batches_);
@@ -178,9 +185,10 @@ void BatchLoader::run() {
                 cv_.wait(lock, [&] { return stop_ || produced_ - consumed_ < prefetch_; });
                 if (stop_) return;
             }
-            const int64_t start = b * batch_size_;
-            const int64_t count = std::min<int64_t>(batch_size_, static_cast<int64_t>(order_.size()) - start);
-            Batch batch = make_batch(data_, order_.data() + start, count, pre_, augment_, mix_seed(seed_, b));
+            const int64_t slice = batch_size_ / shard_.count, offset = shard_.index * slice;
+            const int64_t start = b * batch_size_ + offset;
+            const int64_t count = std::min<int64_t>(slice, static_cast<int64_t>(order_.size()) - start);
+            Batch batch = make_batch(data_, order_.data() + start, count, pre_, augment_, mix_seed(seed_, b), offset);
             {
                 std::lock_guard<std::mutex> lock(mutex_);
                 ready_.push_back(std::move(batch));
@@ -193,6 +201,12 @@ void BatchLoader::run() {
         error_ = std::current_exception();
         cv_.notify_all();
     }
+}
+
+Batch BatchLoader::whole_batch(int64_t b) const {
+    const int64_t start = b * batch_size_;
+    const int64_t count = std::min<int64_t>(batch_size_, static_cast<int64_t>(order_.size()) - start);
+    return make_batch(data_, order_.data() + start, count, pre_, augment_, mix_seed(seed_, b));
 }
 
 std::optional<Batch> BatchLoader::next() {

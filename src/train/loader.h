@@ -42,9 +42,16 @@ std::vector<int64_t> epoch_order(int64_t n, uint64_t seed, int64_t epoch);
 
 // Builds one batch from data[indices[0..count)]. With augment, sample j of the batch draws its
 // resized-crop box (when on) or crop offset, then its flip and erased rectangle, in that order, from a
-// generator seeded by (augment_seed, j).
+// generator seeded by (augment_seed, first_sample + j): a rank's shard, built with its offset in the
+// whole batch, holds exactly the samples one process would have built.
 Batch make_batch(const data::ImageDataset & data, const int64_t * indices, int64_t count, const Preprocess & pre,
-                 bool augment, uint64_t augment_seed);
+                 bool augment, uint64_t augment_seed, int64_t first_sample = 0);
+
+// Which part of every batch a loader yields: rank `index` of `count` data-parallel ranks gets the
+// `index`-th of `count` equal slices (the batch size must divide by `count`).
+struct Shard {
+    int64_t index = 0, count = 1;
+};
 
 // Yields the batches of one pass over `order` in sequence, prepared up to `prefetch` batches ahead
 // on its own thread. An error on the loader thread is rethrown by next().
@@ -52,14 +59,17 @@ class BatchLoader {
   public:
     // first_batch > 0 starts part-way through the epoch, with exactly the batches an uninterrupted
     // loader would give from there (each batch's augmentation is seeded by its index).
+    // With a shard, batch_size is the whole batch's and next() yields this shard's slice of it.
     BatchLoader(const data::ImageDataset & data, std::vector<int64_t> order, int64_t batch_size, bool drop_last,
-                Preprocess pre, bool augment, uint64_t seed, int64_t prefetch, int64_t first_batch = 0);
+                Preprocess pre, bool augment, uint64_t seed, int64_t prefetch, int64_t first_batch = 0, Shard shard = {});
     ~BatchLoader();
     BatchLoader(const BatchLoader &) = delete;
     BatchLoader & operator=(const BatchLoader &) = delete;
 
     int64_t num_batches() const { return num_batches_; }
     std::optional<Batch> next();  // nullopt after the last batch
+    // Batch b whole, every shard's slice together, built on the calling thread.
+    Batch whole_batch(int64_t b) const;
 
   private:
     void run();
@@ -67,6 +77,7 @@ class BatchLoader {
     const data::ImageDataset & data_;
     std::vector<int64_t> order_;
     int64_t batch_size_, num_batches_, prefetch_, first_batch_;
+    Shard shard_;
     Preprocess pre_;
     bool augment_;
     uint64_t seed_;

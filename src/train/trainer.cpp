@@ -1,6 +1,5 @@
 #include "trainer.h"
 
-#include "data-parallel.h"
 #include "distill.h"
 #include "optimizer.h"
 #include "progress.h"
@@ -20,6 +19,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <sstream>
 #include <thread>
 
@@ -128,12 +128,15 @@ TrainTestData load_train_test(const TrainConfig & config) {
     return out;
 }
 
-EvalResult evaluate(VisionModel & model, const data::ImageDataset & data, const Preprocess & pre, int64_t batch_size) {
+EvalResult evaluate(VisionModel & model, const data::ImageDataset & data, const Preprocess & pre, int64_t batch_size,
+                    ProcessGroup * group) {
     torch::NoGradGuard no_grad;
     const bool was_training = model->is_training();
     model->eval();
-    std::vector<int64_t> order(static_cast<size_t>(data.size()));
-    for (int64_t i = 0; i < data.size(); ++i) order[i] = i;
+    const int64_t rank = group ? group->rank() : 0, ranks = group ? group->world_size() : 1;
+    const int64_t begin = data.size() * rank / ranks, end = data.size() * (rank + 1) / ranks;
+    std::vector<int64_t> order;
+    for (int64_t i = begin; i < end; ++i) order.push_back(i);
     BatchLoader loader(data, std::move(order), batch_size, false, pre, false, 0, 2);
     EvalResult r;
     r.per_class_count.assign(static_cast<size_t>(data.num_classes()), 0);
@@ -149,6 +152,16 @@ EvalResult evaluate(VisionModel & model, const data::ImageDataset & data, const 
         for (int64_t j = 0; j < labels.size(0); ++j) {
             r.per_class_count[labels[j]] += 1;
             correct[labels[j]] += hits[j] ? 1 : 0;
+        }
+    }
+    if (group) {  // every rank gets the totals: loss sum, then per class its count and hits
+        std::vector<double> local = {loss_sum};
+        for (size_t c = 0; c < correct.size(); ++c) local.insert(local.end(), {double(r.per_class_count[c]), double(correct[c])});
+        const std::vector<double> total = group->sum(local);
+        loss_sum = total[0];
+        for (size_t c = 0; c < correct.size(); ++c) {
+            r.per_class_count[c] = std::llround(total[1 + 2 * c]);
+            correct[c] = std::llround(total[2 + 2 * c]);
         }
     }
     int64_t total_correct = 0;
@@ -242,11 +255,20 @@ TrainConfig without_resumable_settings(TrainConfig c) {
 
 bool interrupted() { return g_interrupt.load(); }
 
-Trainer::Trainer(TrainConfig config, std::string run_dir, TrainTestData data)
-    : Trainer(CheckpointState{std::move(config)}, run_dir, RunLock(run_dir), std::move(data), false) {}
+namespace {
 
-Trainer::Trainer(CheckpointState state, std::string run_dir, RunLock lock, TrainTestData data, bool resuming)
-    : state_(std::move(state)), run_dir_(std::move(run_dir)), lock_(std::move(lock)), data_(std::move(data)) {
+// Rank 0 (or the only process) owns the run directory; the other ranks take no lock.
+RunLock lock_for(const std::string & run_dir, ProcessGroup * group) {
+    return group && group->rank() != 0 ? RunLock() : RunLock(run_dir);
+}
+
+}  // namespace
+
+Trainer::Trainer(TrainConfig config, std::string run_dir, TrainTestData data, ProcessGroup * group)
+    : Trainer(CheckpointState{std::move(config)}, run_dir, lock_for(run_dir, group), std::move(data), false, group) {}
+
+Trainer::Trainer(CheckpointState state, std::string run_dir, RunLock lock, TrainTestData data, bool resuming, ProcessGroup * group)
+    : state_(std::move(state)), run_dir_(std::move(run_dir)), lock_(std::move(lock)), data_(std::move(data)), group_(group) {
     try {
         setup(resuming);
     } catch (...) {
@@ -272,10 +294,27 @@ void Trainer::setup(bool resuming) {
         throw ConfigError("train.batch_size " + std::to_string(state_.config.train.batch_size) +
                           " is larger than the training set (" + std::to_string(data_.train.size()) + " images)");
     }
-    // Data-parallel replicas run one single-threaded replica per core.
-    set_compute_threads(state_.config.train.data_parallel > 1 ? 1 : state_.config.train.threads);
-    torch::manual_seed(state_.config.train.seed);
+    const int64_t ranks = group_ ? group_->world_size() : 1;
+    if (state_.config.train.data_parallel != ranks) {
+        throw ConfigError(resuming ? run_dir_ + " was trained on " + std::to_string(state_.config.train.data_parallel) +
+                                         " rank(s) (train.data_parallel) and cannot continue on " + std::to_string(ranks) +
+                                         ": resume it with --nproc " + std::to_string(state_.config.train.data_parallel) +
+                                         " (or that many ranks under your launcher)"
+                                   : "train.data_parallel = " + std::to_string(state_.config.train.data_parallel) + " asks for that many ranks but this is " +
+                                         std::to_string(ranks) + ": run `bitvit train --nproc " +
+                                         std::to_string(state_.config.train.data_parallel) + "`, or set train.data_parallel=" +
+                                         std::to_string(ranks));
+    }
+    // threads = 0 (all cores) shares the host's cores among the ranks on it.
+    const int64_t local_ranks = group_ ? group_->local_world_size() : 1;
+    const int64_t threads = state_.config.train.threads;
+    set_compute_threads(threads > 0 ? threads : std::max<int64_t>(1, std::thread::hardware_concurrency() / local_ranks));
+    torch::manual_seed(state_.config.train.seed);  // rank 0's weights are broadcast: the others' draws do not matter
     validate_stages(shape);
+    if (!writes()) {
+        enter_stage(static_cast<size_t>(state_.stage), resuming);
+        return;
+    }
     remove_stale_temp_files(run_dir_);
     if (resuming) {
         trim_metrics((fs::path(run_dir_) / "metrics.jsonl").string(), state_.epoch);
@@ -289,16 +328,17 @@ void Trainer::setup(bool resuming) {
     enter_stage(static_cast<size_t>(state_.stage), resuming);
 }
 
-std::unique_ptr<Trainer> Trainer::start(TrainConfig config, const std::string & run_dir, const DataLoaderFn & load_data) {
-    RunLock lock(run_dir);
+std::unique_ptr<Trainer> Trainer::start(TrainConfig config, const std::string & run_dir, const DataLoaderFn & load_data,
+                                        ProcessGroup * group) {
+    RunLock lock = lock_for(run_dir, group);
     try {
-        if (fs::exists(fs::path(run_dir) / "checkpoint.pt")) {
+        if ((!group || group->rank() == 0) && fs::exists(fs::path(run_dir) / "checkpoint.pt")) {
             throw CheckpointError(run_dir + " already holds a run (checkpoint.pt); use --resume " + run_dir +
                                   " to continue it or choose another --out");
         }
         validate_stage_sources(config, nullptr);  // before the data: its shape is not known yet
         TrainTestData data = load_data(config);
-        return std::unique_ptr<Trainer>(new Trainer(CheckpointState{std::move(config)}, run_dir, std::move(lock), std::move(data), false));
+        return std::unique_ptr<Trainer>(new Trainer(CheckpointState{std::move(config)}, run_dir, std::move(lock), std::move(data), false, group));
     } catch (...) {
         lock.abandon();
         throw;
@@ -378,24 +418,39 @@ void Trainer::enter_stage(size_t index, bool resuming) {
     }
     optimizer_ = make_optimizer(st.optim, *model_);
     if (resuming) load_checkpoint_weights(checkpoint_path(), *model_, optimizer_.get(), true);
-    std::vector<VisionModel> replicas = {model_};
-    teachers_.clear();
-    for (int64_t r = 0; r < state_.config.train.data_parallel; ++r) {
-        if (r > 0) replicas.push_back(build_stage_model(state_.config, state_.shape, index));
-        replicas.back()->set_capture(st.distill.uses_features());
-        if (st.distill.uses_teacher()) {
-            VisionModel teacher = load_model(state_.config.checkpoint_ref(st.distill.teacher)).model;
-            for (auto & p : teacher->parameters()) p.set_requires_grad(false);
-            teacher->set_capture(st.distill.uses_features());
-            teachers_.push_back(teacher);
-        }
+    model_->set_capture(st.distill.uses_features());
+    teacher_ = nullptr;
+    if (st.distill.uses_teacher()) {
+        teacher_ = load_model(state_.config.checkpoint_ref(st.distill.teacher)).model;
+        for (auto & p : teacher_->parameters()) p.set_requires_grad(false);
+        teacher_->set_capture(st.distill.uses_features());
     }
-    parallel_ = std::make_unique<DataParallel>(std::move(replicas));
+    if (group_) broadcast_model();
+    pending_init_ = group_ && group_->world_size() > 1;
+}
+
+void Trainer::broadcast_model() {
+    std::vector<torch::Tensor> tensors = model_->parameters();
+    for (const auto & b : model_->buffers()) tensors.push_back(b);
+    group_->broadcast(tensors);
+}
+
+void Trainer::initialise_on_whole_batch(const BatchLoader & loader, int64_t b) {
+    if (group_->rank() == 0) {
+        torch::NoGradGuard no_grad;
+        model_->forward_heads(loader.whole_batch(b).images);
+    }
+    broadcast_model();
+}
+
+bool Trainer::agreed_interrupt() {
+    if (!group_) return interrupted();
+    return group_->sum({interrupted() ? 1.0 : 0.0})[0] > 0;
 }
 
 std::unique_ptr<Trainer> Trainer::resume(const std::string & run_dir, const std::vector<std::string> & overrides,
-                                         const DataLoaderFn & load_data, bool allow_inexact) {
-    RunLock lock(run_dir);  // first: a run still finishing must not change the checkpoint under us
+                                         const DataLoaderFn & load_data, bool allow_inexact, ProcessGroup * group) {
+    RunLock lock = lock_for(run_dir, group);  // first: a run still finishing must not change the checkpoint under us
     try {
         const std::string path = (fs::path(run_dir) / "checkpoint.pt").string();
         CheckpointState state = read_checkpoint_state(path);
@@ -413,7 +468,7 @@ std::unique_ptr<Trainer> Trainer::resume(const std::string & run_dir, const std:
             state.config = std::move(changed);
         }
         TrainTestData data = load_data(state.config);
-        return std::unique_ptr<Trainer>(new Trainer(std::move(state), run_dir, std::move(lock), std::move(data), true));
+        return std::unique_ptr<Trainer>(new Trainer(std::move(state), run_dir, std::move(lock), std::move(data), true, group));
     } catch (...) {
         lock.abandon();
         throw;
@@ -443,22 +498,33 @@ EpochMetrics Trainer::train_epoch() {
     // A resumed part-epoch continues at its next batch, with its running sums.
     CheckpointState::PartialEpoch part = state_.partial;
     state_.partial = {};
+    const Shard shard = group_ ? Shard{group_->rank(), group_->world_size()} : Shard{};
     BatchLoader loader(data_.train, epoch_order(data_.train.size(), c.train.seed, epoch), c.train.batch_size, true,
-                       pre_, true, mix_seed(c.train.seed, static_cast<uint64_t>(epoch), 1), c.data.prefetch, part.batches);
-    Progress progress(epoch + 1, c.total_epochs(), loader.num_batches(), c.train.log_every);
+                       pre_, true, mix_seed(c.train.seed, static_cast<uint64_t>(epoch), 1), c.data.prefetch, part.batches, shard);
+    std::optional<Progress> progress;
+    if (writes()) progress.emplace(epoch + 1, c.total_epochs(), loader.num_batches(), c.train.log_every);
     const auto start = Clock::now();
     double lr = 0.0;
     while (auto batch = loader.next()) {
         lr = scheduled_lr(st.optim, state_.step, warmup_steps, total_steps);
         set_lr(*optimizer_, lr);
-        const auto [loss_value, batch_correct] = train_step(*batch);
-        const int64_t n = batch->labels.size(0);
-        part.loss_sum += loss_value * n;
-        part.correct += batch_correct;
-        part.seen += n;
+        if (pending_init_) {
+            initialise_on_whole_batch(loader, part.batches);
+            pending_init_ = false;
+        }
+        if (group_ && group_->world_size() > 1) {
+            // Each rank's own random stream (drop-path), a function of the step alone, so a resumed
+            // run draws what the uninterrupted one drew.
+            torch::manual_seed(mix_seed(c.train.seed, static_cast<uint64_t>(group_->rank()),
+                                        (static_cast<uint64_t>(epoch) << 32) + static_cast<uint64_t>(part.batches)));
+        }
+        const StepResult step = train_step(*batch);
+        part.loss_sum += step.loss * step.images;
+        part.correct += step.correct;
+        part.seen += step.images;
         ++part.batches;
-        progress.update(part.batches, part.loss_sum / part.seen, static_cast<double>(part.correct) / part.seen, part.seen);
-        if (interrupted() && part.batches < loader.num_batches()) {
+        if (progress) progress->update(part.batches, part.loss_sum / part.seen, static_cast<double>(part.correct) / part.seen, part.seen);
+        if (step.interrupted && part.batches < loader.num_batches()) {
             part.seconds += seconds_since(start);
             save_partial(part);
             return {};
@@ -477,6 +543,7 @@ EpochMetrics Trainer::train_epoch() {
 
 void Trainer::save_partial(const CheckpointState::PartialEpoch & partial) {
     check_weights_finite("before the interrupt");
+    if (!writes()) return;
     CheckpointState state = state_;
     state.partial = partial;
     save_checkpoint(checkpoint_path(), state, *model_, optimizer_.get());
@@ -498,17 +565,21 @@ void Trainer::fail_non_finite(double loss, const Batch & batch) const {
     throw NonFiniteError("loss is " + std::to_string(loss) + where + kept + ". Lower optim.lr or check the data.");
 }
 
-std::pair<double, int64_t> Trainer::train_step(const Batch & batch) {
+Trainer::StepResult Trainer::train_step(const Batch & batch) {
     const StageSection & st = stage();
-    const ShardStep shard = [&](size_t r, const torch::Tensor & images, const torch::Tensor & labels, double weight) {
-        const BatchLoss b = stage_loss(parallel_->replica(r), teachers_.empty() ? nullptr : &teachers_[r], images, labels,
-                                       st.distill, st.optim.label_smoothing);
-        const double value = b.loss.item<double>();
-        if (std::isfinite(value)) (weight == 1.0 ? b.loss : b.loss * weight).backward();
-        return ShardResult{value, b.correct};
-    };
-    const ShardResult result = parallel_->forward_backward(batch.images, batch.labels, shard);
+    for (auto & p : model_->parameters()) p.mutable_grad() = torch::Tensor();
+    const BatchLoss b = stage_loss(model_, teacher_ ? &teacher_ : nullptr, batch.images, batch.labels, st.distill,
+                                   st.optim.label_smoothing);
+    const auto n = static_cast<double>(batch.labels.size(0));
+    StepResult result{b.loss.item<double>(), b.correct, batch.labels.size(0), interrupted()};
+    if (group_) {
+        // The shards are equal, so the batch loss is the mean of theirs (a NaN anywhere stops every rank).
+        const std::vector<double> total = group_->sum({result.loss * n, double(result.correct), n, result.interrupted ? 1.0 : 0.0});
+        result = {total[0] / total[2], std::llround(total[1]), std::llround(total[2]), total[3] > 0};
+    }
     if (!std::isfinite(result.loss)) fail_non_finite(result.loss, batch);
+    b.loss.backward();
+    if (group_) group_->average_gradients(model_->parameters());
     if (st.optim.clip_grad > 0) {
         const double norm = clip_gradients(*model_, st.optim.clip_grad);
         if (!std::isfinite(norm)) {
@@ -518,8 +589,7 @@ std::pair<double, int64_t> Trainer::train_step(const Batch & batch) {
     }
     optimizer_->step();
     ++state_.step;
-    parallel_->broadcast();
-    return {result.loss, result.correct};
+    return result;
 }
 
 std::vector<EpochMetrics> Trainer::fit(int64_t stop_after_epoch) {
@@ -527,6 +597,7 @@ std::vector<EpochMetrics> Trainer::fit(int64_t stop_after_epoch) {
     const TrainConfig & c = state_.config;
     const std::string metrics_path = (fs::path(run_dir_) / "metrics.jsonl").string();
     g_interrupt.store(false);
+    interrupted_ = false;
     const auto previous_handler = std::signal(SIGINT, on_sigint);
     while (state_.epoch < c.total_epochs() && (stop_after_epoch < 0 || state_.epoch < stop_after_epoch)) {
         if (state_.stage_epoch == stage().epochs) {
@@ -535,13 +606,16 @@ std::vector<EpochMetrics> Trainer::fit(int64_t stop_after_epoch) {
             state_.stage_epoch = 0;
             state_.step = 0;
             enter_stage(static_cast<size_t>(state_.stage), false);
-            std::fprintf(stderr, "stage %lld/%zu: %s (%lld epoch%s)\n", static_cast<long long>(state_.stage + 1),
+            if (writes()) std::fprintf(stderr, "stage %lld/%zu: %s (%lld epoch%s)\n", static_cast<long long>(state_.stage + 1),
                          c.stages.size(), stage().name.c_str(), static_cast<long long>(stage().epochs), stage().epochs == 1 ? "" : "s");
         }
         EpochMetrics m = train_epoch();
-        if (m.epoch == 0) break;  // interrupted: the part-epoch is checkpointed
+        if (m.epoch == 0) {  // interrupted: the part-epoch is checkpointed
+            interrupted_ = true;
+            break;
+        }
         check_weights_finite("during epoch " + std::to_string(m.epoch));
-        last_eval_ = evaluate(model_, data_.test, pre_, c.train.eval_batch_size);
+        last_eval_ = evaluate(model_, data_.test, pre_, c.train.eval_batch_size, group_);
         m.step = state_.step;
         m.test_loss = last_eval_.loss;
         m.test_acc = last_eval_.accuracy;
@@ -551,13 +625,19 @@ std::vector<EpochMetrics> Trainer::fit(int64_t stop_after_epoch) {
         // The metrics line first, then the checkpoint: a kill between the two leaves a line for an epoch
         // the checkpoint lacks, which resuming trims and writes again — never a checkpointed epoch
         // without its line.
+        history.push_back(m);
+        const bool stop = agreed_interrupt();
+        interrupted_ = stop;
+        if (!writes()) {
+            if (stop) break;
+            continue;
+        }
         append_metrics_line(metrics_path, m);
         save_checkpoint(checkpoint_path(), state_, *model_, optimizer_.get());
         std::fprintf(stderr, "epoch %lld/%lld (%s): train loss %.4f acc %.2f%% | test loss %.4f acc %.2f%% | %.0f img/s, %.1f s\n",
                      static_cast<long long>(m.epoch), static_cast<long long>(c.total_epochs()), m.stage.c_str(),
                      m.train_loss, 100 * m.train_acc, m.test_loss, 100 * m.test_acc, m.images_per_sec, m.seconds);
-        history.push_back(m);
-        if (interrupted()) {
+        if (stop) {
             std::fprintf(stderr, "interrupted after epoch %lld; continue with: bitvit train --resume %s\n",
                          static_cast<long long>(m.epoch), run_dir_.c_str());
             break;

@@ -11,9 +11,9 @@
 
 #include "checkpoint.h"
 #include "config.h"
-#include "data-parallel.h"
 #include "data/image-dataset.h"
 #include "deit.h"
+#include "distributed.h"
 #include "loader.h"
 
 namespace bitvit {
@@ -33,7 +33,10 @@ struct EvalResult {
     std::vector<double> per_class_accuracy;
 };
 
-EvalResult evaluate(VisionModel & model, const data::ImageDataset & data, const Preprocess & pre, int64_t batch_size);
+// With a process group, each rank scores its contiguous share of `data` and every rank returns the
+// totals (the counts are exact; the mean loss differs from one process's only in summation order).
+EvalResult evaluate(VisionModel & model, const data::ImageDataset & data, const Preprocess & pre, int64_t batch_size,
+                    ProcessGroup * group = nullptr);
 
 // Sets LibTorch's intra-op threads and OpenBLAS's pool to `threads` (0 = all cores).
 void set_compute_threads(int64_t threads);
@@ -86,26 +89,33 @@ using DataLoaderFn = std::function<TrainTestData(const TrainConfig &)>;
 // trained on data of that shape. Throws ConfigError naming the stage.
 void validate_stage_sources(const TrainConfig & config, const DataShape * shape);
 
+// With a ProcessGroup, a Trainer is one rank of data-parallel training: train.data_parallel must be
+// the group's size, each rank trains on its shard of every batch, and only rank 0 touches the run
+// directory (lock, config, metrics, checkpoints) and prints; the others read its checkpoint to resume.
 class Trainer {
   public:
     // A new run writing into run_dir (created; must not already hold a checkpoint).
-    Trainer(TrainConfig config, std::string run_dir, TrainTestData data);
+    Trainer(TrainConfig config, std::string run_dir, TrainTestData data, ProcessGroup * group = nullptr);
     // The same, checking first what needs no data — the run directory (locked, not already a run),
     // every stage's quantizers, init checkpoints and teachers — so a mistake is reported before the
     // data set is read, and a failed start leaves no directory behind.
-    static std::unique_ptr<Trainer> start(TrainConfig config, const std::string & run_dir, const DataLoaderFn & load_data);
+    static std::unique_ptr<Trainer> start(TrainConfig config, const std::string & run_dir, const DataLoaderFn & load_data,
+                                          ProcessGroup * group = nullptr);
     // Continues the run in run_dir from its checkpoint (locked before it is read). `overrides` apply
     // on top of its stored config; those that would change what the run trains (model, data,
     // schedule, quantizers) are refused unless allow_inexact, since the resumed run would no longer
-    // equal an uninterrupted one.
+    // equal an uninterrupted one. A run resumes on as many ranks as it was started on.
     static std::unique_ptr<Trainer> resume(const std::string & run_dir, const std::vector<std::string> & overrides,
-                                           const DataLoaderFn & load_data, bool allow_inexact = false);
+                                           const DataLoaderFn & load_data, bool allow_inexact = false,
+                                           ProcessGroup * group = nullptr);
 
     // Trains until config.train.epochs (or until `stop_after_epoch` epochs are complete, when >= 0),
     // checkpointing after every epoch. Returns the metrics of the epochs it ran.
     std::vector<EpochMetrics> fit(int64_t stop_after_epoch = -1);
     // The test-set evaluation of the last epoch fit() completed (count 0 if it completed none).
     const EvalResult & last_eval() const { return last_eval_; }
+    // Whether the last fit() stopped early for Ctrl-C (on any rank), its part-epoch checkpointed.
+    bool was_interrupted() const { return interrupted_; }
 
     VisionModel & model() { return model_; }
     const TrainConfig & config() const { return state_.config; }
@@ -114,7 +124,16 @@ class Trainer {
     const TrainTestData & data() const { return data_; }
 
   private:
-    Trainer(CheckpointState state, std::string run_dir, RunLock lock, TrainTestData data, bool resuming);
+    Trainer(CheckpointState state, std::string run_dir, RunLock lock, TrainTestData data, bool resuming, ProcessGroup * group);
+    // Rank 0, or the only process: the one that writes the run directory and prints.
+    bool writes() const { return !group_ || group_->rank() == 0; }
+    // Whether Ctrl-C reached any rank (every rank must call it at the same point).
+    bool agreed_interrupt();
+    // Overwrites every rank's model with rank 0's parameters and buffers.
+    void broadcast_model();
+    // Before the first step of a stage on several ranks: rank 0 runs the whole batch `b` once so
+    // quantizers that initialise on their first input see what one process would, then broadcasts.
+    void initialise_on_whole_batch(const BatchLoader & loader, int64_t b);
     void setup(bool resuming);
     // Checks that need no data: every stage's model builds, init checkpoints and teachers exist and
     // expect this data's normalisation and shape (when known).
@@ -127,9 +146,13 @@ class Trainer {
     // run's checkpoint, otherwise starts from the stage's init.
     void enter_stage(size_t index, bool resuming);
     EpochMetrics train_epoch();
-    // One optimiser step on a batch: shards over the replicas, gradients summed into replica 0.
-    // Returns the batch loss and the number of correct predictions.
-    std::pair<double, int64_t> train_step(const Batch & batch);
+    struct StepResult {
+        double loss = 0.0;                  // the whole batch's mean loss, over every rank
+        int64_t correct = 0, images = 0;    // over every rank
+        bool interrupted = false;           // Ctrl-C reached some rank: every rank stops here
+    };
+    // One optimiser step on this rank's shard of a batch, its gradients averaged over the ranks.
+    StepResult train_step(const Batch & batch);
     void check_weights_finite(const std::string & when) const;
     const StageSection & stage() const { return state_.config.stages.at(static_cast<size_t>(state_.stage)); }
 
@@ -139,10 +162,12 @@ class Trainer {
     TrainTestData data_;
     Preprocess pre_;
     VisionModel model_{nullptr};
-    std::unique_ptr<DataParallel> parallel_;  // replica 0 is model_; more with train.data_parallel
-    std::vector<VisionModel> teachers_;              // one per replica (empty without distillation)
+    VisionModel teacher_{nullptr};  // none without distillation
+    ProcessGroup * group_ = nullptr;
+    bool pending_init_ = false;  // several ranks, the stage's first batch not yet run whole on rank 0
     std::unique_ptr<torch::optim::Optimizer> optimizer_;
     EvalResult last_eval_;
+    bool interrupted_ = false;
 };
 
 }  // namespace bitvit

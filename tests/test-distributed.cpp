@@ -1,0 +1,133 @@
+// c10d data parallelism in one process: two ranks on two threads meet over loopback, and what they
+// compute together equals what one process computes on the whole batch. (The trainer's ranks run as
+// processes; test-cli.cpp launches those.)
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <exception>
+#include <functional>
+#include <map>
+#include <vector>
+#include <thread>
+
+#include "train/deit.h"
+#include "train/distill.h"
+#include "train/distributed.h"
+
+using namespace bitvit;
+
+namespace {
+
+int free_port() {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof addr;
+    ::bind(fd, reinterpret_cast<sockaddr *>(&addr), sizeof addr);
+    ::getsockname(fd, reinterpret_cast<sockaddr *>(&addr), &len);
+    ::close(fd);
+    return ntohs(addr.sin_port);
+}
+
+// Runs `body(group)` as ranks 0 and 1 of a two-rank group, one thread each; rethrows a rank's error.
+void on_two_ranks(const std::function<void(ProcessGroup &)> & body) {
+    const int port = free_port();
+    std::exception_ptr errors[2];
+    std::vector<std::thread> ranks;
+    for (int r = 0; r < 2; ++r) {
+        ranks.emplace_back([&, r] {
+            try {
+                ProcessGroup group(RankEnv{r, 2, r, 2, "127.0.0.1", port, true}, std::chrono::seconds(60));
+                body(group);
+            } catch (...) {
+                errors[r] = std::current_exception();
+            }
+        });
+    }
+    for (auto & t : ranks) t.join();
+    for (const auto & e : errors) {
+        if (e) std::rethrow_exception(e);
+    }
+}
+
+}  // namespace
+
+TEST(Distributed, BroadcastAndSumAreRankZerosAndTheTotal) {
+    on_two_ranks([](ProcessGroup & group) {
+        const float r = static_cast<float>(group.rank());
+        torch::Tensor weights = torch::full({3, 2}, r + 0.25f);
+        torch::Tensor flag = torch::full({2}, group.rank() == 0);
+        group.broadcast({weights, flag});
+        EXPECT_TRUE(torch::equal(weights, torch::full({3, 2}, 0.25f)));
+        EXPECT_TRUE(flag.all().item<bool>());
+        EXPECT_EQ(group.sum({1.5 + r, 10.0}), (std::vector<double>{4.0, 20.0}));
+    });
+}
+
+// One step's gradient: each rank backpropagates its half of the batch, the all-reduce averages
+// them, and every rank then holds the whole batch's gradient (up to float summation order: 1e-5).
+// A full-precision student with hard and ranking distillation, so the loss is smooth. The buckets
+// are small so that several are in flight at once.
+TEST(Distributed, TwoRanksGradientsEqualTheWholeBatchGradient) {
+    const DeitConfig config = deit_config("deit_nano_patch7_28");
+    DistillSection distill;
+    distill.kind = "hard";
+    distill.rank = 0.5;
+    distill.rank_top_k = 4;
+    torch::manual_seed(13);
+    const torch::Tensor images = torch::randn({12, 1, 28, 28}), labels = torch::randint(0, 10, {12});
+    // One teacher and student per rank and one for the whole batch (autograd state lives in the
+    // modules), made before the threads start: the random generator is global.
+    std::vector<VisionModel> teachers, students;
+    for (int copy = 0; copy < 3; ++copy) {
+        torch::manual_seed(11);
+        teachers.emplace_back(Deit(config).ptr());
+        torch::manual_seed(12);
+        students.emplace_back(Deit(config).ptr());
+        teachers.back()->eval();
+        teachers.back()->set_capture(true);
+        students.back()->set_capture(true);
+    }
+    auto gradients = [&](int copy, const torch::Tensor & x, const torch::Tensor & y, ProcessGroup * group) {
+        VisionModel & student = students[copy];
+        stage_loss(student, &teachers[copy], x, y, distill, 0.1).loss.backward();
+        if (group) group->average_gradients(student->parameters(), 64 << 10);
+        std::map<std::string, torch::Tensor> grads;
+        for (const auto & p : student->named_parameters()) grads[p.key()] = p.value().grad().clone();
+        return grads;
+    };
+    const auto whole = gradients(2, images, labels, nullptr);
+    std::map<std::string, torch::Tensor> per_rank[2];
+    on_two_ranks([&](ProcessGroup & group) {
+        const int64_t r = group.rank();
+        per_rank[r] = gradients(static_cast<int>(r), images.narrow(0, 6 * r, 6), labels.narrow(0, 6 * r, 6), &group);
+    });
+    for (const auto & [name, g] : whole) {
+        EXPECT_TRUE(torch::equal(per_rank[0].at(name), per_rank[1].at(name))) << name << ": the ranks disagree";
+        EXPECT_LE((g - per_rank[0].at(name)).norm().item<double>(), 1e-5 * g.norm().item<double>() + 1e-12) << name;
+    }
+}
+
+TEST(Distributed, EnvironmentErrorsNameTheVariable) {
+    ::setenv("RANK", "1", 1);
+    ::unsetenv("WORLD_SIZE");
+    EXPECT_THROW(
+        try { rank_env_from_environment(); } catch (const DistributedError & e) {
+            EXPECT_NE(std::string(e.what()).find("WORLD_SIZE is not set"), std::string::npos) << e.what();
+            throw;
+        },
+        DistributedError);
+    ::setenv("WORLD_SIZE", "1", 1);
+    EXPECT_THROW(rank_env_from_environment(), DistributedError);  // RANK 1 of 1
+    ::setenv("WORLD_SIZE", "two", 1);
+    EXPECT_THROW(rank_env_from_environment(), DistributedError);
+    ::unsetenv("RANK");
+    ::unsetenv("WORLD_SIZE");
+    EXPECT_FALSE(rank_env_from_environment().from_environment);
+}
