@@ -137,24 +137,3 @@ TEST(ActQuantizer, ValidationNamesTheSiteAndTheProblem) {
     rejects("", {{"alpha", {1, 1, 1}}}, {}, 3, "full-precision site has quantizer parameters");
     EXPECT_NO_THROW(make("gsb_value", {{"alphas", {1, 1, 1}}}).validate("s", bitvit::spec::kHeadSite, 3));
 }
-
-TEST(ActQuantizer, EncodesFloatsAndInt8PredictTheTokenOperand) {
-    // The loader prepares a layer's weight for the operand kind these two promise, so each must say
-    // exactly what encode() at token scope returns (a wrong answer sends the product to a fallback).
-    const std::vector<ActQuantizer> quantizers = {
-        ActQuantizer{},
-        make("sign"),
-        make("actbi", {{"alpha", {1.5f}}, {"zero_point", {0.0f}}}),
-        make("actbi", {{"alpha", {1.5f, 0.5f, 2.0f}}, {"zero_point", {0.0f, 1.0f, 0.0f}}}),
-        make("lsq", {{"step", {0.25f}}}, {{"qn", -128}, {"qp", 127}}),
-        make("lsq", {{"step", {0.25f, 0.5f, 1.0f}}}, {{"qn", -128}, {"qp", 127}}),
-        make("lsq", {{"step", {0.25f}}}, {{"qn", 0}, {"qp", 255}}),
-    };
-    const std::vector<float> x = {-1.0f, 0.5f, 2.0f, 0.25f, -0.75f, 3.0f};
-    for (const ActQuantizer & q : quantizers) {
-        const Operand op = q.encode(x.data(), 2, 3, 3, SiteScope::token, 0);
-        EXPECT_EQ(q.encodes_floats(), op.kind == Operand::Kind::f32) << "'" << q.name() << "'";
-        EXPECT_EQ(q.encodes_int8(), op.kind == Operand::Kind::int8) << "'" << q.name() << "'";
-        EXPECT_FALSE(q.encodes_floats() && q.encodes_int8()) << "'" << q.name() << "'";
-    }
-}

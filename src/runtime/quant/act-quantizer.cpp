@@ -102,12 +102,6 @@ bool ActQuantizer::encodes_int8() const {
            options.at("qn") >= -128 && options.at("qp") <= 127;
 }
 
-bool ActQuantizer::encodes_floats() const {
-    if (!row) return true;
-    if (row->family == spec::Family::lsq) return !encodes_int8();
-    return is(spec::Quantizer::actbi) && params.at("alpha").size() > 1;
-}
-
 Operand ActQuantizer::encode_sign_bits(const uint64_t * bits, int64_t rows, int64_t k) const {
     if (!sign_only()) throw std::invalid_argument(std::string("encode_sign_bits needs a sign quantizer, not '") + name() + "'");
     Operand op = quant::plane_operand(rows, k);

@@ -54,11 +54,6 @@ struct ActQuantizer {
     // tensor, codes within [−128, 127]): a linear layer then keeps an int8 form of its weight.
     bool encodes_int8() const;
 
-    // Whether encode() at token scope gives floats (an f32 operand): full precision, LSQ codes that do
-    // not fit int8, and Bi-ViT's ActBi with an α per column (the scale cannot leave the product). A
-    // linear layer after such a site keeps its weight in the form that multiplies floats.
-    bool encodes_floats() const;
-
     // Encodes x [rows, k] (row stride ld). `head` selects per-head parameters (per_head scope);
     // at token scope parameters index the k columns. range_max/min: see needs_range().
     Operand encode(const float * x, int64_t rows, int64_t k, int64_t ld, SiteScope scope, int64_t head,
