@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <functional>
 #include <limits>
 
 #include "runtime/kernels/bgemm.h"
@@ -604,4 +605,101 @@ TEST(Modules, EveryQuantizerRunsInTheModelAndPassesGradients) {
         }
         EXPECT_GT(tried, 0) << row.name;
     }
+}
+
+// The one-pass kernels (pointwise.h) against the op-by-op chains they replaced, written out here
+// with torch's operators: forward values and input gradients bit for bit (the same float operations
+// in the same order), parameter gradients — whose per-element terms the chains reduced separately
+// before adding — to float rounding. Odd shapes, a permuted (non-contiguous) input as q/k/v are,
+// per-head scales ≠ 1, non-zero zero points, and values inside, on and beyond every clamp.
+namespace {
+
+Tensor chain_sign(const Tensor & x) { return torch::where(x < 0, torch::full({}, -1.0f), torch::full({}, 1.0f)); }
+Tensor chain_straight_through(const Tensor & v, const Tensor & s) { return v.detach() + (s - s.detach()); }
+Tensor chain_affine(const Tensor & x, const Tensor & s, const Tensor & z, double lo, double hi, bool round) {
+    const Tensor c = torch::clamp(z.defined() ? x / s + z : x / s, lo, hi);
+    const Tensor q = chain_straight_through(round ? c.detach().round() : chain_sign(c.detach()), c);
+    return (z.defined() ? q - z : q) * s;
+}
+
+// [2, 3 heads, 7 tokens, 5] as a permuted view of [2, 7, 3, 5], spread over ±4, with edge values.
+Tensor per_head_input() {
+    torch::manual_seed(3);
+    Tensor x = (torch::randn({2, 7, 3, 5}) * 2).permute({0, 2, 1, 3});
+    // Head 1 has scale 1 and zero point 0 below: its clamp edges (±1; −8 and 7) and ties (2.5, −1.5).
+    x.index_put_({0, 1, 0}, torch::tensor({0.0f, 1.0f, -1.0f, 0.5f, -0.0f}));
+    x.index_put_({0, 1, 1}, torch::tensor({7.0f, -8.0f, 2.5f, -1.5f, 0.0f}));
+    return x;
+}
+
+struct Grads {
+    Tensor y, dx, ds, dz;
+};
+Grads run_affine(const std::function<Tensor(const Tensor &, const Tensor &, const Tensor &)> & fn, const Tensor & x0,
+                 const Tensor & s0, const Tensor & z0) {
+    const Tensor x = x0.detach().clone().requires_grad_(true), s = s0.clone().requires_grad_(true);
+    const Tensor z = z0.defined() ? z0.clone().requires_grad_(true) : Tensor();
+    const Tensor y = fn(x, s, z);
+    (y * torch::linspace(-2, 3, y.numel()).view(y.sizes())).sum().backward();
+    return {y.detach(), x.grad(), s.grad(), z.defined() ? z.grad() : Tensor()};
+}
+
+void expect_same_affine(const Grads & fused, const Grads & chain) {
+    EXPECT_TRUE(torch::equal(fused.y, chain.y));
+    EXPECT_TRUE(torch::equal(fused.dx, chain.dx));
+    EXPECT_TRUE(torch::allclose(fused.ds, chain.ds, 1e-5, 1e-5)) << fused.ds << chain.ds;
+    if (chain.dz.defined()) EXPECT_TRUE(torch::allclose(fused.dz, chain.dz, 1e-5, 1e-5)) << fused.dz << chain.dz;
+}
+
+}  // namespace
+
+TEST(FusedKernels, SignAndStraightThroughEqualTheChains) {
+    const Tensor x0 = per_head_input();
+    EXPECT_TRUE(torch::equal(sign_pm1(x0), chain_sign(x0)));
+    const Tensor g = torch::linspace(-2, 3, x0.numel()).view(x0.sizes());
+    for (const bool approx : {false, true}) {
+        const Tensor x = x0.detach().clone().requires_grad_(true);
+        const Tensor y = approx ? sign_approx(x) : sign_clipped(x);
+        (y * g).sum().backward();
+        const Tensor inside = (x0.abs() < 1).to(torch::kFloat);
+        EXPECT_TRUE(torch::equal(y, chain_sign(x0)));
+        EXPECT_TRUE(torch::equal(x.grad(), approx ? g * (2 - 2 * x0.abs()) * inside : g * inside)) << approx;
+    }
+    // A value broadcast against a larger surrogate: forward the value (−0 becomes +0, as the chain
+    // adds s − s), backward the surrogate's gradient.
+    const Tensor v = torch::tensor({-0.0f, 2.0f, -3.0f}), s = torch::randn({4, 3}).requires_grad_(true);
+    const Tensor y = straight_through(v, s);
+    EXPECT_TRUE(torch::equal(y, chain_straight_through(v, s.detach())));
+    EXPECT_FALSE(std::signbit(y[0][0].item<float>()));
+    (y * g.flatten().slice(0, 0, 12).view({4, 3})).sum().backward();
+    EXPECT_TRUE(torch::equal(s.grad(), g.flatten().slice(0, 0, 12).view({4, 3})));
+}
+
+TEST(FusedKernels, LsqAndActBiEqualTheChains) {
+    const Tensor x = per_head_input();
+    const Tensor s = torch::tensor({0.37f, 1.0f, 2.5f}).view({1, 3, 1, 1}), z = torch::tensor({-3.0f, 0.0f, 7.0f}).view({1, 3, 1, 1});
+    for (const bool round : {true, false}) {
+        const double lo = round ? -8 : -1, hi = round ? 7 : 1;
+        const Snap snap = round ? Snap::round : Snap::sign;
+        for (const bool with_z : {true, false}) {
+            SCOPED_TRACE(std::string(round ? "round" : "sign") + (with_z ? " with zero point" : ""));
+            auto fused = [&](const Tensor & a, const Tensor & b, const Tensor & c) { return clamp_snap_scale(a, b, c, lo, hi, snap); };
+            auto chain = [&](const Tensor & a, const Tensor & b, const Tensor & c) { return chain_affine(a, b, c, lo, hi, round); };
+            expect_same_affine(run_affine(fused, x, s, with_z ? z : Tensor()), run_affine(chain, x, s, with_z ? z : Tensor()));
+        }
+    }
+    // The quantizers themselves, with their gradient scales: LSQ per tensor, ActBi per head.
+    auto lsq_chain = [](const Tensor & a, const Tensor & b, const Tensor & c) {
+        const double g = 1.0 / std::sqrt(a.numel() * 7.0);
+        return chain_affine(a, grad_scale(b, g), grad_scale(round_pass(c), g), -8, 7, true);
+    };
+    auto lsq_fused = [](const Tensor & a, const Tensor & b, const Tensor & c) { return lsq(a, b, c, -8, 7); };
+    expect_same_affine(run_affine(lsq_fused, x, torch::full({1}, 0.41f), torch::full({1}, 2.6f)),
+                       run_affine(lsq_chain, x, torch::full({1}, 0.41f), torch::full({1}, 2.6f)));
+    auto actbi_chain = [](const Tensor & a, const Tensor & b, const Tensor & c) {
+        const double g = 1.0 / std::sqrt(static_cast<double>(a.numel()));
+        return chain_affine(a, grad_scale(b, g), grad_scale(round_pass(c), g), -1, 1, false);
+    };
+    const Tensor zh = torch::tensor({-0.6f, 0.4f, 1.2f}).view({1, 3, 1, 1});
+    expect_same_affine(run_affine(actbi, x, s, zh), run_affine(actbi_chain, x, s, zh));
 }

@@ -5,6 +5,7 @@
 #include <stdexcept>
 
 #include "spec/windows.h"
+#include "train/quant/pointwise.h"
 
 namespace bitvit {
 namespace F = torch::nn::functional;
@@ -76,10 +77,22 @@ void SiteTable::install(const std::string & site, SiteTransform transform) {
 namespace {
 
 // q / scale snapped to the integer codes it holds (the snap only removes division rounding; the
-// gradient is that of q / scale, the scale being detached). A zero scale (an all-zero row) has codes 0.
+// gradient is that of q / scale, the scale being detached): one pass each way. The value is the
+// codes bit for bit (design.md); + 0 keeps the sign of zero that round(c) + (c − c) gave.
+struct CodesOf : torch::autograd::Function<CodesOf> {
+    static torch::Tensor forward(torch::autograd::AutogradContext * ctx, const torch::Tensor & q, const torch::Tensor & scale) {
+        ctx->save_for_backward({scale});
+        return quant::pointwise([](float v, float s) { return quant::round_half_even(v / s) + 0.0f; }, q.detach(), scale);
+    }
+    static torch::autograd::variable_list backward(torch::autograd::AutogradContext * ctx, torch::autograd::variable_list grad) {
+        const torch::Tensor scale = ctx->get_saved_variables()[0];
+        return {quant::pointwise([](float g, float s) { return g / s; }, grad[0], scale), torch::Tensor()};
+    }
+};
+
+// A zero scale (an all-zero row) has codes 0.
 torch::Tensor codes_of(const torch::Tensor & q, const torch::Tensor & scale) {
-    const torch::Tensor codes = q / torch::where(scale == 0, torch::ones_like(scale), scale);
-    return codes.detach().round() + (codes - codes.detach());  // the value bit for bit (design.md)
+    return CodesOf::apply(q, torch::where(scale == 0, torch::ones_like(scale), scale).detach());
 }
 
 }  // namespace

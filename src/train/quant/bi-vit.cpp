@@ -12,7 +12,7 @@ Tensor actbi(const Tensor & x, const Tensor & alpha, const Tensor & zero_point) 
     const double g = 1.0 / std::sqrt(static_cast<double>(x.numel()));
     const Tensor a = grad_scale(alpha, g);
     const Tensor z = grad_scale(round_pass(zero_point), g);
-    return (sign_identity(torch::clamp(x / a + z, -1, 1)) - z) * a;
+    return clamp_snap_scale(x, a, z, -1.0, 1.0, Snap::sign);
 }
 
 namespace {

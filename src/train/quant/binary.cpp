@@ -1,5 +1,9 @@
 #include "train/quant/binary.h"
 
+#include <cmath>
+
+#include "train/quant/pointwise.h"
+
 namespace bitvit::quant {
 
 using torch::Tensor;
@@ -15,7 +19,7 @@ struct SignClipped : torch::autograd::Function<SignClipped> {
     }
     static variable_list backward(AutogradContext * ctx, variable_list grad) {
         const Tensor x = ctx->get_saved_variables()[0];
-        return {grad[0] * as_float(x.abs() < 1, grad[0])};
+        return {pointwise([](float g, float v) { return g * (std::abs(v) < 1 ? 1.0f : 0.0f); }, grad[0], x)};
     }
 };
 
@@ -27,7 +31,8 @@ struct SignApprox : torch::autograd::Function<SignApprox> {
     static variable_list backward(AutogradContext * ctx, variable_list grad) {
         const Tensor x = ctx->get_saved_variables()[0];
         // d/dx of Bi-Real's piecewise polynomial F: 2 + 2x on [−1, 0), 2 − 2x on [0, 1), 0 elsewhere.
-        return {grad[0] * (2 - 2 * x.abs()) * as_float(x.abs() < 1, grad[0])};
+        return {pointwise([](float g, float v) { return g * (2.0f - 2.0f * std::abs(v)) * (std::abs(v) < 1 ? 1.0f : 0.0f); },
+                          grad[0], x)};
     }
 };
 

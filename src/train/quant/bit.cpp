@@ -1,8 +1,10 @@
 #include "train/quant/bit.h"
 
 #include <cmath>
+#include <tuple>
 
 #include "train/quant/lsq.h"
+#include "train/quant/pointwise.h"
 
 namespace bitvit::quant {
 
@@ -12,23 +14,27 @@ using torch::autograd::variable_list;
 
 namespace {
 
+// One pass each way (pointwise.h), the reference's float operations in its order.
 struct ElasticSign : torch::autograd::Function<ElasticSign> {
     static Tensor forward(AutogradContext * ctx, const Tensor & x, const Tensor & alpha, bool gsb) {
         ctx->save_for_backward({x, alpha});
         ctx->saved_data["gsb"] = gsb;
-        return alpha * sign_pm1(x);
+        return pointwise([](float v, float a) { return a * (v < 0 ? -1.0f : 1.0f); }, x.detach(), alpha.detach());
     }
     static variable_list backward(AutogradContext * ctx, variable_list grad) {
         const auto saved = ctx->get_saved_variables();
         const Tensor & x = saved[0];
         const Tensor & alpha = saved[1];
-        const Tensor & g = grad[0];
-        const Tensor u = x / alpha;
-        const Tensor inside = as_float(u.abs() <= 1, g);
-        Tensor dalpha_terms = sign_pm1(x);
-        if (ctx->saved_data["gsb"].toBool()) dalpha_terms = dalpha_terms - u * inside;
-        const Tensor dalpha = (dalpha_terms * g).sum() / std::sqrt(static_cast<double>(x.numel()));
-        return {g * inside, dalpha.reshape(alpha.sizes()), Tensor()};
+        const bool gsb = ctx->saved_data["gsb"].toBool();
+        // Per element: the input's gradient g·1{|x/α| ≤ 1} and α's term (sign − [gsb]·u·1{|u| ≤ 1})·g.
+        auto [dx, dalpha_terms] = pointwise_outputs<2>([gsb](float g, float v, float a) {
+            const float u = v / a;
+            const float inside = std::abs(u) <= 1 ? 1.0f : 0.0f;
+            const float sign = v < 0 ? -1.0f : 1.0f;
+            return std::make_tuple(g * inside, (gsb ? sign - u * inside : sign) * g);
+        }, grad[0], x, alpha);
+        const Tensor dalpha = dalpha_terms.sum() / std::sqrt(static_cast<double>(x.numel()));
+        return {dx, dalpha.reshape(alpha.sizes()), Tensor()};
     }
 };
 

@@ -1,18 +1,82 @@
 #include "train/quant/common.h"
 
+#include <algorithm>
 #include <cmath>
 #include <stdexcept>
+#include <tuple>
+
+#include "train/quant/pointwise.h"
 
 namespace bitvit::quant {
 
 using torch::Tensor;
 
 Tensor sign_pm1(const Tensor & x) {
-    return torch::where(x < 0, torch::full({}, -1.0, x.options()), torch::full({}, 1.0, x.options()));
+    return pointwise([](float v) { return v < 0 ? -1.0f : 1.0f; }, x.detach());
 }
 
+namespace {
+// Forward: `value` (+ 0, which turns −0 into +0 as value.detach() + (s − s.detach()) does).
+// Backward: the gradient straight to `surrogate`, summed to its shape if it broadcast.
+struct StraightThrough : torch::autograd::Function<StraightThrough> {
+    static Tensor forward(torch::autograd::AutogradContext * ctx, const Tensor & value, const Tensor & surrogate) {
+        ctx->saved_data["shape"] = surrogate.sizes().vec();
+        return pointwise([](float v, float) { return v + 0.0f; }, value.detach(), surrogate.detach());
+    }
+    static torch::autograd::variable_list backward(torch::autograd::AutogradContext * ctx, torch::autograd::variable_list grad) {
+        return {Tensor(), at::sum_to(grad[0], ctx->saved_data["shape"].toIntVector())};
+    }
+};
+}  // namespace
+
 Tensor straight_through(const Tensor & value, const Tensor & surrogate) {
-    return value.detach() + (surrogate - surrogate.detach());
+    return StraightThrough::apply(value, surrogate);
+}
+
+namespace {
+float snapped(float c, Snap snap) { return snap == Snap::round ? round_half_even(c) : (c < 0 ? -1.0f : 1.0f); }
+
+struct ClampSnapScale : torch::autograd::Function<ClampSnapScale> {
+    // !has_z: no zero point, z is a placeholder (x / s and q·s exactly, no + 0 or − 0 to change the
+    // sign of a zero).
+    static Tensor forward(torch::autograd::AutogradContext * ctx, const Tensor & x, const Tensor & s, const Tensor & z,
+                          bool has_z, double lo, double hi, Snap snap) {
+        const Tensor zero = z.detach();
+        ctx->save_for_backward({x, s, zero});
+        ctx->saved_data["lo"] = lo;
+        ctx->saved_data["hi"] = hi;
+        ctx->saved_data["round"] = snap == Snap::round;
+        ctx->saved_data["has_z"] = has_z;
+        const float l = static_cast<float>(lo), h = static_cast<float>(hi);
+        return pointwise([=](float v, float sv, float zv) {
+            const float c = std::min(std::max(has_z ? v / sv + zv : v / sv, l), h);
+            return (has_z ? snapped(c, snap) - zv : snapped(c, snap)) * sv;
+        }, x.detach(), s.detach(), zero);
+    }
+    static torch::autograd::variable_list backward(torch::autograd::AutogradContext * ctx, torch::autograd::variable_list grad) {
+        const auto saved = ctx->get_saved_variables();
+        const Tensor & x = saved[0], & s = saved[1], & z = saved[2];
+        const float l = static_cast<float>(ctx->saved_data["lo"].toDouble()), h = static_cast<float>(ctx->saved_data["hi"].toDouble());
+        const Snap snap = ctx->saved_data["round"].toBool() ? Snap::round : Snap::sign;
+        const bool has_z = ctx->saved_data["has_z"].toBool();
+        // The chain's own operations: grad of the product, masked by the clamp, through the division.
+        auto [gx, gs, gz] = pointwise_outputs<3>([=](float g, float v, float sv, float zv) {
+            const float u = has_z ? v / sv + zv : v / sv;
+            const float gq = g * sv;                           // d/dq of (q − z)·s
+            const float gu = (u >= l && u <= h) ? gq : 0.0f;   // the clamp's pass-through
+            const float q = snapped(std::min(std::max(u, l), h), snap);
+            return std::make_tuple(gu / sv,                                          // d/dx of x / s
+                                   g * (has_z ? q - zv : q) + -gu * ((v / sv) / sv),  // both uses of s
+                                   -gq + gu);                                        // both uses of z
+        }, grad[0], x, s, z);
+        return {gx, at::sum_to(gs, s.sizes()), has_z ? at::sum_to(gz, z.sizes()) : Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
+    }
+};
+}  // namespace
+
+Tensor clamp_snap_scale(const Tensor & x, const Tensor & s, const Tensor & z, double lo, double hi, Snap snap) {
+    // Function::apply takes no undefined tensors: a 0 stands in for a missing zero point.
+    return ClampSnapScale::apply(x, s, z.defined() ? z : torch::zeros({}, x.options()), z.defined(), lo, hi, snap);
 }
 
 Tensor grad_scale(const Tensor & x, double scale) { return straight_through(x, x * scale); }

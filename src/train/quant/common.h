@@ -34,6 +34,15 @@ torch::Tensor grad_scale(const torch::Tensor & x, double scale);
 // Forward round(x) (ties to even), gradient identity (LSQ's round_pass).
 torch::Tensor round_pass(const torch::Tensor & x);
 
+// y = (snap(clamp(x / s + z, lo, hi)) − z) · s with the identity (straight-through) gradient past
+// snap — LSQ's round (lsq.h) and Bi-ViT's ActBi sign (bi-vit.h) — as one pass forward and one
+// backward. s and z broadcast against x (per tensor, per channel, per head); z may be undefined (no
+// zero point). Gradients: x: 1{lo ≤ u ≤ hi} with u = x/s + z; s: (q − z) − 1{inside}·x/s;
+// z: s·(1{inside} − 1), summed to the shapes of s and z. Values equal the op-by-op chain's bit for bit.
+enum class Snap { round, sign };
+torch::Tensor clamp_snap_scale(const torch::Tensor & x, const torch::Tensor & s, const torch::Tensor & z, double lo, double hi,
+                               Snap snap);
+
 // A boolean mask as 0/1 values of `like`'s dtype.
 torch::Tensor as_float(const torch::Tensor & mask, const torch::Tensor & like);
 // Per output row of a weight [out, …] (over every other dimension), shaped [out, 1, …] to broadcast.

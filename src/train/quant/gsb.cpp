@@ -1,6 +1,10 @@
 #include "train/quant/gsb.h"
 
+#include <algorithm>
 #include <cmath>
+#include <tuple>
+
+#include "train/quant/pointwise.h"
 
 namespace bitvit::quant {
 
@@ -24,31 +28,45 @@ Tensor inv_sqrt_count(const Tensor & count) {
     return torch::where(count > 0, count.clamp_min(1).rsqrt(), torch::zeros_like(count));
 }
 
+// Both functions run one pass forward and one backward (pointwise.h) with the reference's own
+// float operations in its order; the band masks are recomputed in backward from the thresholds
+// instead of being stored.
 struct GsbValue : torch::autograd::Function<GsbValue> {
     static Tensor forward(AutogradContext * ctx, const Tensor & v, const Tensor & alphas_in, bool per_sample) {
         const Tensor alphas = alphas_in.clamp_min(1e-5);
         const Tensor vmax = group_extreme(v, per_sample, true), vmin = group_extreme(v, per_sample, false);
-        const Tensor m1 = as_float((v > 0.7 * vmax) | (v < 0.7 * vmin), v);
-        const Tensor m2 = as_float((v > 0.9 * vmax) | (v < 0.9 * vmin), v);
-        ctx->save_for_backward({v, alphas, m1, m2});
-        const Tensor s = sign_pm1(v);
-        return alphas[0] * s + alphas[1] * s * m1 + alphas[2] * s * m2;
+        const Tensor hi1 = 0.7 * vmax, lo1 = 0.7 * vmin, hi2 = 0.9 * vmax, lo2 = 0.9 * vmin;
+        ctx->save_for_backward({v, alphas, hi1, lo1, hi2, lo2});
+        return pointwise([](float x, float a0, float a1, float a2, float h1, float l1, float h2, float l2) {
+            const float s = x < 0 ? -1.0f : 1.0f;
+            const float m1 = (x > h1 || x < l1) ? 1.0f : 0.0f, m2 = (x > h2 || x < l2) ? 1.0f : 0.0f;
+            return a0 * s + a1 * s * m1 + a2 * s * m2;
+        }, v.detach(), alphas[0], alphas[1], alphas[2], hi1, lo1, hi2, lo2);
     }
     static variable_list backward(AutogradContext * ctx, variable_list grad) {
         const auto saved = ctx->get_saved_variables();
-        const Tensor &v = saved[0], &alphas = saved[1], &m1 = saved[2], &m2 = saved[3];
-        const Tensor & g = grad[0];
-        const Tensor s = sign_pm1(v);
-        const Tensor masks[3] = {torch::ones_like(v), m1, m2};
+        const Tensor &v = saved[0], &alphas = saved[1];
+        // Per element: dv (up to 3g, as the reference code), each band's (s·m − u·1{|u| ≤ 1})·g with
+        // u = v·m/α, and the band masks (their sums are the band counts).
+        auto [dv, e0, e1, e2, m1, m2] = pointwise_outputs<6>(
+            [](float g, float x, float a0, float a1, float a2, float h1, float l1, float h2, float l2) {
+                const float s = x < 0 ? -1.0f : 1.0f;
+                const float m[3] = {1.0f, (x > h1 || x < l1) ? 1.0f : 0.0f, (x > h2 || x < l2) ? 1.0f : 0.0f};
+                const float a[3] = {a0, a1, a2};
+                float d = 0.0f, e[3];
+                for (int i = 0; i < 3; ++i) {
+                    const float u = x * m[i] / a[i];  // 0 outside the band
+                    const float inside = std::abs(u) <= 1 ? 1.0f : 0.0f;
+                    d = d + g * inside;
+                    e[i] = (s * m[i] - u * inside) * g;
+                }
+                return std::make_tuple(d, e[0], e[1], e[2], m[1], m[2]);
+            },
+            grad[0], v, alphas[0], alphas[1], alphas[2], saved[2], saved[3], saved[4], saved[5]);
         const Tensor counts[3] = {torch::full({}, static_cast<double>(v.numel()), v.options()), m1.sum(), m2.sum()};
-        Tensor dv = torch::zeros_like(v);
+        const Tensor sums[3] = {e0.sum(), e1.sum(), e2.sum()};
         std::vector<Tensor> dalpha;
-        for (int i = 0; i < 3; ++i) {
-            const Tensor u = v * masks[i] / alphas[i];  // 0 outside the band
-            const Tensor inside = as_float(u.abs() <= 1, g);
-            dv = dv + g * inside;  // up to 3g, as the reference code
-            dalpha.push_back(inv_sqrt_count(counts[i]) * ((s * masks[i] - u * inside) * g).sum());
-        }
+        for (int i = 0; i < 3; ++i) dalpha.push_back(inv_sqrt_count(counts[i]) * sums[i]);
         return {dv, torch::stack(dalpha), Tensor()};
     }
 };
@@ -57,22 +75,29 @@ struct GsbAttention : torch::autograd::Function<GsbAttention> {
     static Tensor forward(AutogradContext * ctx, const Tensor & p, const Tensor & alphas_in, bool per_sample) {
         const Tensor alphas = alphas_in.clamp_min(1e-5);
         const Tensor pmax = group_extreme(p, per_sample, true);
-        const Tensor m1 = as_float(p > 0.7 * pmax, p);
-        const Tensor m2 = as_float(p > 0.9 * pmax, p);
-        ctx->save_for_backward({p, alphas, m1, m2});
-        return alphas[0] * torch::round(torch::clamp(p / alphas[0], 0, 1)) + alphas[1] * m1 + alphas[2] * m2;
+        const Tensor hi1 = 0.7 * pmax, hi2 = 0.9 * pmax;
+        ctx->save_for_backward({p, alphas, hi1, hi2});
+        return pointwise([](float x, float a0, float a1, float a2, float h1, float h2) {
+            const float m1 = x > h1 ? 1.0f : 0.0f, m2 = x > h2 ? 1.0f : 0.0f;
+            return a0 * round_half_even(std::min(std::max(x / a0, 0.0f), 1.0f)) + a1 * m1 + a2 * m2;
+        }, p.detach(), alphas[0], alphas[1], alphas[2], hi1, hi2);
     }
     static variable_list backward(AutogradContext * ctx, variable_list grad) {
         const auto saved = ctx->get_saved_variables();
-        const Tensor &p = saved[0], &alphas = saved[1], &m1 = saved[2], &m2 = saved[3];
-        const Tensor & g = grad[0];
-        const Tensor u = p / alphas[0];
-        const Tensor inside = as_float((u >= 0) & (u <= 1), g);
-        const Tensor above = as_float(u > 1, g);
-        const Tensor dp = g * inside + g * alphas[1] * m1 + g * alphas[2] * m2;  // as coded in GSB
-        const Tensor d1 = ((above + inside * (torch::round(u) - u)) * g).sum() / std::sqrt(static_cast<double>(p.numel()));
-        const Tensor d2 = inv_sqrt_count(m1.sum()) * (m1 * g).sum();
-        const Tensor d3 = inv_sqrt_count(m2.sum()) * (m2 * g).sum();
+        const Tensor &p = saved[0], &alphas = saved[1];
+        // Per element: dp (as coded in GSB), α1's term, m1·g, m2·g and the masks.
+        auto [dp, e1, g1, g2, m1, m2] = pointwise_outputs<6>(
+            [](float g, float x, float a0, float a1, float a2, float h1, float h2) {
+                const float m1 = x > h1 ? 1.0f : 0.0f, m2 = x > h2 ? 1.0f : 0.0f;
+                const float u = x / a0;
+                const float inside = (u >= 0 && u <= 1) ? 1.0f : 0.0f, above = u > 1 ? 1.0f : 0.0f;
+                return std::make_tuple(g * inside + g * a1 * m1 + g * a2 * m2, (above + inside * (round_half_even(u) - u)) * g,
+                                       m1 * g, m2 * g, m1, m2);
+            },
+            grad[0], p, alphas[0], alphas[1], alphas[2], saved[2], saved[3]);
+        const Tensor d1 = e1.sum() / std::sqrt(static_cast<double>(p.numel()));
+        const Tensor d2 = inv_sqrt_count(m1.sum()) * g1.sum();
+        const Tensor d3 = inv_sqrt_count(m2.sum()) * g2.sum();
         return {dp, torch::stack({d1, d2, d3}), Tensor()};
     }
 };

@@ -9,9 +9,8 @@ using torch::Tensor;
 Tensor lsq(const Tensor & x, const Tensor & step, const Tensor & zero_point, int64_t qn, int64_t qp) {
     const double g = 1.0 / std::sqrt(static_cast<double>(x.numel()) * static_cast<double>(qp));
     const Tensor s = grad_scale(step, g);
-    if (!zero_point.defined()) return round_pass(torch::clamp(x / s, qn, qp)) * s;
-    const Tensor z = grad_scale(round_pass(zero_point), g);
-    return (round_pass(torch::clamp(x / s + z, qn, qp)) - z) * s;
+    const Tensor z = zero_point.defined() ? grad_scale(round_pass(zero_point), g) : Tensor();
+    return clamp_snap_scale(x, s, z, static_cast<double>(qn), static_cast<double>(qp), Snap::round);
 }
 
 namespace {
