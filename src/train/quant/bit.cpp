@@ -19,7 +19,7 @@ struct ElasticSign : torch::autograd::Function<ElasticSign> {
     static Tensor forward(AutogradContext * ctx, const Tensor & x, const Tensor & alpha, bool gsb) {
         ctx->save_for_backward({x, alpha});
         ctx->saved_data["gsb"] = gsb;
-        return pointwise([](float v, float a) { return a * (v < 0 ? -1.0f : 1.0f); }, x.detach(), alpha.detach());
+        return pointwise([](float v, float a) { return a * sign_pm1_of(v); }, x.detach(), alpha.detach());
     }
     static variable_list backward(AutogradContext * ctx, variable_list grad) {
         const auto saved = ctx->get_saved_variables();
@@ -30,7 +30,7 @@ struct ElasticSign : torch::autograd::Function<ElasticSign> {
         auto [dx, dalpha_terms] = pointwise_outputs<2>([gsb](float g, float v, float a) {
             const float u = v / a;
             const float inside = std::abs(u) <= 1 ? 1.0f : 0.0f;
-            const float sign = v < 0 ? -1.0f : 1.0f;
+            const float sign = sign_pm1_of(v);
             return std::make_tuple(g * inside, (gsb ? sign - u * inside : sign) * g);
         }, grad[0], x, alpha);
         const Tensor dalpha = dalpha_terms.sum() / std::sqrt(static_cast<double>(x.numel()));

@@ -12,7 +12,7 @@ namespace bitvit::quant {
 using torch::Tensor;
 
 Tensor sign_pm1(const Tensor & x) {
-    return pointwise([](float v) { return v < 0 ? -1.0f : 1.0f; }, x.detach());
+    return pointwise([](float v) { return sign_pm1_of(v); }, x.detach());
 }
 
 namespace {
@@ -34,7 +34,7 @@ Tensor straight_through(const Tensor & value, const Tensor & surrogate) {
 }
 
 namespace {
-float snapped(float c, Snap snap) { return snap == Snap::round ? round_half_even(c) : (c < 0 ? -1.0f : 1.0f); }
+float snapped(float c, Snap snap) { return snap == Snap::round ? round_half_even(c) : sign_pm1_of(c); }
 
 struct ClampSnapScale : torch::autograd::Function<ClampSnapScale> {
     // !has_z: no zero point, z is a placeholder (x / s and q·s exactly, no + 0 or − 0 to change the

@@ -38,7 +38,7 @@ struct GsbValue : torch::autograd::Function<GsbValue> {
         const Tensor hi1 = 0.7 * vmax, lo1 = 0.7 * vmin, hi2 = 0.9 * vmax, lo2 = 0.9 * vmin;
         ctx->save_for_backward({v, alphas, hi1, lo1, hi2, lo2});
         return pointwise([](float x, float a0, float a1, float a2, float h1, float l1, float h2, float l2) {
-            const float s = x < 0 ? -1.0f : 1.0f;
+            const float s = sign_pm1_of(x);
             const float m1 = (x > h1 || x < l1) ? 1.0f : 0.0f, m2 = (x > h2 || x < l2) ? 1.0f : 0.0f;
             return a0 * s + a1 * s * m1 + a2 * s * m2;
         }, v.detach(), alphas[0], alphas[1], alphas[2], hi1, lo1, hi2, lo2);
@@ -50,7 +50,7 @@ struct GsbValue : torch::autograd::Function<GsbValue> {
         // u = v·m/α, and the band masks (their sums are the band counts).
         auto [dv, e0, e1, e2, m1, m2] = pointwise_outputs<6>(
             [](float g, float x, float a0, float a1, float a2, float h1, float l1, float h2, float l2) {
-                const float s = x < 0 ? -1.0f : 1.0f;
+                const float s = sign_pm1_of(x);
                 const float m[3] = {1.0f, (x > h1 || x < l1) ? 1.0f : 0.0f, (x > h2 || x < l2) ? 1.0f : 0.0f};
                 const float a[3] = {a0, a1, a2};
                 float d = 0.0f, e[3];

@@ -25,6 +25,9 @@ inline float round_half_even(float x) {
     return a < 8388608.0f ? std::copysign((a + 8388608.0f) - 8388608.0f, x) : x;
 }
 
+// The project's sign convention (common.h's sign_pm1) on one float: −1 where v < 0, +1 elsewhere.
+inline float sign_pm1_of(float v) { return v < 0 ? -1.0f : 1.0f; }
+
 namespace detail {
 // The iterator over N new outputs and the inputs: float32 on the CPU, broadcast together.
 template <typename... Inputs>
