@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "require-data.h"
+#include "two-stage-recipe.h"
 #include "train/checkpoint.h"
 
 namespace fs = std::filesystem;
@@ -199,38 +200,8 @@ TEST_F(CliTest, TheShippedTeacherIsFoundFromAnyDirectory) {
 
 namespace {
 
-// A two-stage quantized recipe for the multi-rank runs.
-const char * kTwoRankRecipe = R"(
-[model]
-name = "deit_nano_patch7_28"
-[data]
-train_subset = 512
-test_subset = 100
-[train]
-batch_size = 64
-threads = 1
-log_every = 1
-data_parallel = 2
-[[stage]]
-name = "attention"
-epochs = 2
-init = "scratch"
-[stage.optim]
-lr = 2e-3
-warmup_epochs = 0
-[stage.quantizers]
-"attn.qkv.weight" = "pws"
-"attn.qkv.input" = "sign"
-"attn.q" = { name = "elastic_signed" }
-"attn.k" = "sign"
-"attn.probs" = { name = "sab", beta = 0.3 }
-[[stage]]
-name = "mlp"
-epochs = 1
-[stage.quantizers]
-"attn.qkv.weight" = "pws"
-"mlp.fc1.weight" = { name = "lsq", bits = 4, per_channel = true }
-)";
+// The tests' two-stage quantized recipe on two ranks, one step per log line.
+const std::string kTwoRankRecipe = bitvit::test_util::two_stage_recipe("log_every = 1\ndata_parallel = 2\n[data]\ntrain_subset = 512\ntest_subset = 100\n");
 
 void expect_same_weights(const std::string & a_path, const std::string & b_path) {
     const LoadedModel a = load_model(a_path), b = load_model(b_path);

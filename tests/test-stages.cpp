@@ -4,6 +4,7 @@
 
 #include "temp-dir.h"
 #include "require-data.h"
+#include "two-stage-recipe.h"
 #include <torch/torch.h>
 
 #include <filesystem>
@@ -18,34 +19,7 @@ using namespace bitvit;
 
 namespace {
 
-const char * kTwoStages = R"(
-[model]
-name = "deit_nano_patch7_28"
-[train]
-batch_size = 64
-threads = 1
-[[stage]]
-name = "attention"
-epochs = 2
-init = "scratch"
-[stage.optim]
-lr = 2e-3
-warmup_epochs = 0
-[stage.quantizers]
-"attn.qkv.weight" = "pws"
-"attn.qkv.input" = "sign"
-"attn.q" = "sign"
-"attn.k" = "sign"
-"attn.v" = "sign"
-"attn.probs" = { name = "sab", beta = 0.3 }
-"blocks.0.attn.probs" = "fp"
-[[stage]]
-name = "mlp"
-epochs = 1
-[stage.quantizers]
-"attn.qkv.weight" = "pws"
-"mlp.fc1.weight" = { name = "lsq", bits = 4, per_channel = true }
-)";
+const std::string kTwoStages = bitvit::test_util::two_stage_recipe();
 
 template <class Fn>
 std::string error_of(Fn fn) {
@@ -101,7 +75,7 @@ TEST(Stages, ParseAndRoundTrip) {
     EXPECT_DOUBLE_EQ(warm.stages[0].optim.warmup_epochs, 0.1);
     EXPECT_DOUBLE_EQ(warm.optim.warmup_epochs, 0.1);
     EXPECT_DOUBLE_EQ(quick.stages[0].optim.warmup_epochs, 0.0);  // 0 stays 0
-    const auto staged_warm = parse_config(std::string(kTwoStages) + "[stage.optim]\nwarmup_epochs = 1\n", "two.toml",
+    const auto staged_warm = parse_config(kTwoStages + "[stage.optim]\nwarmup_epochs = 1\n", "two.toml",
                                           {"train.epoch_scale=0.4"});
     EXPECT_DOUBLE_EQ(staged_warm.stages[1].optim.warmup_epochs, 1.0);  // 1 epoch stayed 1: warm-up unchanged
     EXPECT_DOUBLE_EQ(parse_config(staged_warm.to_toml(), "again").stages[1].optim.warmup_epochs, 1.0);
@@ -354,7 +328,7 @@ TEST(Stages, DataParallelNeedsThatManyRanks) {
 TEST(Stages, MissingTeacherOrInitFailsBeforeTraining) {
     BITVIT_REQUIRE_FASHION_MNIST();
     TempDir dir;
-    std::string recipe = std::string(kTwoStages) + "\n[stage.distill]\nteacher = \"/no/such/teacher.pt\"\nkind = \"hard\"\n";
+    std::string recipe = kTwoStages + "\n[stage.distill]\nteacher = \"/no/such/teacher.pt\"\nkind = \"hard\"\n";
     auto c = parse_config(recipe, "r", {"data.train_subset=256", "data.test_subset=100"});
     EXPECT_NE(error_of([&] { Trainer(c, dir.str("run"), load_train_test(c)); }).find("/no/such/teacher.pt"), std::string::npos);
     EXPECT_FALSE(fs::exists(dir.str("run/checkpoint.pt")));
