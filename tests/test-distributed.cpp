@@ -4,11 +4,6 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include <exception>
 #include <functional>
 #include <map>
@@ -23,21 +18,9 @@ using namespace bitvit;
 
 namespace {
 
-int free_port() {
-    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof addr;
-    ::bind(fd, reinterpret_cast<sockaddr *>(&addr), sizeof addr);
-    ::getsockname(fd, reinterpret_cast<sockaddr *>(&addr), &len);
-    ::close(fd);
-    return ntohs(addr.sin_port);
-}
-
 // Runs `body(group)` as ranks 0 and 1 of a two-rank group, one thread each; rethrows a rank's error.
 void on_two_ranks(const std::function<void(ProcessGroup &)> & body) {
-    const int port = free_port();
+    const int port = free_loopback_port();
     std::exception_ptr errors[2];
     std::vector<std::thread> ranks;
     for (int r = 0; r < 2; ++r) {

@@ -233,7 +233,15 @@ namespace {
 std::atomic<int> g_forward_signal{0};
 void remember_signal(int sig) { g_forward_signal.store(sig); }
 
-// A TCP port free on loopback now (the kernel's choice); the store binds it moments later.
+std::string describe_exit(int status) {
+    if (WIFSIGNALED(status)) return std::string("was killed by signal ") + std::to_string(WTERMSIG(status)) + " (" + strsignal(WTERMSIG(status)) + ")";
+    return "exited with status " + std::to_string(WEXITSTATUS(status));
+}
+
+int exit_code(int status) { return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status); }
+
+}  // namespace
+
 int free_loopback_port() {
     const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) throw DistributedError(std::string("cannot open a socket to find a free port (") + std::strerror(errno) + ")");
@@ -247,15 +255,6 @@ int free_loopback_port() {
     if (!ok) throw DistributedError(std::string("cannot find a free loopback port (") + std::strerror(errno) + ")");
     return ntohs(addr.sin_port);
 }
-
-std::string describe_exit(int status) {
-    if (WIFSIGNALED(status)) return std::string("was killed by signal ") + std::to_string(WTERMSIG(status)) + " (" + strsignal(WTERMSIG(status)) + ")";
-    return "exited with status " + std::to_string(WEXITSTATUS(status));
-}
-
-int exit_code(int status) { return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status); }
-
-}  // namespace
 
 int launch_local_ranks(int nproc, char ** argv, std::chrono::milliseconds grace) {
     const int port = free_loopback_port();

@@ -78,6 +78,9 @@ class ProcessGroup {
     c10::intrusive_ptr<c10d::ProcessGroupGloo> group_;
 };
 
+// A TCP port free on loopback now (the kernel's choice), for a store that binds it moments later.
+int free_loopback_port();
+
 // For `bitvit train` run without a launcher: starts `nproc` ranks of this program (argv as given)
 // on this host — loopback store on a free port, RANK etc. set, each in its own process group so a
 // terminal's Ctrl-C reaches them once, through this launcher — and waits. A rank that fails makes
