@@ -22,6 +22,7 @@ void train_step(benchmark::State & state, const std::string & model_name) {
     const int64_t batch = state.range(0);
     const int threads = static_cast<int>(state.range(1));
     bitvit::set_compute_threads(threads);
+    bitvit::retain_freed_memory();
     torch::manual_seed(0);
     bitvit::Deit model(bitvit::deit_config(model_name));
     model->train();
@@ -46,6 +47,7 @@ void recipe_step(benchmark::State & state, const std::string & recipe, const std
                  const std::string & teacher) {
     const int64_t batch = state.range(0);
     bitvit::set_compute_threads(1);
+    bitvit::retain_freed_memory();
     std::vector<std::string> overrides{"model.name=" + model_name};
     if (!teacher.empty()) overrides.push_back("train.fp_checkpoint=" + teacher);
     const bitvit::TrainConfig config = bitvit::load_config_file("recipes/" + recipe + ".toml", overrides);

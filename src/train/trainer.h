@@ -41,6 +41,10 @@ EvalResult evaluate(VisionModel & model, const data::ImageDataset & data, const 
 // Sets LibTorch's intra-op threads and OpenBLAS's pool to `threads` (0 = all cores).
 void set_compute_threads(int64_t threads);
 
+// Keeps freed memory in this process's heap instead of returning it to the OS, so that the buffers
+// every training step frees and allocates again are not page-faulted in anew each step.
+void retain_freed_memory();
+
 // The preprocessing a config asks for (augmentation applies to training batches only).
 Preprocess make_preprocess(const DataSection & data);
 
