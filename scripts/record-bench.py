@@ -4,6 +4,10 @@ marked section of docs/results.md (replacing the previous figures of that benchm
 
     scripts/record-bench.py kernels   # binary, ternary×int8 and FP32 kernels vs LibTorch FP32 / BF16, one thread
     scripts/record-bench.py train     # training throughput of the small FP DeiTs, batch 128
+    scripts/record-bench.py recipe-steps [--baseline OLD/build/bench/bench-train]
+                                      # each seed recipe's training step vs the FP step, one thread; with a
+                                      # baseline binary (an older commit's build), before/after, interleaved
+    scripts/record-bench.py scaling   # `bitvit train` images/s, 1 rank x 1 thread vs 2 ranks x 1 thread
     scripts/record-bench.py models    # whole W1A1 models: runtime vs LibTorch FP32 / BF16 (bitvit bench)
     scripts/record-bench.py recipes   # every recipe's deployed DeiT-S, batch 1: runtime vs LibTorch FP32 / BF16
     scripts/record-bench.py swin      # Swin-T/224, fully binary and each seed method, batch 1 and 16 (issue 16)
@@ -11,8 +15,11 @@ marked section of docs/results.md (replacing the previous figures of that benchm
 import json
 import os
 import re
+import shutil
+import statistics
 import subprocess
 import sys
+import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "docs", "results.md")
@@ -22,8 +29,14 @@ CODE_PATHS = ["src", "bench", "recipes", "teachers", "CMakeLists.txt"]
 
 def run(binary, extra):
     cmd = [os.path.join(ROOT, "build", "bench", binary), "--benchmark_format=json"] + extra
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT).stdout
     return " ".join(os.path.relpath(cmd[0], ROOT).split() + extra), json.loads(out)
+
+
+def commit_of(path):
+    """The short commit of the checkout that holds `path` (a worktree of an older commit, say)."""
+    where = os.path.dirname(os.path.abspath(path))
+    return subprocess.run(["git", "-C", where, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
 
 
 def provenance(command):
@@ -95,6 +108,112 @@ def train_section(command, data):
     for b in data["benchmarks"]:
         parts = b["name"].split("/")
         lines.append(f"| {parts[1]} | {int(b['threads'])} | {parts[2]} | {b['images/s']:.0f} |")
+    return "\n".join(lines)
+
+
+# Training figures move by ±20 % within minutes on a shared 2-core machine, and other tenants only
+# ever slow a run down. So every comparison is measured in one run, its sides alternated row by row
+# ROUNDS times, and each side is reported by its best round (its median and range beside it).
+ROUNDS = 5
+RECIPE_STEP_ARGS = ["--benchmark_min_time=1.5"]
+SHORT_MODELS = {"deit": "deit_micro_patch4_28", "swin": "swin_micro_patch2_window7_28"}
+
+
+def alternate(keys, sides, measure):
+    """measure(side, key) -> images/s for every key, the sides in turn, ROUNDS times: {side: {key: [rates]}}."""
+    runs = {side: {key: [] for key in keys} for side in sides}
+    for _ in range(ROUNDS):
+        for key in keys:
+            for side in sides:
+                runs[side][key].append(measure(side, key))
+    return runs
+
+
+def rate_cell(rates):
+    return f"{max(rates):.1f} ({statistics.median(rates):.0f}; {min(rates):.0f}–{max(rates):.0f})"
+
+
+def recipe_step_rows(binary):
+    """The recipe_step benchmarks of `binary`: names such as recipe_step/bivit_w1a1_deit/128/real_time."""
+    out = subprocess.run([binary, "--benchmark_list_tests=true", "--benchmark_filter=recipe_step"], check=True,
+                         capture_output=True, text=True, cwd=ROOT).stdout
+    return out.split()
+
+
+def recipe_step_rate(binary, name):
+    out = subprocess.run([binary, "--benchmark_format=json", "--benchmark_filter=^" + re.escape(name) + "$"] +
+                         RECIPE_STEP_ARGS, check=True, capture_output=True, text=True, cwd=ROOT).stdout
+    return json.loads(out)["benchmarks"][0]["images/s"]
+
+
+def recipe_and_model(name):
+    recipe, model = name.split("/")[1].rsplit("_", 1)
+    return recipe.replace("_", "-"), SHORT_MODELS[model]
+
+
+def recipe_steps_section(baseline):
+    """Each recipe's step against the FP step of the same model; with a baseline binary, before/after."""
+    current = os.path.join(ROOT, "build", "bench", "bench-train")
+    sides = [current] + ([os.path.abspath(baseline)] if baseline else [])
+    names = recipe_step_rows(current)
+    runs = alternate(names, sides, recipe_step_rate)
+    now = {recipe_and_model(n): rates for n, rates in runs[current].items()}
+    command = "build/bench/bench-train --benchmark_filter=^recipe_step/<row>$ " + " ".join(RECIPE_STEP_ARGS)
+    header = "| model | recipe | images/s: best (median; range) | ÷ FP step |"
+    rule = "|---|---|---|---|"
+    if baseline:
+        header += f" before, commit `{commit_of(baseline)}` | speed-up |"
+        rule += "---|---|"
+        command += f", each row alternated with the same benchmark built at commit {commit_of(baseline)}"
+    lines = [provenance(command + f"; {ROUNDS} rounds"), "", header, rule]
+    for name in names:
+        recipe, model = recipe_and_model(name)
+        rates = now[(recipe, model)]
+        row = f"| {model} | {recipe} | {rate_cell(rates)} | {max(rates) / max(now[('fp', model)]):.2f} |"
+        if baseline:
+            old = runs[sides[1]][name]
+            row += f" {rate_cell(old)} | {max(rates) / max(old):.2f}× |"
+        lines.append(row)
+    return "\n".join(lines)
+
+
+# Data-parallel scaling: `bitvit train` itself (data loading, all-reduce, optimiser), one epoch of
+# SCALING_IMAGES, batch 128 in all (64 per rank on two), one LibTorch thread per rank.
+SCALING_IMAGES = 1280
+SCALING_RUNS = [("fp", "deit_micro_patch4_28"), ("bnn", "deit_micro_patch4_28"),
+                ("fp", "swin_micro_patch2_window7_28"), ("bnn", "swin_micro_patch2_window7_28")]
+TEACHERS = {"deit_micro_patch4_28": "teachers/deit_micro_patch4_28-fp.pt",
+            "swin_micro_patch2_window7_28": "teachers/swin_micro_patch2_window7_28-fp.pt"}
+
+
+def scaling_args(recipe, model, nproc, teacher):
+    return ["train", "--recipe", f"recipes/{recipe}.toml", "--model", model, "--fp-checkpoint", teacher,
+            "--train-subset", str(SCALING_IMAGES), "--test-subset", "100", "--batch-size", "128", "--threads", "1",
+            "--nproc", str(nproc), "--stop-after", "1"]
+
+
+def scaling_rate(nproc, run):
+    """images/s of the first epoch's training loop of `run` (recipe, model) with `nproc` local ranks."""
+    recipe, model = run
+    out = tempfile.mkdtemp(prefix="bitvit-scaling-")
+    try:
+        subprocess.run([os.path.join(ROOT, "build", "bitvit")] + scaling_args(recipe, model, nproc, TEACHERS[model]) +
+                       ["--out", os.path.join(out, "run")], check=True, capture_output=True, text=True, cwd=ROOT)
+        with open(os.path.join(out, "run", "metrics.jsonl")) as f:
+            return json.loads(f.readline())["images_per_sec"]
+    finally:
+        shutil.rmtree(out)
+
+
+def scaling_section():
+    runs = alternate(SCALING_RUNS, [1, 2], scaling_rate)
+    command = "build/bitvit " + " ".join(scaling_args("<recipe>", "<model>", "{1,2}", "<its teacher>")) + f"; {ROUNDS} rounds"
+    lines = [provenance(command), "",
+             "| model | recipe | 1 rank × 1 thread, images/s: best (median; range) | 2 ranks × 1 thread | scaling |",
+             "|---|---|---|---|---|"]
+    for run in SCALING_RUNS:
+        one, two = runs[1][run], runs[2][run]
+        lines.append(f"| {run[1]} | {run[0]} | {rate_cell(one)} | {rate_cell(two)} | {max(two) / max(one):.2f}× |")
     return "\n".join(lines)
 
 
@@ -210,8 +329,13 @@ if __name__ == "__main__":
         command, data = run("bench-kernels", ["--benchmark_min_time=0.5"])
         write_section("kernels", kernels_section(command, data))
     elif which == "train":
-        command, data = run("bench-train", ["--benchmark_min_time=5"])
+        command, data = run("bench-train", ["--benchmark_filter=train_step", "--benchmark_min_time=5"])
         write_section("train", train_section(command, data))
+    elif which == "recipe-steps":
+        baseline = sys.argv[sys.argv.index("--baseline") + 1] if "--baseline" in sys.argv else None
+        write_section("recipe-steps", recipe_steps_section(baseline))
+    elif which == "scaling":
+        write_section("scaling", scaling_section())
     elif which == "models":
         write_section("models", models_section())
     elif which == "recipes":
@@ -219,5 +343,5 @@ if __name__ == "__main__":
     elif which == "swin":
         write_section("swin", swin_section())
     else:
-        sys.exit(f"unknown benchmark '{which}' (kernels, train, models, recipes, swin)")
+        sys.exit(f"unknown benchmark '{which}' (kernels, train, recipe-steps, scaling, models, recipes, swin)")
     print(f"wrote the {which} figures into {os.path.relpath(RESULTS, ROOT)}")
