@@ -21,6 +21,8 @@ import subprocess
 import sys
 import tempfile
 
+from compare import MODELS  # each architecture's shipped teacher, as the comparison table uses it
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "docs", "results.md")
 # What a measurement depends on: a change here marks its commit "+dirty" (docs and scripts do not).
@@ -157,19 +159,20 @@ def recipe_steps_section(baseline):
     sides = [current] + ([os.path.abspath(baseline)] if baseline else [])
     names = recipe_step_rows(current)
     runs = alternate(names, sides, recipe_step_rate)
-    now = {recipe_and_model(n): rates for n, rates in runs[current].items()}
+    fp_best = {recipe_and_model(n)[1]: max(r) for n, r in runs[current].items() if recipe_and_model(n)[0] == "fp"}
     command = "build/bench/bench-train --benchmark_filter=^recipe_step/<row>$ " + " ".join(RECIPE_STEP_ARGS)
     header = "| model | recipe | images/s: best (median; range) | ÷ FP step |"
     rule = "|---|---|---|---|"
     if baseline:
-        header += f" before, commit `{commit_of(baseline)}` | speed-up |"
+        before = commit_of(baseline)
+        header += f" before, commit `{before}` | speed-up |"
         rule += "---|---|"
-        command += f", each row alternated with the same benchmark built at commit {commit_of(baseline)}"
+        command += f", each row alternated with the same benchmark built at commit {before}"
     lines = [provenance(command + f"; {ROUNDS} rounds"), "", header, rule]
     for name in names:
         recipe, model = recipe_and_model(name)
-        rates = now[(recipe, model)]
-        row = f"| {model} | {recipe} | {rate_cell(rates)} | {max(rates) / max(now[('fp', model)]):.2f} |"
+        rates = runs[current][name]
+        row = f"| {model} | {recipe} | {rate_cell(rates)} | {max(rates) / fp_best[model]:.2f} |"
         if baseline:
             old = runs[sides[1]][name]
             row += f" {rate_cell(old)} | {max(rates) / max(old):.2f}× |"
@@ -183,8 +186,6 @@ def recipe_steps_section(baseline):
 SCALING_IMAGES = 1024
 SCALING_RUNS = [("fp", "deit_micro_patch4_28"), ("bnn", "deit_micro_patch4_28"),
                 ("fp", "swin_micro_patch2_window7_28"), ("bnn", "swin_micro_patch2_window7_28")]
-TEACHERS = {"deit_micro_patch4_28": "teachers/deit_micro_patch4_28-fp.pt",
-            "swin_micro_patch2_window7_28": "teachers/swin_micro_patch2_window7_28-fp.pt"}
 
 
 def scaling_args(recipe, model, nproc, teacher):
@@ -198,7 +199,7 @@ def scaling_rate(nproc, run):
     recipe, model = run
     out = tempfile.mkdtemp(prefix="bitvit-scaling-")
     try:
-        subprocess.run([os.path.join(ROOT, "build", "bitvit")] + scaling_args(recipe, model, nproc, TEACHERS[model]) +
+        subprocess.run([os.path.join(ROOT, "build", "bitvit")] + scaling_args(recipe, model, nproc, MODELS[model]["teacher"]) +
                        ["--out", os.path.join(out, "run")], check=True, capture_output=True, text=True, cwd=ROOT)
         with open(os.path.join(out, "run", "metrics.jsonl")) as f:
             return json.loads(f.readlines()[1])["images_per_sec"]
