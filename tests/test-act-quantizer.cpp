@@ -93,6 +93,45 @@ TEST(ActQuantizer, BiVitActUsesThePerHeadScaleAndZeroPoint) {
     EXPECT_EQ(roundtrip(q, {-3.0f, -2.0f, 0.0f, 5.0f}, 2, SiteScope::per_head, 1), (std::vector<float>{-4, 0, 0, 0}));
 }
 
+TEST(ActQuantizer, BiVitActWithPerChannelScalesDecodesToFloats) {
+    // Bi-ViT's Swin patch merging: one α and z per input channel, which no row scale can carry.
+    // (sign(x/α_j + z_j) − z_j)·α_j with α = (1, 2, 0.5), z = (0, 1, −1).
+    const auto q = make("actbi", {{"alpha", {1.0f, 2.0f, 0.5f}}, {"zero_point", {0.0f, 1.0f, -1.0f}}});
+    const std::vector<float> x = {-0.5f, -3.0f, 0.6f, 0.0f, 1.0f, 0.4f};
+    const Operand op = q.encode(x.data(), 2, 3, 3, SiteScope::token, 0);
+    EXPECT_EQ(op.kind, Operand::Kind::f32);
+    // x/α + z: −0.5, −0.5, 0.2 | 0, 1.5, −0.2 -> signs −, −, + | +, +, −.
+    EXPECT_EQ(op.values, (std::vector<float>{-1.0f, -4.0f, 1.0f, 1.0f, 0.0f, -0.0f}));
+}
+
+TEST(ActQuantizer, TokenOperandIsTheKindEncodeGives) {
+    // A linear layer prepares its weight once for token_operand(); encode() must then give that kind.
+    struct Case {
+        ActQuantizer q;
+        LayerInputs want;
+    };
+    const std::vector<Case> cases = {
+        {make(""), LayerInputs::f32},
+        {make("sign"), LayerInputs::planes},
+        {make("rsign", {{"shift", {0.1f, -0.2f, 0.3f, 0.0f}}}), LayerInputs::planes},
+        {make("elastic_unsigned", {{"shift", {0, 0, 0, 0}}, {"alpha", {2.0f}}}), LayerInputs::planes},
+        {make("lsq", {{"step", {0.5f}}, {"zero_point", {3.0f}}}, {{"qn", -8}, {"qp", 7}}), LayerInputs::int8},
+        {make("lsq", {{"step", {0.5f}}}, {{"qn", -8}, {"qp", 255}}), LayerInputs::f32},
+        {make("lsq", {{"step", {0.5f, 1, 1, 1}}}, {{"qn", -8}, {"qp", 7}}), LayerInputs::f32},
+        {make("actbi", {{"alpha", {2.0f}}, {"zero_point", {1.0f}}}), LayerInputs::planes},
+        {make("actbi", {{"alpha", {1, 2, 3, 4}}, {"zero_point", {0, 1, 0, 1}}}), LayerInputs::f32},
+    };
+    const std::vector<float> x = {-1.5f, 0.25f, 3.0f, -0.0f, 0.7f, -2.0f, 1.0f, 9.0f};
+    for (const Case & c : cases) {
+        const Operand op = c.q.encode(x.data(), 2, 4, 4, SiteScope::token, 0);
+        const Operand::Kind kind = c.want == LayerInputs::f32    ? Operand::Kind::f32
+                                   : c.want == LayerInputs::int8 ? Operand::Kind::int8
+                                                                 : Operand::Kind::planes;
+        EXPECT_EQ(c.q.token_operand(), c.want) << "quantizer '" << c.q.name() << "'";
+        EXPECT_EQ(op.kind, kind) << "quantizer '" << c.q.name() << "'";
+    }
+}
+
 TEST(ActQuantizer, GsbGroupsFollowTheSampleRange) {
     // v̂ = α1·sign(v) + α2·sign(v)·1{beyond 0.7·max/min} + α3·sign(v)·1{beyond 0.9·max/min}.
     const auto v = make("gsb_value", {{"alphas", {1.0f, 0.5f, 0.25f}}});

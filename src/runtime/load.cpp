@@ -194,11 +194,8 @@ Linear read_linear(const std::string & name, int64_t in, int64_t out, bool bias,
                    const std::map<std::string, SiteEntry> & sites, TensorReader & r, const std::vector<int64_t> & fp_shape = {}) {
     Linear l;
     l.input = read_act_site(site_specs.at(name + ".input"), sites, r);
-    // Full precision, and LSQ codes that do not fit int8 codes (decoded), reach the weight as floats.
-    const LayerInputs inputs = !l.input.row                      ? LayerInputs::f32
-                               : l.input.is(spec::Quantizer::lsq) ? (l.input.encodes_int8() ? LayerInputs::int8 : LayerInputs::f32)
-                                                                  : LayerInputs::planes;
-    l.weight = read_weight(name + ".weight", out, in, fp_shape.empty() ? std::vector<int64_t>{out, in} : fp_shape, sites, r, inputs);
+    l.weight = read_weight(name + ".weight", out, in, fp_shape.empty() ? std::vector<int64_t>{out, in} : fp_shape, sites, r,
+                           l.input.token_operand());
     if (bias) l.bias = r.f32(name + ".bias", {out});
     return l;
 }

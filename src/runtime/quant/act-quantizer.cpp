@@ -102,6 +102,13 @@ bool ActQuantizer::encodes_int8() const {
            options.at("qn") >= -128 && options.at("qp") <= 127;
 }
 
+LayerInputs ActQuantizer::token_operand() const {
+    if (!row) return LayerInputs::f32;
+    if (is(spec::Quantizer::lsq)) return encodes_int8() ? LayerInputs::int8 : LayerInputs::f32;
+    if (is(spec::Quantizer::actbi) && params.at("alpha").size() > 1) return LayerInputs::f32;
+    return LayerInputs::planes;
+}
+
 Operand ActQuantizer::encode_sign_bits(const uint64_t * bits, int64_t rows, int64_t k) const {
     if (!sign_only()) throw std::invalid_argument(std::string("encode_sign_bits needs a sign quantizer, not '") + name() + "'");
     Operand op = quant::plane_operand(rows, k);

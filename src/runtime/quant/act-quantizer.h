@@ -54,6 +54,12 @@ struct ActQuantizer {
     // tensor, codes within [−128, 127]): a linear layer then keeps an int8 form of its weight.
     bool encodes_int8() const;
 
+    // What encode() gives at token scope — the operand a linear layer's weight meets, so that the
+    // weight is prepared for it once at load (prepare_weight): floats for full precision and for
+    // per-column scales that cannot leave the product (LSQ beyond encodes_int8(), ActBi with one α
+    // per channel, as on Bi-ViT's Swin patch merging), int8 codes, or bit planes.
+    LayerInputs token_operand() const;
+
     // Encodes x [rows, k] (row stride ld). `head` selects per-head parameters (per_head scope);
     // at token scope parameters index the k columns. range_max/min: see needs_range().
     Operand encode(const float * x, int64_t rows, int64_t k, int64_t ld, SiteScope scope, int64_t head,
