@@ -2,7 +2,9 @@
 //   train_step:  the full-precision small DeiTs (forward, cross-entropy, backward, AdamW update);
 //   recipe_step: the last stage of a shipped recipe exactly as `bitvit train` runs it — its
 //                quantizers, its distillation loss with the shipped teacher's forward, gradient
-//                clipping, its optimiser — after one untimed step that initialises the quantizers.
+//                clipping, its optimiser — after one untimed step that initialises the quantizers;
+//   attention_products: one block's q·kᵀ and probs·v with their gradients on the micro DeiT's
+//                shapes, batched_matmul (train/batched-matmul.h) against torch::matmul.
 // Run from the repository root (the recipes name their teacher by a relative path):
 //   build/bench/bench-train --benchmark_filter=recipe_step
 #include <benchmark/benchmark.h>
@@ -10,6 +12,7 @@
 
 #include <thread>
 
+#include "train/batched-matmul.h"
 #include "train/checkpoint.h"
 #include "train/deit.h"
 #include "train/distill.h"
@@ -82,6 +85,26 @@ void recipe_step(benchmark::State & state, const std::string & recipe, const std
     state.counters["threads"] = 1;
 }
 
+// q, k, v [B, H, N, d] as attention slices them from qkv [B, N, 3·H·d] (strided views, no copies),
+// batch 128, 3 heads of 32 over 50 tokens: the forward products and their backward pass, one thread.
+void attention_products(benchmark::State & state, torch::Tensor (*matmul)(const torch::Tensor &, const torch::Tensor &)) {
+    bitvit::set_compute_threads(1);
+    torch::manual_seed(0);
+    const int64_t B = 128, N = 50, H = 3, d = 32;
+    const auto qkv = torch::randn({B, N, 3, H, d}).requires_grad_(true);
+    for (auto _ : state) {
+        const auto heads = qkv.permute({2, 0, 3, 1, 4}).unbind(0);
+        const auto probs = torch::softmax(matmul(heads[0], heads[1].transpose(-2, -1)), -1);  // [B, H, N, N]
+        const auto out = matmul(probs, heads[2]);                                            // [B, H, N, d]
+        out.sum().backward();
+        benchmark::DoNotOptimize(qkv.grad().data_ptr<float>());
+        qkv.mutable_grad() = torch::Tensor();
+    }
+    state.counters["images/s"] = benchmark::Counter(static_cast<double>(B * state.iterations()), benchmark::Counter::kIsRate);
+}
+
+torch::Tensor torch_matmul(const torch::Tensor & a, const torch::Tensor & b) { return torch::matmul(a, b); }
+
 const int kAllThreads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
 
 }  // namespace
@@ -90,6 +113,9 @@ BENCHMARK_CAPTURE(train_step, deit_micro_patch4_28, std::string("deit_micro_patc
     ->Args({128, 1})->Args({128, kAllThreads})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_CAPTURE(train_step, deit_nano_patch7_28, std::string("deit_nano_patch7_28"))
     ->Args({128, 1})->Args({128, kAllThreads})->Unit(benchmark::kMillisecond)->UseRealTime();
+
+BENCHMARK_CAPTURE(attention_products, torch_matmul, &torch_matmul)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(attention_products, batched_matmul, &bitvit::batched_matmul)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 // FP and every seed method's recipe, on the micro DeiT and the micro Swin, batch 128.
 #define BITVIT_RECIPE_STEP(recipe, name)                                                                                   \

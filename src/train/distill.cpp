@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "train/batched-matmul.h"
+
 namespace bitvit {
 namespace F = torch::nn::functional;
 using torch::Tensor;
@@ -16,7 +18,7 @@ void check_layers(const std::vector<BlockTaps> & s, const std::vector<BlockTaps>
 }
 
 Tensor gram(const Tensor & x) {  // [B, H, N, d] -> [B, H, N, N]
-    return torch::matmul(x, x.transpose(-2, -1)) / std::sqrt(static_cast<double>(x.size(-1)));
+    return batched_matmul(x, x.transpose(-2, -1)) / std::sqrt(static_cast<double>(x.size(-1)));
 }
 
 Tensor direction_distance(const Tensor & s, const Tensor & t) {

@@ -5,6 +5,7 @@
 #include <stdexcept>
 
 #include "spec/windows.h"
+#include "train/batched-matmul.h"
 #include "train/quant/pointwise.h"
 
 namespace bitvit {
@@ -160,7 +161,9 @@ AttentionImpl::AttentionImpl(int64_t dim, int64_t heads, bool qkv_bias, const Bl
 torch::Tensor AttentionImpl::forward(const torch::Tensor & x, const torch::Tensor & mask) {
     const int64_t B = x.size(0), N = x.size(1), C = x.size(2);
     // [B, N, 3C] -> [3, B, H, N, d]
-    auto qkv_heads = qkv(x).reshape({B, N, 3, num_heads, C / num_heads}).permute({2, 0, 3, 1, 4});
+    // unbind, not three selects: its backward stacks the three gradients in one pass, where each
+    // select's would fill a zero tensor of qkv's size and add them up in the permuted layout.
+    const auto qkv_heads = qkv(x).reshape({B, N, 3, num_heads, C / num_heads}).permute({2, 0, 3, 1, 4}).unbind(0);
     auto q = qkv_heads[0], k = qkv_heads[1], v = qkv_heads[2];  // [B, H, N, d]
     if (variant.qk_norm) {
         q = norm_q(q);
@@ -198,10 +201,10 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor & x, const torch::Tenso
 
 torch::Tensor site_matmul(const torch::Tensor & a, const SiteTransform & ta, const torch::Tensor & b, const SiteTransform & tb) {
     torch::Tensor as = ta ? ta->code_scale(a) : torch::Tensor(), bs = tb ? tb->code_scale(b) : torch::Tensor();
-    if (!as.defined() || !bs.defined()) return torch::matmul(a, b);
+    if (!as.defined() || !bs.defined()) return batched_matmul(a, b);
     as = as.reshape({1, -1, 1, 1});  // [1, H or 1, 1, 1]
     bs = bs.reshape({1, -1, 1, 1});
-    return torch::matmul(codes_of(a, as), codes_of(b, bs)) * (as * bs);
+    return batched_matmul(codes_of(a, as), codes_of(b, bs)) * (as * bs);
 }
 
 MlpImpl::MlpImpl(int64_t dim, int64_t hidden, const BlockVariant & v) : variant(v) {
