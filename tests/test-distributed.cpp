@@ -7,6 +7,7 @@
 #include <exception>
 #include <functional>
 #include <map>
+#include <optional>
 #include <vector>
 #include <thread>
 
@@ -56,7 +57,8 @@ TEST(Distributed, BroadcastAndSumAreRankZerosAndTheTotal) {
 // One step's gradient: each rank backpropagates its half of the batch, the all-reduce averages
 // them, and every rank then holds the whole batch's gradient (up to float summation order: 1e-5).
 // A full-precision student with hard and ranking distillation, so the loss is smooth. The buckets
-// are small so that several are in flight at once.
+// are small so that several are in flight at once, and every one of them is sent while backward
+// runs, before finish().
 TEST(Distributed, TwoRanksGradientsEqualTheWholeBatchGradient) {
     const DeitConfig config = deit_config("deit_nano_patch7_28");
     DistillSection distill;
@@ -79,8 +81,16 @@ TEST(Distributed, TwoRanksGradientsEqualTheWholeBatchGradient) {
     }
     auto gradients = [&](int copy, const torch::Tensor & x, const torch::Tensor & y, ProcessGroup * group) {
         VisionModel & student = students[copy];
-        stage_loss(student, &teachers[copy], x, y, distill, 0.1).loss.backward();
-        if (group) group->average_gradients(student->parameters(), 64 << 10);
+        std::optional<GradientAverager> averager;
+        if (group) averager.emplace(*group, student->parameters(), 64 << 10);
+        const torch::Tensor loss = stage_loss(student, &teachers[copy], x, y, distill, 0.1).loss;
+        if (averager) averager->begin({loss.item<double>()});
+        loss.backward();
+        if (averager) {
+            EXPECT_GT(averager->bucket_count(), 2u);
+            EXPECT_EQ(averager->buckets_started(), averager->bucket_count()) << "buckets left for after backward";
+            averager->finish();
+        }
         std::map<std::string, torch::Tensor> grads;
         for (const auto & p : student->named_parameters()) grads[p.key()] = p.value().grad().clone();
         return grads;
@@ -95,6 +105,32 @@ TEST(Distributed, TwoRanksGradientsEqualTheWholeBatchGradient) {
         EXPECT_TRUE(torch::equal(per_rank[0].at(name), per_rank[1].at(name))) << name << ": the ranks disagree";
         EXPECT_LE((g - per_rank[0].at(name)).norm().item<double>(), 1e-5 * g.norm().item<double>() + 1e-12) << name;
     }
+}
+
+// Three steps through one averager, exact in float32 (small integers halved): a parameter that
+// gets no gradient keeps none, one that gets it late (its bucket waits for finish()) and the step's
+// metrics are averaged and summed; gradients left from a step are refused before the next.
+TEST(Distributed, AveragerKeepsUnusedParametersBareAndSumsMetrics) {
+    on_two_ranks([](ProcessGroup & group) {
+        const float r = static_cast<float>(group.rank());
+        torch::Tensor first = torch::zeros({3}, torch::requires_grad()), unused = torch::zeros({5}, torch::requires_grad()),
+                      last = torch::zeros({2, 2}, torch::requires_grad());
+        GradientAverager averager(group, {first, unused, last}, 8);  // one parameter a bucket
+        ASSERT_EQ(averager.bucket_count(), 3u);
+        for (int step = 1; step <= 3; ++step) {
+            for (auto * p : {&first, &unused, &last}) p->mutable_grad() = torch::Tensor();
+            averager.begin({r + step, 1.0});
+            const torch::Tensor loss = (first * torch::tensor({1.0f, 2.0f, 3.0f}) * (r + 1) * step).sum() +
+                                       (last * (r + 2)).sum();
+            loss.backward();
+            EXPECT_EQ(averager.buckets_started(), 1u) << "buckets go in order: the unused one holds the first back";
+            EXPECT_EQ(averager.finish(), (std::vector<double>{1.0 + 2 * step, 2.0}));
+            EXPECT_TRUE(torch::equal(first.grad(), torch::tensor({1.5f, 3.0f, 4.5f}) * step));
+            EXPECT_FALSE(unused.grad().defined());
+            EXPECT_TRUE(torch::equal(last.grad(), torch::full({2, 2}, 2.5f)));
+        }
+        EXPECT_THROW(averager.begin({}), std::logic_error);
+    });
 }
 
 TEST(Distributed, EnvironmentErrorsNameTheVariable) {

@@ -173,59 +173,111 @@ void ProcessGroup::broadcast(const std::vector<torch::Tensor> & tensors) {
     }
 }
 
-void ProcessGroup::average_gradients(const std::vector<torch::Tensor> & params, int64_t bucket_bytes) {
-    torch::NoGradGuard no_grad;
-    struct Bucket {
-        std::vector<torch::Tensor> grads;
-        std::vector<torch::Tensor> flat;  // one tensor: what the all-reduce sums in place
-        c10::intrusive_ptr<c10d::Work> work;
-    };
-    std::vector<Bucket> buckets(1);
-    int64_t filled = 0;
-    for (const auto & p : params) {
-        const torch::Tensor & g = p.grad();
-        if (!g.defined()) continue;
-        if (filled > 0 && filled + g.numel() * 4 > bucket_bytes) {
-            buckets.emplace_back();
-            filled = 0;
-        }
-        buckets.back().grads.push_back(g);
-        filled += g.numel() * 4;
-    }
+std::vector<double> ProcessGroup::sum(const std::vector<double> & values) {
+    torch::Tensor flat = torch::tensor(values, torch::kFloat64);
+    wait(start_sum(flat), "sum of " + std::to_string(values.size()) + " metrics");
+    const double * out = flat.data_ptr<double>();
+    return std::vector<double>(out, out + values.size());
+}
+
+c10::intrusive_ptr<c10d::Work> ProcessGroup::start_sum(torch::Tensor flat) {
+    std::vector<torch::Tensor> tensors = {std::move(flat)};
+    return group_->allreduce(tensors, c10d::AllreduceOptions{c10d::ReduceOp::SUM, timeout_});
+}
+
+void ProcessGroup::wait(const c10::intrusive_ptr<c10d::Work> & work, const std::string & what) {
     try {
-        for (auto & b : buckets) {
-            if (b.grads.empty()) continue;
-            std::vector<torch::Tensor> parts;
-            for (const auto & g : b.grads) parts.push_back(g.reshape(-1));
-            b.flat = {torch::cat(parts)};
-            b.work = group_->allreduce(b.flat, c10d::AllreduceOptions{c10d::ReduceOp::SUM, timeout_});
-        }
-        for (auto & b : buckets) {
-            if (b.work) b.work->wait();
-        }
+        work->wait();
     } catch (const std::exception & e) {
-        fail("gradient all-reduce", e);
-    }
-    const double scale = 1.0 / env_.world_size;
-    for (auto & b : buckets) {
-        int64_t offset = 0;
-        for (auto & g : b.grads) {
-            const int64_t n = g.numel();
-            g.copy_(b.flat[0].narrow(0, offset, n).view(g.sizes())).mul_(scale);
-            offset += n;
-        }
+        fail(what, e);
     }
 }
 
-std::vector<double> ProcessGroup::sum(const std::vector<double> & values) {
-    std::vector<torch::Tensor> flat = {torch::tensor(values, torch::kFloat64)};
-    try {
-        group_->allreduce(flat, c10d::AllreduceOptions{c10d::ReduceOp::SUM, timeout_})->wait();
-    } catch (const std::exception & e) {
-        fail("sum of " + std::to_string(values.size()) + " metrics", e);
+GradientAverager::GradientAverager(ProcessGroup & group, const std::vector<torch::Tensor> & params, int64_t bucket_bytes)
+    : group_(group) {
+    for (const auto & p : params) {
+        if (p.requires_grad()) params_.push_back(p);
     }
-    const double * out = flat[0].data_ptr<double>();
-    return std::vector<double>(out, out + values.size());
+    // Reverse order: the head's gradients come first in backward, the patch embedding's last.
+    slots_.resize(params_.size());
+    int64_t filled = 0;
+    std::vector<int64_t> elements;
+    for (size_t i = params_.size(); i-- > 0;) {
+        const int64_t n = params_[i].numel();
+        if (buckets_.empty() || (filled > 0 && (filled + n) * 4 > bucket_bytes)) {
+            buckets_.emplace_back();
+            elements.push_back(0);
+            filled = 0;
+        }
+        slots_[i] = Slot{buckets_.size() - 1, elements.back(), false};
+        elements.back() += n;
+        buckets_.back().size += 1;
+        filled += n;
+    }
+    for (size_t b = 0; b < buckets_.size(); ++b) {
+        buckets_[b].flat = torch::empty({elements[b]}, params_.front().options().dtype(torch::kFloat32));
+    }
+    for (size_t i = 0; i < params_.size(); ++i) {
+        hooks_.push_back(params_[i].register_hook([this, i](const torch::Tensor & grad) { on_gradient(i, grad); }));
+    }
+}
+
+GradientAverager::~GradientAverager() {
+    for (size_t i = 0; i < hooks_.size(); ++i) params_[i].remove_hook(hooks_[i]);
+}
+
+void GradientAverager::begin(const std::vector<double> & metrics) {
+    for (const auto & p : params_) {
+        if (p.grad().defined()) throw std::logic_error("GradientAverager::begin: gradients must be cleared before the backward pass");
+    }
+    for (auto & s : slots_) s.received = false;
+    for (auto & b : buckets_) b.received = 0;
+    next_bucket_ = 0;
+    metrics_ = torch::tensor(metrics, torch::kFloat64);
+    metrics_work_ = group_.start_sum(metrics_);
+    armed_ = true;
+}
+
+// Runs inside backward, on one thread (the parameters share a device).
+void GradientAverager::on_gradient(size_t index, const torch::Tensor & grad) {
+    if (!armed_) return;  // a backward pass outside a step (none in training; a user's own)
+    Slot & slot = slots_[index];
+    Bucket & bucket = buckets_[slot.bucket];
+    torch::NoGradGuard no_grad;
+    bucket.flat.narrow(0, slot.offset, grad.numel()).view(grad.sizes()).copy_(grad);
+    slot.received = true;
+    ++bucket.received;
+    if (bucket.received == bucket.size) start_ready_buckets();
+}
+
+void GradientAverager::start_ready_buckets() {
+    while (next_bucket_ < buckets_.size() && buckets_[next_bucket_].received == buckets_[next_bucket_].size) {
+        Bucket & bucket = buckets_[next_bucket_++];
+        bucket.work = group_.start_sum(bucket.flat);
+    }
+}
+
+std::vector<double> GradientAverager::finish() {
+    armed_ = false;
+    torch::NoGradGuard no_grad;
+    for (size_t i = 0; i < params_.size(); ++i) {
+        const Slot & s = slots_[i];
+        if (!s.received) buckets_[s.bucket].flat.narrow(0, s.offset, params_[i].numel()).zero_();
+    }
+    for (; next_bucket_ < buckets_.size(); ++next_bucket_) buckets_[next_bucket_].work = group_.start_sum(buckets_[next_bucket_].flat);
+    group_.wait(metrics_work_, "sum of the step's metrics");
+    const double scale = 1.0 / group_.world_size();
+    for (auto & b : buckets_) {
+        group_.wait(b.work, "gradient all-reduce");
+        b.work.reset();
+        b.flat.mul_(scale);
+    }
+    for (size_t i = 0; i < params_.size(); ++i) {
+        const Slot & s = slots_[i];
+        if (s.received) params_[i].mutable_grad() = buckets_[s.bucket].flat.narrow(0, s.offset, params_[i].numel()).view(params_[i].sizes());
+    }
+    const double * sums = metrics_.data_ptr<double>();
+    return std::vector<double>(sums, sums + metrics_.numel());
 }
 
 namespace {

@@ -17,6 +17,7 @@
 namespace c10d {
 class Store;
 class ProcessGroupGloo;
+class Work;
 }  // namespace c10d
 
 namespace bitvit {
@@ -57,12 +58,12 @@ class ProcessGroup {
 
     // Overwrites `tensors` (same shapes and order on every rank) with rank 0's values.
     void broadcast(const std::vector<torch::Tensor> & tensors);
-    // Replaces every defined gradient of `params` by its mean over the ranks, all-reducing them in
-    // buckets of about `bucket_bytes` (flattened float32), all buckets in flight at once. Every rank
-    // must have gradients for the same parameters (the same model: the same graph).
-    void average_gradients(const std::vector<torch::Tensor> & params, int64_t bucket_bytes = 8 << 20);
     // The element-wise sum of `values` over the ranks (metrics, counts, flags), in float64.
     std::vector<double> sum(const std::vector<double> & values);
+    // Starts summing `flat` (one contiguous tensor) over the ranks in place and returns at once;
+    // `wait` completes it, rethrowing a failure as DistributedError naming `what`.
+    c10::intrusive_ptr<c10d::Work> start_sum(torch::Tensor flat);
+    void wait(const c10::intrusive_ptr<c10d::Work> & work, const std::string & what);
     // Leaves `message` in the store for the other ranks, which name it when their next collective
     // fails because this rank stopped. Call before exiting on an error; never throws.
     void report_failure(const std::string & message) noexcept;
@@ -76,6 +77,62 @@ class ProcessGroup {
     std::chrono::milliseconds timeout_;
     c10::intrusive_ptr<c10d::Store> store_;
     c10::intrusive_ptr<c10d::ProcessGroupGloo> group_;
+};
+
+// Averages a model's gradients over the ranks while its backward pass still runs, as PyTorch's
+// DistributedDataParallel does (its c10d::Reducer cannot be used here: Debian's libtorch-dev lacks
+// the distributed-autograd headers reducer.hpp includes). The parameters are split into buckets of
+// about `bucket_bytes`, in reverse order, the order backward produces their gradients. A hook on each
+// parameter copies its gradient into its bucket as autograd computes it; a bucket whose gradients
+// are all in is all-reduced at once, in the background, while backward goes on with earlier layers.
+// Buckets start in one fixed order on every rank, as collectives must.
+//
+// One backward pass per step, between begin() and finish(), with the gradients cleared before it.
+// The hooks live as long as this object; make a new one for a new model.
+class GradientAverager {
+  public:
+    GradientAverager(ProcessGroup & group, const std::vector<torch::Tensor> & params, int64_t bucket_bytes = 1 << 20);
+    ~GradientAverager();
+    GradientAverager(const GradientAverager &) = delete;
+    GradientAverager & operator=(const GradientAverager &) = delete;
+
+    // Before the backward pass: starts summing `metrics` over the ranks (loss, counts, flags: the
+    // step needs no collective of its own that would make the ranks wait for each other before
+    // backward) and arms the hooks.
+    void begin(const std::vector<double> & metrics);
+    // After it: sends the buckets still held (a parameter without a gradient this step sends
+    // zeros and keeps no gradient, on every rank alike), waits for all, leaves each parameter that
+    // received a gradient with its mean over the ranks (a view into its bucket), and returns the
+    // metrics' sums.
+    std::vector<double> finish();
+
+    size_t bucket_count() const { return buckets_.size(); }
+    // Between backward and finish(): the buckets already sent, the overlap backward gave them.
+    size_t buckets_started() const { return next_bucket_; }
+
+  private:
+    struct Slot {
+        size_t bucket = 0;
+        int64_t offset = 0;    // in the bucket's elements
+        bool received = false;  // this step's backward pass produced its gradient
+    };
+    struct Bucket {
+        torch::Tensor flat;  // float32 [sum of its parameters' numel]
+        size_t size = 0, received = 0;
+        c10::intrusive_ptr<c10d::Work> work;
+    };
+    void on_gradient(size_t index, const torch::Tensor & grad);
+    void start_ready_buckets();  // in bucket order: those whose gradients are all in
+
+    ProcessGroup & group_;
+    std::vector<torch::Tensor> params_;
+    std::vector<unsigned> hooks_;  // params_[i]'s hook handle
+    std::vector<Slot> slots_;
+    std::vector<Bucket> buckets_;
+    size_t next_bucket_ = 0;  // buckets before it have started
+    bool armed_ = false;
+    torch::Tensor metrics_;       // float64 [metrics]
+    c10::intrusive_ptr<c10d::Work> metrics_work_;
 };
 
 // A TCP port free on loopback now (the kernel's choice), for a store that binds it moments later.

@@ -437,7 +437,11 @@ void Trainer::enter_stage(size_t index, bool resuming) {
         for (auto & p : teacher_->parameters()) p.set_requires_grad(false);
         teacher_->set_capture(st.distill.uses_features());
     }
-    if (group_) broadcast_model();
+    averager_.reset();  // its hooks are on the previous stage's parameters
+    if (group_) {
+        broadcast_model();
+        averager_ = std::make_unique<GradientAverager>(*group_, model_->parameters());
+    }
     pending_init_ = group_ && group_->world_size() > 1;
 }
 
@@ -584,14 +588,16 @@ Trainer::StepResult Trainer::train_step(const Batch & batch) {
                                    st.optim.label_smoothing);
     const auto n = static_cast<double>(batch.labels.size(0));
     StepResult result{b.loss.item<double>(), b.correct, batch.labels.size(0), interrupted()};
-    if (group_) {
-        // The shards are equal, so the batch loss is the mean of theirs (a NaN anywhere stops every rank).
-        const std::vector<double> total = group_->sum({result.loss * n, double(result.correct), n, result.interrupted ? 1.0 : 0.0});
+    // Several ranks: the step's metrics are summed while backward runs, and a NaN on any rank is
+    // seen by all after it (every rank takes part in the same collectives, then every rank stops).
+    if (averager_) averager_->begin({result.loss * n, double(result.correct), n, result.interrupted ? 1.0 : 0.0});
+    b.loss.backward();
+    if (averager_) {
+        // The shards are equal, so the batch loss is the mean of theirs.
+        const std::vector<double> total = averager_->finish();
         result = {total[0] / total[2], std::llround(total[1]), std::llround(total[2]), total[3] > 0};
     }
     if (!std::isfinite(result.loss)) fail_non_finite(result.loss, batch);
-    b.loss.backward();
-    if (group_) group_->average_gradients(model_->parameters());
     if (st.optim.clip_grad > 0) {
         const double norm = clip_gradients(*model_, st.optim.clip_grad);
         if (!std::isfinite(norm)) {

@@ -170,6 +170,7 @@ class Trainer {
     ProcessGroup * group_ = nullptr;
     bool pending_init_ = false;  // several ranks, the stage's first batch not yet run whole on rank 0
     std::unique_ptr<torch::optim::Optimizer> optimizer_;
+    std::unique_ptr<GradientAverager> averager_;  // several ranks: the stage's model's gradient all-reduce
     EvalResult last_eval_;
     bool interrupted_ = false;
 };
