@@ -19,8 +19,16 @@ directory and results section):
 
     scripts/compare.py --model swin_micro_patch2_window7_28 --profile quick
 
-Each run records, beside its directory, the commit and wall time of every invocation that trained it
-(<run>.provenance.jsonl); the table names the commits and the hash of the config each run trained with.
+Each run records, in its directory, the commit and wall time of every invocation that trained it
+(provenance.jsonl); the table names the commits and the hash of the config each run trained with.
+
+A finished run is archived as evidence (--evidence-dir, default docs/evidence/compare-<profile>[-<model>]/;
+the smoke profile's inside its runs directory): its config, per-epoch metrics, provenance and facts.json
+(OPs, packed size, the runtime's verification, and the key it was made under: the SHA-256 of the recipe as
+training resolves it, the training arguments, the teacher's SHA-256). The tables are made from the
+evidence, and a run whose evidence is committed is not trained again on another machine while its key
+still matches (a changed recipe or teacher makes it stale: trained again). So a comparison too long for one
+machine's session goes on in the next from a fresh checkout.
 With --seeds N every row is trained N times (train.seed = 0 … N−1): the table shows mean ± standard
 deviation, the ablations the paired difference per seed and its spread, and the seed methods their
 paired difference against bnn. --plot draws test accuracy per epoch for each regime (gnuplot; apt-get install gnuplot-nox).
@@ -46,6 +54,7 @@ import tomllib  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BITVIT = os.path.join(ROOT, "build", "bitvit")
 RESULTS = os.path.join(ROOT, "docs", "results.md")
+EVIDENCE = os.path.join(ROOT, "docs", "evidence")
 # What a measurement depends on: a change here marks its commit "+dirty" (docs and scripts do not).
 CODE_PATHS = ["src", "bench", "recipes", "teachers", "CMakeLists.txt"]
 # The architectures a table can be made for (--model): each with its shipped teacher and the small
@@ -196,30 +205,41 @@ def commit_id():
 
 
 def provenance(run_dir):
-    """Every invocation that trained run_dir: commit, start time, wall seconds (<run>.provenance.jsonl)."""
-    path = run_dir + ".provenance.jsonl"
+    """Every invocation that trained run_dir: commit, start time, wall seconds (its provenance.jsonl)."""
+    path = os.path.join(run_dir, "provenance.jsonl")
     return [json.loads(l) for l in open(path) if l.strip()] if os.path.exists(path) else []
 
 
-def train(run_dir, args):
+def train(run_dir, args, key=None):
     """Trains into run_dir (or resumes it) and returns its metrics lines. A run already finished is
-    not touched; every invocation that trains appends its commit and wall time to the provenance."""
+    not touched; every invocation that trains appends its commit and wall time to the provenance.
+    With a key (run_key), the run directory keeps it (key.json) and a run begun under another key is
+    refused, not reused: its recipe, arguments or teacher have changed since."""
+    key_path = os.path.join(run_dir, "key.json")
+    if key is not None and os.path.exists(key_path) and json.load(open(key_path)) != key:
+        sys.exit(f"compare.py: {run_dir} was begun from another recipe, arguments or teacher than this row's now; "
+                 "move it away (or pass another --runs-dir) to train the row afresh")
+    if key is not None and not os.path.exists(key_path):
+        os.makedirs(run_dir, exist_ok=True)
+        with open(key_path, "w") as f:
+            json.dump(key, f)
     os.makedirs(os.path.dirname(run_dir), exist_ok=True)
     if is_finished(run_dir):
         return finished_epochs(run_dir)
     resume = os.path.exists(os.path.join(run_dir, "checkpoint.pt"))
     started, clock = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), time.monotonic()
     sh([BITVIT, "train", "--resume", run_dir] if resume else [BITVIT, "train", "--out", run_dir] + args, run_dir + ".log")
-    with open(run_dir + ".provenance.jsonl", "a") as f:
+    with open(os.path.join(run_dir, "provenance.jsonl"), "a") as f:
         f.write(json.dumps({"commit": commit_id(), "started": started, "resumed": resume,
                             "wall_seconds": round(time.monotonic() - clock, 1)}) + "\n")
     return finished_epochs(run_dir)
 
 
 def is_finished(run_dir):
-    """Whether a run has trained every epoch its stored config asks for."""
+    """Whether a run (or its evidence) has trained every epoch its stored config asks for."""
     config_path = os.path.join(run_dir, "config.toml")
-    if not os.path.exists(os.path.join(run_dir, "checkpoint.pt")) or not os.path.exists(config_path):
+    kept = any(os.path.exists(os.path.join(run_dir, f)) for f in ("checkpoint.pt", FACTS))
+    if not kept or not os.path.exists(config_path):
         return False
     with open(config_path, "rb") as f:
         config = tomllib.load(f)
@@ -286,16 +306,69 @@ def run_name(name, seed):
     return name if seed == 0 else f"{name}-seed{seed}"
 
 
+FACTS = "facts.json"  # in an evidence directory: what the tables need that only the checkpoint could give
+
+
+def run_key(args, recipe_path, run_args):
+    """What a run's result depends on besides the code: the recipe as training resolves it (bases
+    merged), the training arguments (no paths), the teacher. Evidence made under another key is stale."""
+    resolved = sh([BITVIT, "config", recipe_path])
+    return {"recipe_sha256": hashlib.sha256(resolved.encode()).hexdigest(), "args": run_args,
+            "teacher_sha256": args.teacher_sha256}
+
+
+def current_evidence(record, key):
+    """Whether `record` holds a finished run's evidence made under `key` (says so when it is stale)."""
+    path = os.path.join(record, FACTS)
+    if not os.path.exists(path):
+        return False
+    if json.load(open(path)).get("key") != key:
+        print(f"compare.py: {os.path.relpath(record, ROOT)} was made from another recipe, arguments or teacher: "
+              "training it again", file=sys.stderr)
+        return False
+    return is_finished(record)
+
+
+def archive(run_dir, record, key, profile):
+    """Copies a finished run's evidence into `record` (replaced whole, through a temporary directory):
+    config, metrics, provenance, and facts.json with its OPs, packed size and runtime verification."""
+    checkpoint = os.path.join(run_dir, "checkpoint.pt")
+    ops, size = ops_of(checkpoint)
+    file_mb, agreement, runtime_acc, torch_acc = deploy(checkpoint, run_dir, profile)
+    staging = record + ".partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    os.makedirs(staging)
+    for f in ("config.toml", "metrics.jsonl", "provenance.jsonl"):
+        shutil.copy2(os.path.join(run_dir, f), staging)
+    facts = {"key": key, "ops_m": ops, "packed_mb": size, "file_mb": file_mb, "agreement": agreement,
+             "runtime_acc": runtime_acc, "torch_acc": torch_acc}
+    with open(os.path.join(staging, FACTS), "w") as f:
+        json.dump(facts, f, indent=1)
+    shutil.rmtree(record, ignore_errors=True)
+    os.replace(staging, record)
+
+
+def run_facts(record):
+    """facts.json of a run's evidence."""
+    return json.load(open(os.path.join(record, FACTS)))
+
+
 def train_runs(args, base, name, recipe_path, regime_args):
-    """Trains (or reuses) a row's runs, one per seed; returns their directories, or None when --report
-    finds one unfinished."""
-    dirs = [os.path.join(base, run_name(name, seed)) for seed in range(args.seeds)]
-    if args.report and not all(map(is_finished, dirs)):
+    """Trains (or resumes) a row's runs, one per seed, unless their evidence is current, and archives each
+    finished one; returns the evidence directories, or None when --report finds a run unfinished."""
+    runs = []
+    for seed in range(args.seeds):
+        run_args = model_args(args) + regime_args + seed_args(seed)
+        key = run_key(args, recipe_path, run_args)
+        record = os.path.join(args.evidence_dir, run_name(name, seed))
+        runs.append((os.path.join(base, run_name(name, seed)), record, run_args, key, current_evidence(record, key)))
+    if args.report and not all(current or is_finished(run_dir) for run_dir, _, _, _, current in runs):
         return None
-    for seed, run_dir in enumerate(dirs):
-        train(run_dir, ["--recipe", recipe_path, "--fp-checkpoint", args.teacher_checkpoint] + model_args(args) + regime_args +
-              seed_args(seed))
-    return dirs
+    for run_dir, record, run_args, key, current in runs:
+        if not current:
+            train(run_dir, ["--recipe", recipe_path, "--fp-checkpoint", args.teacher_checkpoint] + run_args, key)
+            archive(run_dir, record, key, args.profile)
+    return [record for _, record, _, _, _ in runs]
 
 
 def final_acc(run_dir):
@@ -361,10 +434,10 @@ def comparison_table(args, profile, base):
             if dirs is None:
                 rows.append({"recipe": recipe, "images": regime, "accs": None})
                 continue
-            ops, size = ops_of(os.path.join(dirs[0], "checkpoint.pt"))
+            facts = [run_facts(d) for d in dirs]
             rows.append({"recipe": recipe, "images": train_images(dirs[0]), "accs": [final_acc(d) for d in dirs],
-                         "size": size, "ops": ops,
-                         "deployed": [deploy(os.path.join(d, "checkpoint.pt"), d, args.profile) for d in dirs],
+                         "size": facts[0]["packed_mb"], "ops": facts[0]["ops_m"],
+                         "deployed": [(f["file_mb"], f["agreement"], f["runtime_acc"], f["torch_acc"]) for f in facts],
                          "minutes": sum(map(train_minutes, dirs)) / len(dirs), "identity": run_identity(dirs[0]),
                          "cmd": " ".join(["--recipe", f"recipes/{recipe}.toml"] + model_args(args) + regime_args)})
 
@@ -440,7 +513,7 @@ def ablation_table(args, profile, base, entries=ABLATIONS, claim_sign=-1):
             continue
         seed_accs, ablated_accs = list(map(final_acc, seed_dirs)), list(map(final_acc, ablated_dirs))
         diffs = [a - s for a, s in zip(ablated_accs, seed_accs)]
-        ops, _ = ops_of(os.path.join(ablated_dirs[0], "checkpoint.pt"))
+        ops = run_facts(ablated_dirs[0])["ops_m"]
         lines.append(f"| {name} | {seed_recipe} | {what} | {pm(seed_accs)} | {pm(ablated_accs)} | {pm(diffs)} | "
                      f"{', '.join(f'{100 * d:+.2f}' for d in diffs)} | {verdict(diffs, claim_sign)} | {ops:.2f} |")
     return lines
@@ -452,8 +525,9 @@ def plot_curves(args, base, lines_out):
     if shutil.which("gnuplot") is None:
         sys.exit("compare.py --plot needs gnuplot: apt-get install gnuplot-nox")
     for regime in args.regimes:
-        runs = sorted(d for d in os.listdir(base) if d.endswith(f"-{regime}") and os.path.isdir(os.path.join(base, d)))
-        series = [(d[: -len(regime) - 1], [m["test_acc"] for m in finished_epochs(os.path.join(base, d))]) for d in runs]
+        evidence = args.evidence_dir
+        runs = sorted(d for d in os.listdir(evidence) if d.endswith(f"-{regime}") and os.path.isdir(os.path.join(evidence, d)))
+        series = [(d[: -len(regime) - 1], [m["test_acc"] for m in finished_epochs(os.path.join(evidence, d))]) for d in runs]
         series = [(name, accs) for name, accs in series if accs]
         if not series:
             continue
@@ -471,7 +545,7 @@ def plot_curves(args, base, lines_out):
 def check_teacher(base, teacher_ckpt):
     """Every run of a profile starts from one teacher: its checkpoint's SHA-256 is kept in
     <base>/teacher.json, and a different teacher stops the script before any finished run from the old
-    one is reused as a row."""
+    one is reused as a row (evidence carries the teacher's SHA-256 in its key). Returns the SHA-256."""
     digest = hashlib.sha256(open(teacher_ckpt, "rb").read()).hexdigest()
     record = os.path.join(base, "teacher.json")
     if os.path.exists(record):
@@ -480,9 +554,10 @@ def check_teacher(base, teacher_ckpt):
             sys.exit(f"compare.py: the runs in {base} were trained from another teacher "
                      f"({kept['checkpoint']}, sha256 {kept['sha256'][:12]}…) than {teacher_ckpt} "
                      f"(sha256 {digest[:12]}…); pass --teacher {kept['checkpoint']} or --runs-dir elsewhere to start afresh")
-        return
+        return digest
     os.makedirs(base, exist_ok=True)
     json.dump({"checkpoint": os.path.relpath(teacher_ckpt, ROOT), "sha256": digest}, open(record, "w"))
+    return digest
 
 
 def main():
@@ -500,6 +575,9 @@ def main():
     parser.add_argument("--runs-dir", default=os.path.join(ROOT, "runs"),
                         help="where the runs live (default runs/ in the checkout): compare-<profile>/ below it "
                              "(compare-<profile>-<model>/ for another model than the DeiT)")
+    parser.add_argument("--evidence-dir", default=None,
+                        help="where finished runs are archived and read back from (default docs/evidence/compare-<profile>"
+                             "[-<model>]/, to commit; the smoke profile's inside its runs directory)")
     parser.add_argument("--ablations", action="store_true", help="run the ablation table instead of the comparison")
     parser.add_argument("--sweep", action="store_true",
                         help="run Bi-ViT's ranking-distillation sweep (weight, top-k) instead of the comparison (SWEEP)")
@@ -522,7 +600,10 @@ def main():
         train(teacher, ["--recipe", os.path.join(ROOT, "recipes", "fp.toml")] + model_args(args) + profile["teacher"])
         args.teacher_checkpoint = os.path.join(teacher, "checkpoint.pt")
 
-    check_teacher(base, args.teacher_checkpoint)
+    args.teacher_sha256 = check_teacher(base, args.teacher_checkpoint)
+    if args.evidence_dir is None:
+        args.evidence_dir = os.path.join(base, "evidence") if args.profile == "smoke" else os.path.join(EVIDENCE, os.path.basename(base))
+    args.evidence_dir = os.path.abspath(args.evidence_dir)
     on = "" if args.model == DEFAULT_MODEL else f" ({args.model})"
     if args.sweep:
         lines = ablation_table(args, profile, base, SWEEP, +1)
