@@ -324,7 +324,7 @@ def current_evidence(record, key):
         return False
     if json.load(open(path)).get("key") != key:
         print(f"compare.py: {os.path.relpath(record, ROOT)} was made from another recipe, arguments or teacher: "
-              "training it again", file=sys.stderr)
+              "stale, so its run is trained (or, with --report, shown) afresh", file=sys.stderr)
         return False
     return is_finished(record)
 
