@@ -52,7 +52,7 @@ if sys.version_info < (3, 11):
 import tomllib  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BITVIT = os.path.join(ROOT, "build", "bitvit")
+BITVIT = os.environ.get("BITVIT") or os.path.join(ROOT, "build", "bitvit")  # $BITVIT: another build's binary
 RESULTS = os.path.join(ROOT, "docs", "results.md")
 EVIDENCE = os.path.join(ROOT, "docs", "evidence")
 # What a measurement depends on: a change here marks its commit "+dirty" (docs and scripts do not).

@@ -11,6 +11,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libcli11-dev nlohmann-json3-dev libtomlplusplus-dev zlib1g-dev libstb-dev
   dataset-fashion-mnist   # /usr/share/datasets/fashion-mnist: the default data set
+  python3                 # scripts/compare.py (3.11: tomllib), tested by tests/scripts/test-compare-evidence.sh
 )
 
 missing=()
