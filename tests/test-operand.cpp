@@ -393,11 +393,13 @@ TEST(Linear, SignOutputsAreTheFloatPathsSigns) {
     }
 }
 
+// Every edge path of the blocked kernel: each row count of an edge block (m mod 6 and mod 4 all
+// occur), and last columns of the constant half and quarter widths, both, or neither (n mod 64).
 TEST(Sgemm, EveryTierMatchesTheReferenceBitForBit) {
     std::mt19937_64 rng(9);
     std::uniform_real_distribution<float> u(-1.0f, 1.0f);
-    for (int64_t m : {1, 3, 4, 5, 6, 7, 50}) {
-        for (int64_t n : {1, 63, 64, 65, 127, 128, 129, 192}) {
+    for (int64_t m : {1, 2, 3, 4, 5, 6, 7, 50}) {
+        for (int64_t n : {1, 16, 32, 48, 63, 64, 65, 96, 112, 127, 128, 129, 192}) {
             for (int64_t k : {1, 7, 64, 97}) {
                 std::vector<float> a(static_cast<size_t>(m * k)), bt(static_cast<size_t>(k * n));
                 for (float & v : a) v = u(rng);

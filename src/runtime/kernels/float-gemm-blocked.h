@@ -32,22 +32,37 @@ inline void sgemm_block(int64_t rows, int64_t cols, int64_t n, int64_t k, const 
     for (int64_t r = 0; r < rows; ++r) std::copy(acc[r], acc[r] + cols, c + r * ldc);
 }
 
+// A block of `rows` ≤ kRows rows and kCols columns with the row count made a constant as well, so an
+// edge block's accumulators stay in registers like the full block's (a Swin merge at 7×7 tokens is
+// 49 rows: one in six blocks is an edge).
+template <int64_t kRows, int64_t kCols>
+inline void sgemm_rows(int64_t rows, int64_t n, int64_t k, const float * a, const float * bt, float * c, int64_t ldc) {
+    if constexpr (kRows > 1) {
+        if (rows < kRows) return sgemm_rows<kRows - 1, kCols>(rows, n, k, a, bt, c, ldc);
+    }
+    sgemm_block<kRows, kCols, true>(kRows, kCols, n, k, a, bt, c, ldc);
+}
+
 // C[i][j] = Σ_k a[i][k]·bt[k][j], a [m, k], bt [k, n], C row stride ldc.
 template <int64_t kRows, int64_t kCols>
 inline void sgemm_blocked(int64_t m, int64_t n, int64_t k, const float * a, const float * bt, float * c, int64_t ldc) {
-    // A kRows × kCols block of C stays in registers while k streams through.
+    // A kRows × kCols block of C stays in registers while k streams through. The last columns take
+    // constant widths kCols/2 and kCols/4 where they fill them; only a narrower rest is generic.
+    constexpr int64_t kHalf = kCols / 2, kQuarter = kCols / 4;
     for (int64_t i0 = 0; i0 < m; i0 += kRows) {
         const int64_t rows = std::min(kRows, m - i0);
-        for (int64_t j0 = 0; j0 < n; j0 += kCols) {
-            const int64_t cols = std::min(kCols, n - j0);
-            const float * a_block = a + i0 * k;
-            float * c_block = c + i0 * ldc + j0;
-            if (rows == kRows && cols == kCols) {
-                sgemm_block<kRows, kCols, true>(rows, cols, n, k, a_block, bt + j0, c_block, ldc);
-            } else {
-                sgemm_block<kRows, kCols, false>(rows, cols, n, k, a_block, bt + j0, c_block, ldc);
-            }
+        const float * a_block = a + i0 * k;
+        int64_t j0 = 0;
+        for (; j0 + kCols <= n; j0 += kCols) sgemm_rows<kRows, kCols>(rows, n, k, a_block, bt + j0, c + i0 * ldc + j0, ldc);
+        if (j0 + kHalf <= n) {
+            sgemm_rows<kRows, kHalf>(rows, n, k, a_block, bt + j0, c + i0 * ldc + j0, ldc);
+            j0 += kHalf;
         }
+        if (j0 + kQuarter <= n) {
+            sgemm_rows<kRows, kQuarter>(rows, n, k, a_block, bt + j0, c + i0 * ldc + j0, ldc);
+            j0 += kQuarter;
+        }
+        if (j0 < n) sgemm_block<kRows, kCols, false>(rows, n - j0, n, k, a_block, bt + j0, c + i0 * ldc + j0, ldc);
     }
 }
 
