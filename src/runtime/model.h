@@ -146,6 +146,7 @@ class PackedModel {
     std::vector<float> forward_swin(const float * image, int threads, std::vector<std::vector<float>> * block_outputs) const;  // swin.cpp
     // A Swin block on x [R², C] in place (swin.cpp).
     void swin_block(const SwinStage & stage, const Block & b, std::vector<float> & x, int threads) const;
+    void swin_merge(const SwinStage & stage, std::vector<float> & x, int64_t & R, int64_t & C, int threads) const;
     const spec::BlockVariant & variant() const { return swin_ ? swin_config_.variant : config_.variant; }
 };
 

@@ -41,8 +41,8 @@ void PackedModel::swin_block(const SwinStage & stage, const Block & b, std::vect
     s.branch.resize(s.normed.size());
     auto & sc = s;
     const int elementwise = threads_for(tokens * C * kElementwiseMacs, threads);
-    parallel_for(tokens, elementwise, [&](int64_t t0, int64_t t1) { b.norm1.forward(&x[t0 * C], t1 - t0, C, &sc.normed[t0 * C]); });
-    // roll(−shift), then pad, then partition: as the training block does.
+    // norm1, then roll(−shift), pad and partition, as the training block does: each window token is
+    // its source token normalised straight into the windows buffer (padding tokens are zeros).
     parallel_for(G * T, elementwise, [&](int64_t i0, int64_t i1) {
         for (int64_t i = i0; i < i1; ++i) {
             const int64_t src = window_source(i / T, i % T, R, M, b.shift);
@@ -50,23 +50,53 @@ void PackedModel::swin_block(const SwinStage & stage, const Block & b, std::vect
             if (src < 0) {
                 std::fill(dst, dst + C, 0.0f);
             } else {
-                std::copy(&sc.normed[src * C], &sc.normed[(src + 1) * C], dst);
+                b.norm1.forward(&x[src * C], 1, C, dst);
             }
         }
     });
     const float * mask = b.shift > 0 ? stage.shift_mask.data() : nullptr;
     attend(b, AttentionShape{C, stage.heads, T, G, mask}, variant(), s.windows.data(), s.attended.data(), threads);
-    // Partition reversed, padding cropped, roll(+shift) undone, added to the residual stream.
+    // Partition reversed, padding cropped, roll(+shift) undone, added to the residual stream, and the
+    // token's norm2 in the same pass (every token has exactly one window slot, so chunks of slots
+    // write disjoint tokens).
     parallel_for(G * T, elementwise, [&](int64_t i0, int64_t i1) {
         for (int64_t i = i0; i < i1; ++i) {
             const int64_t dst = window_source(i / T, i % T, R, M, b.shift);
             if (dst < 0) continue;
-            for (int64_t j = 0; j < C; ++j) x[dst * C + j] += sc.attended[i * C + j];
+            float * token = &x[dst * C];
+            const float * update = &sc.attended[i * C];
+            for (int64_t j = 0; j < C; ++j) token[j] += update[j];
+            b.norm2.forward(token, 1, C, &sc.normed[dst * C]);
         }
     });
-    parallel_for(tokens, elementwise, [&](int64_t t0, int64_t t1) { b.norm2.forward(&x[t0 * C], t1 - t0, C, &sc.normed[t0 * C]); });
     mlp(b, tokens, b.fc1.weight.rows, s.normed.data(), s.branch.data(), threads);
-    for (int64_t i = 0; i < tokens * C; ++i) x[i] += s.branch[i];
+    parallel_for(tokens, elementwise, [&](int64_t t0, int64_t t1) {
+        for (int64_t i = t0 * C; i < t1 * C; ++i) x[i] += sc.branch[i];
+    });
+}
+
+// Patch merging: 2×2 neighbourhoods concatenated in timm's order — channel block 2·col + row — then
+// LayerNorm(4C) and the reduction: x [R², C] -> [(R/2)², 2C], R and C updated.
+void PackedModel::swin_merge(const SwinStage & stage, std::vector<float> & x, int64_t & R, int64_t & C, int threads) const {
+    thread_local std::vector<float> merged;
+    const int64_t r = R / 2, in = 4 * C, side = R, dim = C;
+    merged.resize(static_cast<size_t>(r * r * in));
+    auto & m = merged;
+    parallel_for(r * r, threads_for(r * r * in * kElementwiseMacs, threads), [&](int64_t t0, int64_t t1) {
+        for (int64_t t = t0; t < t1; ++t) {
+            float * dst = &m[t * in];
+            for (int64_t block = 0; block < 4; ++block) {
+                const int64_t row = block % 2, col = block / 2;
+                const float * src = &x[((2 * (t / r) + row) * side + 2 * (t % r) + col) * dim];
+                std::copy(src, src + dim, dst + block * dim);
+            }
+            stage.merge_norm.forward(dst, 1, in, dst);
+        }
+    });
+    R = r;
+    C = stage.dim;
+    x.resize(static_cast<size_t>(R * R * C));  // every value written by the reduction
+    stage.reduction.forward(merged.data(), R * R, x.data(), threads);
 }
 
 std::vector<float> PackedModel::forward_swin(const float * image, int threads, std::vector<std::vector<float>> * block_outputs) const {
@@ -76,30 +106,11 @@ std::vector<float> PackedModel::forward_swin(const float * image, int threads, s
     int64_t R = c.stage_resolution(0), C = c.embed_dim;
     std::vector<float> x(static_cast<size_t>(R * R * C));
     patch_embed_.forward(patches.data(), R * R, x.data(), threads);
-    patch_norm_.forward(x.data(), R * R, C, x.data());
+    parallel_for(R * R, threads_for(R * R * C * kElementwiseMacs, threads),
+                 [&](int64_t t0, int64_t t1) { patch_norm_.forward(&x[t0 * C], t1 - t0, C, &x[t0 * C]); });
     for (size_t i = 0; i < stages_.size(); ++i) {
         const SwinStage & stage = stages_[i];
-        if (i > 0) {
-            // 2×2 neighbourhoods concatenated in timm's order — channel block 2·col + row — then
-            // LayerNorm(4C) and the reduction: [R², C] -> [(R/2)², 2C].
-            const int64_t r = R / 2;
-            std::vector<float> merged(static_cast<size_t>(r * r * 4 * C));
-            for (int64_t y = 0; y < r; ++y) {
-                for (int64_t xx = 0; xx < r; ++xx) {
-                    float * dst = &merged[(y * r + xx) * 4 * C];
-                    for (int64_t block = 0; block < 4; ++block) {
-                        const int64_t row = block % 2, col = block / 2;
-                        const float * src = &x[((2 * y + row) * R + 2 * xx + col) * C];
-                        std::copy(src, src + C, dst + block * C);
-                    }
-                }
-            }
-            stage.merge_norm.forward(merged.data(), r * r, 4 * C, merged.data());
-            R = r;
-            C = stage.dim;
-            x.resize(static_cast<size_t>(R * R * C));  // every value written by the reduction
-            stage.reduction.forward(merged.data(), R * R, x.data(), threads);
-        }
+        if (i > 0) swin_merge(stage, x, R, C, threads);
         for (const Block & b : stage.blocks) {
             swin_block(stage, b, x, threads);
             if (block_outputs) block_outputs->push_back(x);
