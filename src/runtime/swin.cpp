@@ -79,7 +79,7 @@ void PackedModel::swin_block(const SwinStage & stage, const Block & b, std::vect
 // LayerNorm(4C) and the reduction: x [R², C] -> [(R/2)², 2C], R and C updated.
 void PackedModel::swin_merge(const SwinStage & stage, std::vector<float> & x, int64_t & R, int64_t & C, int threads) const {
     thread_local std::vector<float> merged;
-    const int64_t r = R / 2, in = 4 * C, side = R, dim = C;
+    const int64_t r = R / 2, in = 4 * C;
     merged.resize(static_cast<size_t>(r * r * in));
     auto & m = merged;
     parallel_for(r * r, threads_for(r * r * in * kElementwiseMacs, threads), [&](int64_t t0, int64_t t1) {
@@ -87,8 +87,8 @@ void PackedModel::swin_merge(const SwinStage & stage, std::vector<float> & x, in
             float * dst = &m[t * in];
             for (int64_t block = 0; block < 4; ++block) {
                 const int64_t row = block % 2, col = block / 2;
-                const float * src = &x[((2 * (t / r) + row) * side + 2 * (t % r) + col) * dim];
-                std::copy(src, src + dim, dst + block * dim);
+                const float * src = &x[((2 * (t / r) + row) * R + 2 * (t % r) + col) * C];
+                std::copy(src, src + C, dst + block * C);
             }
             stage.merge_norm.forward(dst, 1, in, dst);
         }

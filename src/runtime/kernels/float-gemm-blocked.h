@@ -52,17 +52,18 @@ inline void sgemm_blocked(int64_t m, int64_t n, int64_t k, const float * a, cons
     for (int64_t i0 = 0; i0 < m; i0 += kRows) {
         const int64_t rows = std::min(kRows, m - i0);
         const float * a_block = a + i0 * k;
+        float * c_rows = c + i0 * ldc;
         int64_t j0 = 0;
-        for (; j0 + kCols <= n; j0 += kCols) sgemm_rows<kRows, kCols>(rows, n, k, a_block, bt + j0, c + i0 * ldc + j0, ldc);
+        for (; j0 + kCols <= n; j0 += kCols) sgemm_rows<kRows, kCols>(rows, n, k, a_block, bt + j0, c_rows + j0, ldc);
         if (j0 + kHalf <= n) {
-            sgemm_rows<kRows, kHalf>(rows, n, k, a_block, bt + j0, c + i0 * ldc + j0, ldc);
+            sgemm_rows<kRows, kHalf>(rows, n, k, a_block, bt + j0, c_rows + j0, ldc);
             j0 += kHalf;
         }
         if (j0 + kQuarter <= n) {
-            sgemm_rows<kRows, kQuarter>(rows, n, k, a_block, bt + j0, c + i0 * ldc + j0, ldc);
+            sgemm_rows<kRows, kQuarter>(rows, n, k, a_block, bt + j0, c_rows + j0, ldc);
             j0 += kQuarter;
         }
-        if (j0 < n) sgemm_block<kRows, kCols, false>(rows, n - j0, n, k, a_block, bt + j0, c + i0 * ldc + j0, ldc);
+        if (j0 < n) sgemm_block<kRows, kCols, false>(rows, n - j0, n, k, a_block, bt + j0, c_rows + j0, ldc);
     }
 }
 
